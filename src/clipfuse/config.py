@@ -1,0 +1,162 @@
+"""Run configuration: YAML files plus ``section.key=value`` overrides.
+
+A config has five sections whose keys are the arguments of the objects they build:
+``model`` (:func:`clipfuse.models.create_model`), ``text`` (:func:`clipfuse.text.embed_class_names`),
+``data`` (:class:`clipfuse.engine.SegmentationDataModule`), ``train``
+(:class:`clipfuse.engine.SegmentationTask` and the Lightning ``Trainer``) and ``eval``
+(:class:`clipfuse.evaluation.InferenceConfig`). Unknown keys are errors, never ignored.
+
+Paths may start with ``shared:`` to mean the shared folder (``$CLIPFUSE_SHARED`` or
+``../shared``), e.g. ``shared:weights/mobilenetv2_100_in1k.pth``.
+"""
+
+import copy
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from clipfuse.errors import ClipfuseError
+from clipfuse.paths import shared_root
+
+DEFAULTS: dict[str, Any] = {
+    "seed": 0,
+    "model": {
+        "method": "fpn",
+        "backbone": "mobilenetv2_100",
+        "decoder": "fpn",
+        "backbone_kwargs": {},
+        "head_kwargs": {},
+        "decoder_kwargs": {},
+    },
+    "text": {
+        "encoder": "bank:shared:text/clip-vitb16",
+        "template": "a photo of a {}.",
+        "aliases": {},
+        "learnable_context": 0,
+    },
+    "data": {
+        "dataset": "camvid",
+        "root": None,
+        "dataset_kwargs": {},
+        "crop_size": [512, 512],
+        "base_size": None,
+        "scale_range": [0.5, 2.0],
+        "cat_max_ratio": 0.75,
+        "val_size": None,
+        "batch_size": 8,
+        "val_batch_size": 1,
+        "num_workers": 2,
+    },
+    "train": {
+        "max_steps": 1000,
+        "optimizer": "sgd",
+        "lr": 0.01,
+        "weight_decay": 5e-4,
+        "momentum": 0.9,
+        "backbone_lr_mult": 0.1,
+        "warmup_steps": 0,
+        "poly_power": 0.9,
+        "aux_weight": 0.4,
+        "aux_temperature": 0.07,
+        "precision": "32-true",
+        "accelerator": "auto",
+        "devices": 1,
+        "num_nodes": 1,
+        "strategy": "auto",
+        "val_every": 1000,
+        "checkpoint_every": 200,
+        "log_every": 10,
+        "progress_bar": True,
+    },
+    "eval": {
+        "mode": "whole",
+        "crop_size": None,
+        "stride": None,
+        "flip": False,
+        "scales": [1.0],
+    },
+}
+
+# Sections whose contents are free-form keyword arguments, checked by the object they build.
+_FREE_FORM = {"backbone_kwargs", "head_kwargs", "decoder_kwargs", "dataset_kwargs", "aliases"}
+
+
+def _merge(base: dict, update: dict, where: str) -> dict:
+    merged = copy.deepcopy(base)
+    for key, value in update.items():
+        path = f"{where}.{key}" if where else key
+        if key not in base:
+            known = ", ".join(sorted(base))
+            raise ClipfuseError(f"unknown config key {path!r}: expected one of {known}")
+        if isinstance(base[key], dict) and key not in _FREE_FORM:
+            if not isinstance(value, dict):
+                raise ClipfuseError(f"config key {path!r} must be a mapping, got {value!r}")
+            merged[key] = _merge(base[key], value, path)
+        elif key in _FREE_FORM:
+            merged[key] = {**base[key], **(value or {})}
+        else:
+            merged[key] = value
+    return merged
+
+
+def _set(config: dict, dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    node = config
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ClipfuseError(f"override {dotted!r}: {part!r} is not a section")
+    node[leaf] = value
+
+
+def parse_overrides(overrides: Sequence[str]) -> dict:
+    """``["model.method=convformer", "train.lr=0.001"]`` -> a nested dict (values parsed as YAML)."""
+    update: dict = {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ClipfuseError(f"override {item!r} must look like section.key=value")
+        _set(update, key.strip(), yaml.safe_load(raw))
+    return update
+
+
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> dict:
+    """Defaults, then the YAML file, then the overrides; every key validated."""
+    config = copy.deepcopy(DEFAULTS)
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ClipfuseError(f"config file {path} not found")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as error:
+            raise ClipfuseError(f"config file {path} is not valid YAML: {error}") from error
+        if not isinstance(loaded, dict):
+            raise ClipfuseError(f"config file {path} must hold a mapping of sections")
+        config = _merge(config, loaded, "")
+    return _merge(config, parse_overrides(overrides), "")
+
+
+def resolve_path(value: str | Path | None) -> str | None:
+    """Expand ``shared:`` and ``~`` in a path-like config value (other values pass through)."""
+    if value is None:
+        return None
+    text = str(value)
+    if text.startswith("shared:"):
+        return str(shared_root() / text.removeprefix("shared:"))
+    return str(Path(text).expanduser()) if text.startswith("~") else text
+
+
+def resolve_spec(spec: str) -> str:
+    """Expand ``shared:`` inside a ``prefix:path`` text-encoder spec such as ``bank:shared:text``."""
+    prefix, sep, rest = spec.partition(":")
+    if sep and rest.startswith("shared:"):
+        return f"{prefix}:{resolve_path(rest)}"
+    return spec
+
+
+def dump_config(config: dict, path: str | Path) -> None:
+    """Write the full config as YAML (written beside every run's results)."""
+    Path(path).write_text(yaml.safe_dump(config, sort_keys=False))

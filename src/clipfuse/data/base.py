@@ -1,0 +1,216 @@
+"""The dataset base class: reads (image, mask) pairs, maps raw labels to train ids, validates.
+
+Every dataset of :mod:`clipfuse.data` is a :class:`SegmentationDataset` whose subclass only
+finds its samples and says how raw mask values become train ids (``map_labels``); reading,
+checking and the clear one-line errors live here.
+"""
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+
+from clipfuse.errors import ClipfuseError
+
+IGNORE_INDEX = 255
+"""Mask value that losses and metrics ignore, in every dataset."""
+
+Transform = Callable[[np.ndarray, np.ndarray], tuple[Any, Any]]
+"""``(image H x W x 3 uint8, mask H x W uint8) -> (image, mask)``."""
+
+_INTEGER_MASK_MODES = ("I", "I;16", "I;16B", "I;16L")
+
+
+def default_palette(num_classes: int, seed: int = 0) -> np.ndarray:
+    """A deterministic ``K x 3`` uint8 palette (the same colours as ``clipfuse.inference``)."""
+    rng = np.random.default_rng(seed)
+    return rng.integers(32, 256, size=(num_classes, 3), dtype=np.uint8)
+
+
+def validate_classes(classes: Sequence[str], source: str) -> tuple[str, ...]:
+    """The class names as a tuple; a :class:`ClipfuseError` naming ``source`` when the list is
+    empty, longer than 255 (255 is the ignore index), or has an empty or duplicate name."""
+    names = tuple(classes)
+    if not names:
+        raise ClipfuseError(f"class list of {source} is empty: expected at least one class name")
+    if len(names) > IGNORE_INDEX:
+        raise ClipfuseError(
+            f"class list of {source} has {len(names)} names: expected at most {IGNORE_INDEX} "
+            f"({IGNORE_INDEX} is the ignore index)"
+        )
+    for index, name in enumerate(names):
+        if not isinstance(name, str) or not name.strip():
+            raise ClipfuseError(
+                f"class {index} of {source} is {name!r}: expected a non-empty class name"
+            )
+    duplicates = sorted(name for name, count in Counter(names).items() if count > 1)
+    if duplicates:
+        raise ClipfuseError(
+            f"class list of {source} repeats {', '.join(map(repr, duplicates))}: "
+            "expected unique class names"
+        )
+    return names
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    """The image at ``path`` as RGB uint8 ``H x W x 3``; a one-line error when unreadable."""
+    try:
+        with Image.open(path) as image:
+            return np.array(image.convert("RGB"))
+    except FileNotFoundError as error:
+        raise ClipfuseError(f"image {path} not found") from error
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise ClipfuseError(
+            f"image {path} could not be read: expected a PNG/JPEG image ({_reason(error)})"
+        ) from error
+
+
+def read_mask(path: Path) -> np.ndarray:
+    """The single-channel label image at ``path`` as uint8 ``H x W`` (raw values, unmapped)."""
+    try:
+        with Image.open(path) as image:
+            mode = image.mode
+            if mode in ("L", "P"):
+                return np.array(image)
+            if mode not in _INTEGER_MASK_MODES:
+                raise ClipfuseError(
+                    f"mask {path} has mode {mode}: expected a single-channel 8-bit label PNG"
+                )
+            values = np.array(image)
+    except FileNotFoundError as error:
+        raise ClipfuseError(f"mask {path} not found") from error
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise ClipfuseError(
+            f"mask {path} could not be read: expected a single-channel label PNG ({_reason(error)})"
+        ) from error
+    if values.size and (values.min() < 0 or values.max() > 255):
+        raise ClipfuseError(
+            f"mask {path} has values {values.min()}..{values.max()}: expected labels in 0..255"
+        )
+    return values.astype(np.uint8)
+
+
+def read_palette_strip(path: Path, num_classes: int) -> np.ndarray:
+    """The first ``num_classes`` colours of a ``1 x N`` RGB palette strip image."""
+    strip = read_rgb(path)
+    if strip.shape[1] < num_classes:
+        raise ClipfuseError(
+            f"palette {path} has {strip.shape[1]} colours: expected at least {num_classes}"
+        )
+    return strip[0, :num_classes].copy()
+
+
+def require_dir(path: Path, what: str, layout: str) -> Path:
+    """``path`` if it is a folder, else an error naming it and the expected layout."""
+    if not path.is_dir():
+        raise ClipfuseError(f"{what} {path} not found: expected {layout}")
+    return path
+
+
+def _reason(error: BaseException) -> str:
+    """The first line of an exception's message (for one-line errors)."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+class SegmentationDataset(Dataset):
+    """``(image, mask)`` pairs read from disk, masks mapped to train ids ``0..K-1`` and 255.
+
+    Subclasses find their samples and override :meth:`map_labels`; they also describe their
+    on-disk layout (``layout``), the folder names the registry looks for (``folder_names``)
+    and how to recognise a dataset folder (:meth:`looks_like`).
+
+    Args:
+        samples: ``(image path, mask path)`` pairs.
+        classes: the ``K`` class names (train id ``k`` is ``classes[k]``).
+        palette: ``K x 3`` uint8 colours, or None for :func:`default_palette`.
+        transform: ``(image, mask) -> (image, mask)`` applied to the numpy arrays; None returns
+            the arrays (image ``H x W x 3`` uint8, mask ``H x W`` uint8).
+        where: the file or folder the samples came from (named when there are none).
+        classes_source: where the class names came from (named when they are invalid).
+    """
+
+    name: ClassVar[str] = "segmentation"
+    layout: ClassVar[str] = "(image, mask) pairs"
+    folder_names: ClassVar[tuple[str, ...]] = ()
+    ignore_index: ClassVar[int] = IGNORE_INDEX
+
+    def __init__(
+        self,
+        samples: Sequence[tuple[Path, Path]],
+        classes: Sequence[str],
+        palette: np.ndarray | None = None,
+        transform: Transform | None = None,
+        where: Path | None = None,
+        classes_source: str | None = None,
+    ) -> None:
+        self.classes = validate_classes(classes, classes_source or f"dataset {self.name}")
+        if not samples:
+            raise ClipfuseError(f"{where or 'dataset'} holds no {self.name} samples: expected {self.layout}")
+        self.samples: list[tuple[Path, Path]] = [(Path(i), Path(m)) for i, m in samples]
+        if palette is None:
+            palette = default_palette(len(self.classes))
+        palette = np.asarray(palette)
+        if palette.shape != (len(self.classes), 3):
+            raise ClipfuseError(
+                f"palette of dataset {self.name} has shape {palette.shape}: "
+                f"expected ({len(self.classes)}, 3)"
+            )
+        self.palette = palette.astype(np.uint8)
+        self.transform = transform
+
+    @classmethod
+    def looks_like(cls, path: Path) -> bool:
+        """Whether ``path`` is a folder of this dataset (used by the registry's search)."""
+        return False
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def map_labels(self, mask: np.ndarray) -> np.ndarray:
+        """Raw mask values to train ids (uint8, 255 = ignore). The base class keeps them."""
+        return mask
+
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Sample ``index`` untransformed: RGB ``H x W x 3`` uint8 and train ids ``H x W`` uint8."""
+        image_path, mask_path = self.samples[index]
+        image = read_rgb(image_path)
+        raw = read_mask(mask_path)
+        if raw.shape != image.shape[:2]:
+            (ih, iw), (mh, mw) = image.shape[:2], raw.shape
+            raise ClipfuseError(
+                f"mask {mask_path} is {mw}x{mh} but image {image_path} is {iw}x{ih}: "
+                "expected the same size"
+            )
+        mask = self.map_labels(raw)
+        self._check_labels(mask, raw, mask_path)
+        return image, mask
+
+    def _check_labels(self, mask: np.ndarray, raw: np.ndarray, path: Path) -> None:
+        counts = np.bincount(mask.ravel(), minlength=256)
+        bad = np.flatnonzero(counts[self.num_classes : self.ignore_index]) + self.num_classes
+        if bad.size == 0:
+            return
+        raw_bad = np.unique(raw[np.isin(mask, bad)])
+        origin = "" if np.array_equal(raw_bad, bad) else f" (raw values {raw_bad.tolist()})"
+        raise ClipfuseError(
+            f"mask {path} has label values {bad.tolist()}{origin}: expected 0..{self.num_classes - 1} "
+            f"or {self.ignore_index} (ignore) for the {self.num_classes} classes of {self.name}"
+        )
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[Any, Any]:
+        image, mask = self.load(index)
+        if self.transform is None:
+            return image, mask
+        return self.transform(image, mask)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({len(self)} samples, {self.num_classes} classes)"

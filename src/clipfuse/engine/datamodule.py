@@ -1,0 +1,77 @@
+"""The Lightning data module: datasets and transforms from the ``data`` config section."""
+
+from collections.abc import Sequence
+
+import lightning as L
+from torch.utils.data import DataLoader, Dataset
+
+from clipfuse.data import build_dataset, build_eval_transform, build_train_transform
+
+
+class SegmentationDataModule(L.LightningDataModule):
+    """Train / val loaders for a registered dataset.
+
+    Args:
+        dataset: a registered dataset name (``camvid``, ``ade20k``, ``cityscapes``, ``folder``).
+        mean, std: the backbone's input normalisation (0-255 units).
+        root: the data root (else ``$CLIPFUSE_DATA``, then ``../shared/data``).
+        crop_size, base_size, scale_range, cat_max_ratio: training augmentation.
+        val_size: validation images are resized to this (H, W) or short side; logits are
+            resized back to the full-resolution mask.
+        batch_size, val_batch_size, num_workers: loaders.
+        dataset_kwargs: extra dataset arguments.
+    """
+
+    def __init__(
+        self,
+        dataset: str,
+        mean: Sequence[float],
+        std: Sequence[float],
+        root: str | None = None,
+        crop_size: Sequence[int] = (512, 512),
+        base_size: int | None = None,
+        scale_range: Sequence[float] = (0.5, 2.0),
+        cat_max_ratio: float = 0.75,
+        val_size: Sequence[int] | int | None = None,
+        batch_size: int = 8,
+        val_batch_size: int = 1,
+        num_workers: int = 2,
+        dataset_kwargs: dict | None = None,
+    ) -> None:
+        super().__init__()
+        self.name = dataset
+        self.root = root
+        self.dataset_kwargs = dataset_kwargs or {}
+        self.train_transform = build_train_transform(
+            crop_size=tuple(crop_size),
+            mean=tuple(mean),
+            std=tuple(std),
+            base_size=base_size,
+            scale_range=tuple(scale_range),
+            cat_max_ratio=cat_max_ratio,
+        )
+        size = tuple(val_size) if isinstance(val_size, (list, tuple)) else val_size
+        self.eval_transform = build_eval_transform(mean=tuple(mean), std=tuple(std), size=size)
+        self.batch_size = batch_size
+        self.val_batch_size = val_batch_size
+        self.num_workers = num_workers
+
+    def dataset(self, split: str, train: bool = False) -> Dataset:
+        transform = self.train_transform if train else self.eval_transform
+        return build_dataset(self.name, split, root=self.root, transform=transform, **self.dataset_kwargs)
+
+    def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            drop_last=shuffle,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.dataset("train", train=True), self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.dataset("val"), self.val_batch_size, shuffle=False)

@@ -1,0 +1,70 @@
+"""Optimiser and schedule of the paper's recipe (method.md Sec. 5).
+
+Backbone learning rate = ``backbone_lr_mult`` x the rest; no weight decay on normalisation
+layers and biases; poly decay (power 0.9) after a linear warm-up, stepped every iteration.
+"""
+
+import torch
+from torch import nn
+
+from clipfuse.errors import ClipfuseError
+
+_NORMS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm)
+
+
+def parameter_groups(
+    model: nn.Module, lr: float, weight_decay: float, backbone_lr_mult: float
+) -> list[dict]:
+    """Four groups: (backbone or not) x (decayed or not). Frozen parameters are left out."""
+    no_decay: set[int] = set()
+    for module in model.modules():
+        for name, parameter in module.named_parameters(recurse=False):
+            if isinstance(module, _NORMS) or name.endswith("bias") or parameter.ndim <= 1:
+                no_decay.add(id(parameter))
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        key = (name.startswith("backbone."), id(parameter) in no_decay)
+        groups.setdefault(key, []).append(parameter)
+    return [
+        {
+            "params": params,
+            "lr": lr * (backbone_lr_mult if is_backbone else 1.0),
+            "weight_decay": 0.0 if is_no_decay else weight_decay,
+            "name": f"{'backbone' if is_backbone else 'head'}{'_no_decay' if is_no_decay else ''}",
+        }
+        for (is_backbone, is_no_decay), params in sorted(groups.items())
+    ]
+
+
+def build_optimizer(
+    model: nn.Module,
+    optimizer: str = "sgd",
+    lr: float = 0.01,
+    weight_decay: float = 5e-4,
+    momentum: float = 0.9,
+    backbone_lr_mult: float = 0.1,
+) -> torch.optim.Optimizer:
+    """SGD (momentum) for CNN backbones, AdamW for transformer backbones."""
+    groups = parameter_groups(model, lr, weight_decay, backbone_lr_mult)
+    if optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum)
+    if optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=lr)
+    raise ClipfuseError(f"unknown optimizer {optimizer!r}: expected sgd or adamw")
+
+
+class PolyWithWarmup:
+    """Learning-rate factor: linear warm-up to 1 over ``warmup_steps``, then (1 - t/T)^power."""
+
+    def __init__(self, max_steps: int, warmup_steps: int = 0, power: float = 0.9) -> None:
+        self.max_steps = max_steps
+        self.warmup_steps = warmup_steps
+        self.power = power
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        progress = min(step, self.max_steps) / max(1, self.max_steps)
+        return (1.0 - progress) ** self.power

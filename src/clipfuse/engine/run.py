@@ -1,0 +1,238 @@
+"""Train and evaluate from a config: what ``clipfuse train`` and ``clipfuse eval`` call."""
+
+import json
+import warnings
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+from clipfuse.config import dump_config, load_config, resolve_path, resolve_spec
+from clipfuse.data import build_dataset
+from clipfuse.engine.datamodule import SegmentationDataModule
+from clipfuse.engine.task import SegmentationTask
+from clipfuse.errors import ClipfuseError
+from clipfuse.evaluation import InferenceConfig, format_table, results_to_json
+from clipfuse.models import Segmentor, create_model, method_uses_text
+from clipfuse.text import build_prompt_encoder, embed_class_names
+
+CHECKPOINT_KEY = "clipfuse"
+
+
+def announce(message: str) -> None:
+    """One line on stderr for a choice the user did not make explicitly."""
+    print(f"note: {message}", flush=True)
+
+
+def class_names_of(config: dict) -> list[str]:
+    data = config["data"]
+    dataset = build_dataset(data["dataset"], "val", root=data["root"], **data["dataset_kwargs"])
+    return list(dataset.classes)
+
+
+def build_model(config: dict, class_names: list[str], text_embeddings: torch.Tensor | None = None,
+                pretrained: bool = True) -> Segmentor:
+    """The model of ``config``; text embeddings are computed (cached) unless given."""
+    model_cfg, text_cfg = config["model"], config["text"]
+    method = model_cfg["method"]
+    backbone_kwargs = dict(model_cfg["backbone_kwargs"])
+    backbone_kwargs["pretrained"] = resolve_path(backbone_kwargs.get("pretrained")) if pretrained else None
+    head_kwargs = dict(model_cfg["head_kwargs"])
+    if method_uses_text(method) and text_embeddings is None:
+        text_embeddings = embed_class_names(
+            resolve_spec(text_cfg["encoder"]),
+            class_names,
+            template=text_cfg["template"],
+            aliases=text_cfg["aliases"] or None,
+        )
+    if method == "denseclip" and text_cfg["learnable_context"]:
+        try:
+            head_kwargs["prompt_encoder"] = build_prompt_encoder(
+                resolve_spec(text_cfg["encoder"]), class_names, n_ctx=text_cfg["learnable_context"]
+            )
+        except ClipfuseError as error:
+            announce(f"DenseCLIP's learnable context tokens are off: {error}")
+    return create_model(
+        method=method,
+        backbone=model_cfg["backbone"],
+        num_classes=len(class_names),
+        text_embeddings=text_embeddings,
+        decoder=model_cfg["decoder"],
+        backbone_kwargs=backbone_kwargs,
+        head_kwargs=head_kwargs,
+        decoder_kwargs=model_cfg["decoder_kwargs"],
+    )
+
+
+class _RunTask(SegmentationTask):
+    """Adds the run's config and class names to every checkpoint."""
+
+    def __init__(self, model: Segmentor, class_names: list[str], config: dict) -> None:
+        train = config["train"]
+        super().__init__(
+            model,
+            class_names,
+            optimizer=train["optimizer"],
+            lr=train["lr"],
+            weight_decay=train["weight_decay"],
+            momentum=train["momentum"],
+            backbone_lr_mult=train["backbone_lr_mult"],
+            max_steps=train["max_steps"],
+            warmup_steps=train["warmup_steps"],
+            poly_power=train["poly_power"],
+            aux_weight=train["aux_weight"],
+            aux_temperature=train["aux_temperature"],
+            inference=InferenceConfig.from_dict(config["eval"]),
+        )
+        self.run_config = config
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint[CHECKPOINT_KEY] = {"config": self.run_config, "class_names": self.class_names}
+
+
+def _datamodule(config: dict, model: Segmentor) -> SegmentationDataModule:
+    data = dict(config["data"])
+    return SegmentationDataModule(mean=model.backbone.mean, std=model.backbone.std, **data)
+
+
+def _trainer(config: dict, out_dir: Path, callbacks: list | None = None) -> L.Trainer:
+    train = config["train"]
+    return L.Trainer(
+        max_steps=train["max_steps"],
+        accelerator=train["accelerator"],
+        devices=train["devices"],
+        num_nodes=train["num_nodes"],
+        strategy=train["strategy"],
+        precision=train["precision"],
+        val_check_interval=train["val_every"],
+        check_val_every_n_epoch=None,
+        log_every_n_steps=train["log_every"],
+        enable_progress_bar=train["progress_bar"],
+        callbacks=callbacks or [],
+        logger=[
+            TensorBoardLogger(out_dir, name="logs", version=""),
+            CSVLogger(out_dir, name="logs", version=""),
+        ],
+        default_root_dir=out_dir,
+        num_sanity_val_steps=0,
+        enable_model_summary=False,
+    )
+
+
+def train(
+    config: dict | None, out_dir: str | Path, resume: bool = False, callbacks: list | None = None
+) -> dict:
+    """Train (or continue) the run in ``out_dir``; evaluate on val; return the metrics.
+
+    The full config is written to ``out_dir/config.yaml`` before training; checkpoints go to
+    ``out_dir/checkpoints`` (``last.ckpt`` every ``train.checkpoint_every`` steps, written
+    atomically); ``resume=True`` continues from ``last.ckpt`` with its step, optimiser and
+    schedule (``config`` is then read from the run folder and may be None). Extra Lightning
+    ``callbacks`` are added to the trainer. Metrics go to ``out_dir/metrics.json``.
+    """
+    out_dir = Path(out_dir)
+    checkpoint_dir = out_dir / "checkpoints"
+    last = checkpoint_dir / "last.ckpt"
+    if resume:
+        saved = out_dir / "config.yaml"
+        if not saved.is_file():
+            raise ClipfuseError(f"cannot resume: {saved} not found (no run was started in {out_dir})")
+        config = load_config(saved)
+        announce(f"resuming with the config saved in {saved}")
+    elif last.exists():
+        raise ClipfuseError(f"{out_dir} already holds a run: pass --resume to continue it, or another --out")
+    L.seed_everything(config["seed"], workers=True, verbose=False)
+    class_names = class_names_of(config)
+    model = build_model(config, class_names)
+    task = _RunTask(model, class_names, config)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    dump_config(config, out_dir / "config.yaml")
+    checkpoints = ModelCheckpoint(
+        dirpath=checkpoint_dir,
+        filename="step{step}",
+        auto_insert_metric_name=False,
+        every_n_train_steps=config["train"]["checkpoint_every"],
+        save_last=True,
+        save_top_k=1,
+    )
+    trainer = _trainer(config, out_dir, [checkpoints, *(callbacks or [])])
+    datamodule = _datamodule(config, model)
+    ckpt_path = None
+    if resume and last.exists():
+        ckpt_path = str(last)
+    elif resume:
+        announce(f"no checkpoint in {checkpoint_dir} yet: starting from step 0")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*does not have many workers.*")
+        trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        trainer.save_checkpoint(last)
+        trainer.validate(task, datamodule=datamodule, verbose=False)
+    results = task.last_results
+    if trainer.is_global_zero:
+        _report(results, class_names, out_dir / "metrics.json", step=trainer.global_step)
+    return results
+
+
+def _report(
+    results: dict, class_names: list[str], path: Path | None, step: int | None = None, quiet: bool = False
+) -> None:
+    if not quiet:
+        print(format_table(results, class_names), flush=True)
+    if path is not None:
+        payload = results_to_json(results, class_names)
+        if step is not None:
+            payload["step"] = step
+        path.write_text(json.dumps(payload, indent=2))
+
+
+def load_checkpoint(path: str | Path) -> tuple[dict, list[str], dict]:
+    """``(config, class_names, model_state_dict)`` of a clipfuse checkpoint (tensors only)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ClipfuseError(f"checkpoint {path} not found")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise ClipfuseError(f"checkpoint {path} could not be read as a clipfuse checkpoint: {error}") from error
+    if not isinstance(checkpoint, dict) or CHECKPOINT_KEY not in checkpoint:
+        raise ClipfuseError(f"checkpoint {path} was not written by clipfuse (no '{CHECKPOINT_KEY}' entry)")
+    meta = checkpoint[CHECKPOINT_KEY]
+    state = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
+    return meta["config"], list(meta["class_names"]), state
+
+
+def evaluate(
+    checkpoint: str | Path,
+    overrides: list[str] | None = None,
+    json_path: str | Path | None = None,
+    quiet: bool = False,
+) -> dict:
+    """Evaluate a checkpoint on its dataset's val split (``data.*`` / ``eval.*`` overridable)."""
+    config, class_names, state = load_checkpoint(checkpoint)
+    if overrides:
+        from clipfuse.config import _merge, parse_overrides
+
+        config = _merge(config, parse_overrides(overrides), "")
+    dataset_classes = class_names_of(config)
+    if dataset_classes != class_names:
+        raise ClipfuseError(
+            f"checkpoint {checkpoint} was trained on {len(class_names)} classes "
+            f"({', '.join(class_names[:5])}, ...) but dataset {config['data']['dataset']!r} has "
+            f"{len(dataset_classes)} ({', '.join(dataset_classes[:5])}, ...)"
+        )
+    text_embeddings = state.get("head.text_embeddings")
+    model = build_model(config, class_names, text_embeddings=text_embeddings, pretrained=False)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ClipfuseError(
+            f"checkpoint {checkpoint} does not fit its config: missing {missing[:3]}, unexpected {unexpected[:3]}"
+        )
+    task = _RunTask(model, class_names, config)
+    single = {"devices": 1, "num_nodes": 1, "strategy": "auto", "progress_bar": not quiet}
+    config = {**config, "train": {**config["train"], **single}}
+    trainer = _trainer(config, Path(checkpoint).resolve().parent.parent / "eval")
+    trainer.validate(task, datamodule=_datamodule(config, model), verbose=False)
+    _report(task.last_results, class_names, Path(json_path) if json_path else None, quiet=quiet)
+    return task.last_results

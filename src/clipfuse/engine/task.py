@@ -1,0 +1,109 @@
+"""The Lightning module: losses, optimisation and validation around a plain ``Segmentor``."""
+
+from collections.abc import Sequence
+
+import lightning as L
+import torch
+from torch.nn import functional as F
+
+from clipfuse.engine.optim import PolyWithWarmup, build_optimizer
+from clipfuse.evaluation import InferenceConfig, SegmentationMetrics, infer_logits
+from clipfuse.models import Segmentor
+
+
+class SegmentationTask(L.LightningModule):
+    """Trains a :class:`~clipfuse.models.Segmentor` with cross-entropy (ignore 255) plus, for
+    language-guided methods, the auxiliary score-map loss ``aux_weight x CE(up(S / T), y)``
+    (method.md Sec. 3), and validates with the confusion-matrix metrics.
+
+    Args:
+        model: the network.
+        class_names: K names, in label order.
+        optimizer, lr, weight_decay, momentum, backbone_lr_mult: see ``build_optimizer``.
+        max_steps, warmup_steps, poly_power: the poly schedule with linear warm-up.
+        aux_weight, aux_temperature: the auxiliary loss (0 turns it off).
+        inference: how validation images are predicted (whole / slide, flip, scales).
+    """
+
+    def __init__(
+        self,
+        model: Segmentor,
+        class_names: Sequence[str],
+        optimizer: str = "sgd",
+        lr: float = 0.01,
+        weight_decay: float = 5e-4,
+        momentum: float = 0.9,
+        backbone_lr_mult: float = 0.1,
+        max_steps: int = 1000,
+        warmup_steps: int = 0,
+        poly_power: float = 0.9,
+        aux_weight: float = 0.4,
+        aux_temperature: float = 0.07,
+        inference: InferenceConfig | None = None,
+        ignore_index: int = 255,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.class_names = list(class_names)
+        self.optim_args = dict(
+            optimizer=optimizer,
+            lr=lr,
+            weight_decay=weight_decay,
+            momentum=momentum,
+            backbone_lr_mult=backbone_lr_mult,
+        )
+        self.schedule = PolyWithWarmup(max_steps, warmup_steps, poly_power)
+        self.aux_weight = aux_weight
+        self.aux_temperature = aux_temperature
+        self.inference = inference or InferenceConfig()
+        self.ignore_index = ignore_index
+        self.val_metrics = SegmentationMetrics(len(self.class_names), ignore_index)
+        self.last_results: dict | None = None
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.model(images)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        images, masks = batch
+        outputs = self.model(images)
+        loss = F.cross_entropy(outputs["logits"], masks, ignore_index=self.ignore_index)
+        self.log("train/loss_seg", loss, prog_bar=False)
+        if "score_map" in outputs and self.aux_weight > 0:
+            scores = F.interpolate(
+                outputs["score_map"] / self.aux_temperature,
+                size=masks.shape[-2:],
+                mode="bilinear",
+                align_corners=False,
+            )
+            aux = F.cross_entropy(scores, masks, ignore_index=self.ignore_index)
+            self.log("train/loss_aux", aux)
+            loss = loss + self.aux_weight * aux
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/lr", self.trainer.optimizers[0].param_groups[-1]["lr"], prog_bar=False)
+        return loss
+
+    def _logits(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images)["logits"]
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        images, masks = batch
+        probabilities = infer_logits(
+            self._logits,
+            images,
+            num_classes=len(self.class_names),
+            output_size=tuple(masks.shape[-2:]),
+            **self.inference.as_kwargs(),
+        )
+        self.val_metrics.update(probabilities.argmax(1), masks)
+
+    def on_validation_epoch_end(self) -> None:
+        results = self.val_metrics.compute()
+        self.val_metrics.reset()
+        self.last_results = results
+        for key in ("mIoU", "mAcc", "aAcc"):
+            self.log(f"val/{key}", float(results[key]), prog_bar=key == "mIoU", sync_dist=False)
+
+    def configure_optimizers(self):
+        optimizer = build_optimizer(self.model, **self.optim_args)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self.schedule)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,0 +1,88 @@
+"""``create_model``: the one entry point that builds a method by name (method.md Sec. 4)."""
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from clipfuse.backbones import create_backbone
+from clipfuse.decoders import create_decoder
+from clipfuse.errors import ClipfuseError
+from clipfuse.models.segmentor import Segmentor
+
+
+def _no_head(in_channels: int, text_embeddings: torch.Tensor | None, **kwargs) -> None:
+    if kwargs:
+        raise ClipfuseError(f"method 'fpn' takes no head options, got {sorted(kwargs)}")
+    return None
+
+
+def _convformer_head(in_channels: int, text_embeddings: torch.Tensor | None, **kwargs) -> nn.Module:
+    from clipfuse.models.heads import ConvFormerHead
+
+    return ConvFormerHead(in_channels, text_embeddings, **kwargs)
+
+
+def _denseclip_head(in_channels: int, text_embeddings: torch.Tensor | None, **kwargs) -> nn.Module:
+    from clipfuse.models.denseclip import DenseCLIPHead
+
+    return DenseCLIPHead(in_channels, text_embeddings, **kwargs)
+
+
+# method name -> (builds the language head or None, needs text embeddings)
+METHODS: dict[str, tuple[Callable[..., nn.Module | None], bool]] = {
+    "fpn": (_no_head, False),
+    "denseclip": (_denseclip_head, True),
+    "convformer": (_convformer_head, True),
+}
+
+
+def method_uses_text(method: str) -> bool:
+    """Whether ``method`` needs class-name embeddings."""
+    if method not in METHODS:
+        raise ClipfuseError(f"unknown method {method!r}: expected one of {', '.join(METHODS)}")
+    return METHODS[method][1]
+
+
+def create_model(
+    method: str = "fpn",
+    backbone: str = "mobilenetv2_100",
+    num_classes: int | None = None,
+    text_embeddings: torch.Tensor | None = None,
+    decoder: str = "fpn",
+    backbone_kwargs: dict | None = None,
+    head_kwargs: dict | None = None,
+    decoder_kwargs: dict | None = None,
+) -> Segmentor:
+    """Build a segmentation model.
+
+    Args:
+        method: ``fpn`` (Semantic FPN, no text), ``denseclip`` or ``convformer`` (the paper's).
+        backbone: a timm model name (see :mod:`clipfuse.backbones`).
+        num_classes: K; for language-guided methods it is the number of rows of
+            ``text_embeddings`` and may be left out.
+        text_embeddings: K x Ct class-name embeddings (frozen), for language-guided methods.
+        decoder: ``fpn`` (Semantic FPN) or ``upernet``.
+        backbone_kwargs: ``pretrained``, ``frozen_bn``, ``img_size``, ``mean``, ``std``.
+        head_kwargs: options of the language head (e.g. ``num_blocks``, ``bridge``, ``dim``).
+        decoder_kwargs: options of the decoder (e.g. ``channels``, ``dropout``).
+    """
+    uses_text = method_uses_text(method)
+    if uses_text:
+        if text_embeddings is None:
+            raise ClipfuseError(f"method {method!r} needs text embeddings of the class names")
+        if num_classes is not None and num_classes != text_embeddings.shape[0]:
+            raise ClipfuseError(
+                f"num_classes={num_classes} but {text_embeddings.shape[0]} class embeddings given"
+            )
+        num_classes = text_embeddings.shape[0]
+    if num_classes is None or num_classes < 1:
+        raise ClipfuseError(f"num_classes must be a positive integer, got {num_classes!r}")
+    image_backbone = create_backbone(backbone, **(backbone_kwargs or {}))
+    build_head = METHODS[method][0]
+    head = build_head(image_backbone.channels[-1], text_embeddings, **(head_kwargs or {}))
+    in_channels = list(image_backbone.channels)
+    if head is not None:
+        in_channels[-1] = head.out_channels
+    seg_decoder = create_decoder(decoder, in_channels, num_classes, **(decoder_kwargs or {}))
+    return Segmentor(image_backbone, seg_decoder, num_classes, head)

@@ -1,0 +1,36 @@
+"""The segmentation network: backbone -> (language head) -> decoder (method.md Sec. 1)."""
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+class Segmentor(nn.Module):
+    """Backbone features ``[c2, c3, c4, c5]``; a language head, when present, replaces ``c5``
+    by ``X = concat[I', S]`` (Conv-Former) or ``concat[c5, S]`` (DenseCLIP); the decoder
+    predicts logits, upsampled to the input size.
+
+    ``forward`` returns ``{"logits": B x K x H x W}`` plus ``"score_map"`` (B x K x h x w,
+    cosine, stride 32) for language-guided methods. Plain tensors in and out: no Lightning,
+    no files, so the engine, export and the web demo can all wrap it.
+    """
+
+    def __init__(
+        self, backbone: nn.Module, decoder: nn.Module, num_classes: int, head: nn.Module | None = None
+    ) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.backbone = backbone
+        self.head = head
+        self.decoder = decoder
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        features = self.backbone(images)
+        outputs: dict[str, torch.Tensor] = {}
+        if self.head is not None:
+            features[-1], outputs["score_map"] = self.head(features[-1])
+        logits = self.decoder(features)
+        outputs["logits"] = F.interpolate(
+            logits, size=images.shape[-2:], mode="bilinear", align_corners=False
+        )
+        return outputs

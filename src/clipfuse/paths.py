@@ -1,0 +1,37 @@
+"""Where shared data lives: an explicit path, an environment variable, then ``../shared``."""
+
+import os
+from pathlib import Path
+
+SHARED_ENV = "CLIPFUSE_SHARED"
+DATA_ENV = "CLIPFUSE_DATA"
+CACHE_ENV = "CLIPFUSE_CACHE"
+
+
+def shared_root() -> Path:
+    """The shared folder: ``$CLIPFUSE_SHARED`` or ``../shared`` beside the repository root."""
+    if os.environ.get(SHARED_ENV):
+        return Path(os.environ[SHARED_ENV]).expanduser()
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        candidate = parent.parent / "shared"
+        if (parent / "pyproject.toml").exists() and candidate.is_dir():
+            return candidate
+    return Path.cwd().parent / "shared"
+
+
+def data_roots(explicit: str | os.PathLike | None = None) -> list[Path]:
+    """Candidate data roots in search order: explicit, ``$CLIPFUSE_DATA``, ``<shared>/data``."""
+    roots = []
+    if explicit:
+        roots.append(Path(explicit).expanduser())
+    if os.environ.get(DATA_ENV):
+        roots.append(Path(os.environ[DATA_ENV]).expanduser())
+    roots.append(shared_root() / "data")
+    return roots
+
+
+def cache_dir() -> Path:
+    """Cache for downloads and text embeddings: ``$CLIPFUSE_CACHE`` or ``~/.cache/clipfuse``."""
+    path = Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "clipfuse")).expanduser()
+    return path

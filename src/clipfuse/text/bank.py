@@ -1,0 +1,114 @@
+"""``bank:<path>``: precomputed embeddings looked up by class name (method.md section 1).
+
+A bank is ``NAME.npy`` (rows x dim float) with a sibling ``NAME.json`` whose ``classes`` list
+names the rows in order (the format of ``shared/text/clip-vitb16/*``); a folder means every
+bank in it, merged. A relative path not found from the working directory is tried under the
+shared folder (``bank:text/clip-vitb16/ade20k.npy``).
+
+Names match after :func:`~clipfuse.text.base.normalize_name`, on a bank entry's full name or
+on the first part of a comma-separated entry ("windowpane, window" answers to "windowpane").
+In a folder, files are read in sorted order and the first file holding a name wins. The
+embeddings come back exactly as stored (normalised or not, as the bank was made): the
+prompts were fixed when the bank was built, so the ``template`` argument is ignored.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from clipfuse.errors import ClipfuseError
+from clipfuse.paths import shared_root
+from clipfuse.text.base import TextEncoder, normalize_name
+
+
+def resolve_bank_path(argument: str) -> Path:
+    """The bank file or folder: as given, else relative to the shared folder."""
+    path = Path(argument).expanduser()
+    if argument and path.exists():
+        return path
+    if argument and not path.is_absolute() and (shared_root() / path).exists():
+        return shared_root() / path
+    raise ClipfuseError(
+        f"text bank {argument!r}: not found (expected a .npy file with a sibling .json holding "
+        f"'classes', or a folder of them; relative paths are also tried under {shared_root()})"
+    )
+
+
+def bank_pairs(path: Path) -> list[tuple[Path, Path]]:
+    """The (``.npy``, ``.json``) pairs of a bank file or of every bank in a folder."""
+    arrays = sorted(path.glob("*.npy")) if path.is_dir() else [path]
+    if not arrays:
+        raise ClipfuseError(f"text bank {path}: the folder holds no .npy files")
+    pairs = []
+    for array in arrays:
+        if array.suffix != ".npy":
+            raise ClipfuseError(f"text bank {array}: expected a .npy file (or a folder of them)")
+        names = array.with_suffix(".json")
+        if not names.is_file():
+            raise ClipfuseError(
+                f"text bank {array}: the sibling {names.name} with 'classes' is missing"
+            )
+        pairs.append((array, names))
+    return pairs
+
+
+def _read_bank(array_path: Path, names_path: Path) -> tuple[np.ndarray, list[str]]:
+    try:
+        array = np.load(array_path, allow_pickle=False)
+        classes = json.loads(names_path.read_text()).get("classes")
+    except (OSError, ValueError, AttributeError) as error:
+        raise ClipfuseError(f"text bank {array_path}: unreadable ({error})") from error
+    if array.ndim != 2 or not isinstance(classes, list) or len(classes) != array.shape[0]:
+        raise ClipfuseError(
+            f"text bank {array_path}: expected a 2-D array with one row per entry of 'classes' "
+            f"in {names_path.name}, got shape {array.shape} and "
+            f"{len(classes) if isinstance(classes, list) else 'no'} class names"
+        )
+    return array, [str(name) for name in classes]
+
+
+class BankEncoder(TextEncoder):
+    """Rows of precomputed embedding files, selected by class name."""
+
+    def __init__(self, argument: str) -> None:
+        self.path = resolve_bank_path(argument)
+        self.spec = f"bank:{argument}"
+        arrays: list[np.ndarray] = []
+        entries: list[str] = []
+        for array_path, names_path in bank_pairs(self.path):
+            array, classes = _read_bank(array_path, names_path)
+            if arrays and array.shape[1] != arrays[0].shape[1]:
+                raise ClipfuseError(
+                    f"text bank {array_path}: dimension {array.shape[1]} differs from "
+                    f"{arrays[0].shape[1]} of the other banks in {self.path}"
+                )
+            arrays.append(array)
+            entries.extend(classes)
+        self.table = torch.from_numpy(np.concatenate(arrays).astype(np.float32))
+        self.dim = int(self.table.shape[1])
+        self.index: dict[str, int] = {}
+        for row, entry in enumerate(entries):
+            self.index.setdefault(normalize_name(entry), row)
+        for row, entry in enumerate(entries):
+            self.index.setdefault(normalize_name(entry.split(",")[0]), row)
+
+    @classmethod
+    def from_spec(cls, argument: str) -> "BankEncoder":
+        return cls(argument)
+
+    @classmethod
+    def source_files(cls, argument: str) -> list[Path]:
+        """Every ``.npy`` and ``.json`` the bank reads."""
+        return [file for pair in bank_pairs(resolve_bank_path(argument)) for file in pair]
+
+    def _encode(self, class_names: list[str], templates: list[str]) -> torch.Tensor:
+        rows = [self.index.get(normalize_name(name)) for name in class_names]
+        missing = [name for name, row in zip(class_names, rows, strict=True) if row is None]
+        if missing:
+            raise ClipfuseError(
+                f"text bank {self.path}: no entry for {', '.join(map(repr, missing))} "
+                "(names must match its 'classes' after normalisation; map others with aliases)"
+            )
+        return self.table[rows].clone()

@@ -1,0 +1,105 @@
+"""On-disk cache of class-name embeddings (method.md section 1: T0 is computed once).
+
+Each result is a safetensors file named by the SHA-256 of the spec, the template(s), the
+aliases, the class names and the size and mtime of the local files the spec reads (bank
+files, a local checkpoint or model folder). A cache hit reads that file and never builds
+the encoder.
+"""
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from clipfuse import paths
+from clipfuse.text.aliases import apply_aliases
+from clipfuse.text.base import validate_class_names
+from clipfuse.text.prompts import DEFAULT_TEMPLATE, template_list
+from clipfuse.text.registry import build_text_encoder, split_spec
+
+_KEY_VERSION = 1
+_TENSOR = "embeddings"
+
+
+def cache_key(
+    spec: str,
+    class_names: Sequence[str],
+    template: str | Sequence[str] = DEFAULT_TEMPLATE,
+    aliases: Mapping[str, str] | None = None,
+) -> str:
+    """Hex SHA-256 identifying one embedding matrix."""
+    encoder_class, argument = split_spec(spec)
+    sources = []
+    for path in encoder_class.source_files(argument):
+        stat = path.stat()
+        sources.append([str(path.resolve()), stat.st_mtime_ns, stat.st_size])
+    payload = {
+        "version": _KEY_VERSION,
+        "spec": spec,
+        "template": template if isinstance(template, str) else list(template),
+        "aliases": sorted((aliases or {}).items()),
+        "class_names": list(class_names),
+        "sources": sources,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def _read(path: Path, rows: int) -> torch.Tensor | None:
+    """The cached matrix, or None when absent or unreadable (then it is recomputed)."""
+    if not path.is_file():
+        return None
+    try:
+        embeddings = load_file(path)[_TENSOR]
+    except (SafetensorError, OSError, KeyError):
+        return None
+    return embeddings if embeddings.ndim == 2 and embeddings.shape[0] == rows else None
+
+
+def _write(path: Path, embeddings: torch.Tensor, metadata: dict[str, str]) -> None:
+    """Write atomically: a temporary file in the same folder, then ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".safetensors")
+    os.close(descriptor)
+    try:
+        save_file({_TENSOR: embeddings.contiguous()}, temporary, metadata=metadata)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def embed_class_names(
+    spec: str,
+    class_names: Sequence[str],
+    template: str | Sequence[str] = DEFAULT_TEMPLATE,
+    aliases: Mapping[str, str] | None = None,
+    cache_dir: str | os.PathLike | None = None,
+) -> torch.Tensor:
+    """T0 for ``class_names`` (K x dim float32, CPU), from the cache or computed and stored.
+
+    ``aliases`` maps user names to the names the encoder knows (e.g.
+    :data:`~clipfuse.text.aliases.CAMVID_ALIASES` for a bank); it applies to every encoder.
+    The cache lives in ``cache_dir`` or ``clipfuse.paths.cache_dir() / "text"``.
+    """
+    names = validate_class_names(class_names)
+    template_list(template)
+    folder = Path(cache_dir) if cache_dir is not None else paths.cache_dir() / "text"
+    path = folder / f"{cache_key(spec, names, template, aliases)}.safetensors"
+    cached = _read(path, len(names))
+    if cached is not None:
+        return cached
+    embeddings = build_text_encoder(spec).encode(apply_aliases(names, aliases), template)
+    metadata = {
+        "spec": spec,
+        "template": json.dumps(template if isinstance(template, str) else list(template)),
+        "aliases": json.dumps(dict(aliases or {})),
+        "class_names": json.dumps(names),
+    }
+    _write(path, embeddings, metadata)
+    return embeddings

@@ -1,0 +1,41 @@
+import pytest
+import torch
+
+from clipfuse.engine import PolyWithWarmup, build_optimizer, parameter_groups
+from clipfuse.errors import ClipfuseError
+from clipfuse.models import create_model
+
+
+def test_backbone_lr_is_scaled_and_norms_and_biases_are_not_decayed():
+    model = create_model("fpn", "mobilenetv2_100", num_classes=3, decoder_kwargs={"channels": 16})
+    groups = {g["name"]: g for g in parameter_groups(model, lr=0.01, weight_decay=5e-4, backbone_lr_mult=0.1)}
+    assert set(groups) == {"backbone", "backbone_no_decay", "head", "head_no_decay"}
+    assert groups["backbone"]["lr"] == pytest.approx(0.001)
+    assert groups["head"]["lr"] == pytest.approx(0.01)
+    assert groups["head_no_decay"]["weight_decay"] == 0.0
+    decayed = {id(p) for g in ("backbone", "head") for p in groups[g]["params"]}
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            assert id(module.weight) not in decayed
+    assert all(p.ndim > 1 for g in ("backbone", "head") for p in groups[g]["params"])
+    total = sum(p.numel() for g in groups.values() for p in g["params"])
+    assert total == sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def test_optimizers_and_unknown_name():
+    model = torch.nn.Linear(2, 2)
+    assert isinstance(build_optimizer(model, "adamw", lr=1e-3), torch.optim.AdamW)
+    assert isinstance(build_optimizer(model, "sgd"), torch.optim.SGD)
+    with pytest.raises(ClipfuseError, match="unknown optimizer 'lamb'"):
+        build_optimizer(model, "lamb")
+
+
+def test_poly_schedule_with_linear_warmup():
+    schedule = PolyWithWarmup(max_steps=100, warmup_steps=10, power=0.9)
+    assert schedule(0) == pytest.approx(0.1)
+    assert schedule(9) == pytest.approx(1.0)
+    assert schedule(10) == pytest.approx((1 - 0.1) ** 0.9)
+    assert schedule(55) == pytest.approx((1 - 0.55) ** 0.9)
+    assert schedule(100) == 0.0
+    values = [schedule(s) for s in range(10, 101)]
+    assert values == sorted(values, reverse=True)

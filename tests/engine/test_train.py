@@ -1,0 +1,56 @@
+import json
+
+import lightning as L
+import pytest
+import torch
+from helpers import tiny_config
+
+from clipfuse.engine import load_checkpoint, train
+from clipfuse.errors import ClipfuseError
+
+
+class CrashAt(L.Callback):
+    """Simulates a crash (power cut, pre-emption) after a given step."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        if trainer.global_step == self.step:
+            raise RuntimeError("simulated crash")
+
+
+@pytest.mark.parametrize("method", ["fpn", "convformer", "denseclip"])
+def test_train_writes_config_checkpoint_and_metrics(folder_dataset, tmp_path, method):
+    out = tmp_path / "run"
+    results = train(tiny_config(folder_dataset, method), out)
+    assert 0.0 <= results["mIoU"] <= 100.0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["step"] == 4
+    assert {row["name"] for row in metrics["per_class"]} == {"sky", "road", "car"}
+    assert (out / "config.yaml").is_file()
+    assert (out / "logs" / "metrics.csv").is_file()
+    config, class_names, state = load_checkpoint(out / "checkpoints" / "last.ckpt")
+    assert config["model"]["method"] == method and class_names == ["sky", "road", "car"]
+
+
+def test_interrupted_run_resumes_from_its_last_checkpoint(folder_dataset, tmp_path):
+    out = tmp_path / "run"
+    config = tiny_config(folder_dataset, max_steps=6)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(config, out, callbacks=[CrashAt(step=3)])
+    saved = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
+    assert saved["global_step"] == 2  # checkpoints every 2 steps: step 3 is lost, step 2 is kept
+    with pytest.raises(ClipfuseError, match="already holds a run"):
+        train(config, out)
+    train(None, out, resume=True)
+    final = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
+    assert final["global_step"] == 6
+    scheduler = final["lr_schedulers"][0]
+    assert scheduler["last_epoch"] == 6  # the schedule continued, it did not restart
+    assert final["optimizer_states"][0]["state"]  # optimiser moments were restored and kept
+
+
+def test_resume_without_a_run_is_a_clear_error(tmp_path):
+    with pytest.raises(ClipfuseError, match="cannot resume"):
+        train(None, tmp_path / "nothing", resume=True)

@@ -1,0 +1,76 @@
+"""Helpers shared by the tests: ../shared lookup, tiny datasets, tiny configs."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+from clipfuse.paths import shared_root
+
+
+def require_shared(relative: str) -> Path:
+    """Path inside ../shared; skip outside CI when absent, fail in CI (CI=true) where it must exist."""
+    path = shared_root() / relative
+    if not path.exists():
+        message = f"{path} is absent (set CLIPFUSE_SHARED to the shared folder)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def write_folder_dataset(root: Path, classes=("sky", "road", "car"), size=(40, 48), per_split=4) -> Path:
+    """A tiny dataset in the custom folder layout: images/<split>, masks/<split>, classes.txt.
+
+    Each image is a few flat colour bands with matching labels, so a model can learn it.
+    """
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    (root / "classes.txt").write_text("\n".join(classes) + "\n")
+    colours = rng.integers(0, 256, size=(len(classes), 3))
+    for split in ("train", "val"):
+        (root / "images" / split).mkdir(parents=True)
+        (root / "masks" / split).mkdir(parents=True)
+        for i in range(per_split):
+            mask = np.zeros(size, dtype=np.uint8)
+            cuts = sorted(rng.choice(np.arange(4, size[0] - 4), len(classes) - 1, replace=False))
+            for k, cut in enumerate(cuts, start=1):
+                mask[cut:] = k
+            mask[0, :3] = 255
+            image = colours[mask.clip(0, len(classes) - 1)] + rng.integers(-10, 10, size=(*size, 3))
+            Image.fromarray(image.clip(0, 255).astype(np.uint8)).save(root / "images" / split / f"{i:03d}.png")
+            Image.fromarray(mask).save(root / "masks" / split / f"{i:03d}.png")
+    return root
+
+
+def tiny_config(data_root: Path, method: str = "fpn", **train) -> dict:
+    """A config that trains in seconds on :func:`write_folder_dataset`."""
+    from clipfuse.config import load_config
+
+    overrides = [
+        f"model.method={method}",
+        "model.decoder_kwargs={channels: 16}",
+        "data.dataset=folder",
+        f"data.root={data_root}",
+        "data.crop_size=[32, 32]",
+        "data.scale_range=[1.0, 1.0]",
+        "data.batch_size=2",
+        "data.val_batch_size=2",
+        "data.num_workers=0",
+        "train.max_steps=4",
+        "train.val_every=4",
+        "train.checkpoint_every=2",
+        "train.optimizer=adamw",
+        "train.lr=0.001",
+        "train.progress_bar=false",
+        "train.accelerator=cpu",
+        "text.encoder=random:32",
+    ]
+    if method == "convformer":
+        overrides.append("model.head_kwargs={dim: 32, num_blocks: 1, heads: 2}")
+    if method == "denseclip":
+        overrides.append("model.head_kwargs={context_width: 16}")
+    overrides += [f"train.{k}={v}" for k, v in train.items()]
+    return load_config(None, overrides)

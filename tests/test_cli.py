@@ -1,0 +1,83 @@
+"""The command line: help, train -> eval --json -> predict, and one-line errors for bad input."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import yaml
+from helpers import tiny_config
+from PIL import Image
+
+from clipfuse.cli import main
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "clipfuse.cli", *args], capture_output=True, text=True, timeout=300
+    )
+
+
+def test_help_lists_every_command():
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for command in ("train", "eval", "predict", "data"):
+        assert command in result.stdout
+    for command in ("train", "eval", "predict"):
+        assert "usage: clipfuse " + command in run_cli(command, "--help").stdout
+
+
+@pytest.fixture
+def trained_run(folder_dataset, tmp_path):
+    config_path = tmp_path / "tiny.yaml"
+    config_path.write_text(yaml.safe_dump(tiny_config(folder_dataset, "convformer")))
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(config_path), "--out", str(out)]) == 0
+    return out
+
+
+def test_train_eval_json_and_predict(trained_run, folder_dataset, tmp_path, capsys):
+    capsys.readouterr()
+    checkpoint = trained_run / "checkpoints" / "last.ckpt"
+    output = tmp_path / "metrics.json"
+    assert main(["eval", "--checkpoint", str(checkpoint), "--json", "--output", str(output)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert set(printed) >= {"mIoU", "mAcc", "aAcc", "per_class"}
+    assert json.loads(output.read_text())["mIoU"] == printed["mIoU"]
+    trained = json.loads((trained_run / "metrics.json").read_text())
+    assert printed["mIoU"] == pytest.approx(trained["mIoU"], abs=1e-6)
+
+    predictions = tmp_path / "predictions"
+    images = folder_dataset / "images" / "val"
+    assert main(["predict", str(images), "--checkpoint", str(checkpoint), "--out", str(predictions)]) == 0
+    overlay = Image.open(predictions / "000_overlay.png")
+    labels = np.asarray(Image.open(predictions / "000_labels.png"))
+    assert overlay.width > labels.shape[1]  # the legend sits to the right of the image
+    assert labels.shape == (40, 48) and labels.max() < 3
+
+
+def one_line_error(capsys, argv) -> str:
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err
+    return err
+
+
+def test_bad_input_gives_one_line_errors(folder_dataset, tmp_path, capsys):
+    config_path = tmp_path / "c.yaml"
+    config = tiny_config(folder_dataset)
+    config_path.write_text(yaml.safe_dump(config))
+    assert "nope.yaml not found" in one_line_error(capsys, ["train", "--config", str(tmp_path / "nope.yaml")])
+    err = one_line_error(capsys, ["train", "--config", str(config_path), "model.colour=red"])
+    assert "model.colour" in err
+    missing = one_line_error(capsys, ["train", "--config", str(config_path), f"data.root={tmp_path / 'void'}"])
+    assert "void" in missing
+    (folder_dataset / "images" / "val" / "001.png").write_bytes(b"not a png")
+    err = one_line_error(capsys, ["train", "--config", str(config_path), "--out", str(tmp_path / "r")])
+    assert "001.png" in err
+    assert "x.ckpt not found" in one_line_error(capsys, ["eval", "--checkpoint", str(tmp_path / "x.ckpt")])
+    fake = tmp_path / "fake.ckpt"
+    fake.write_bytes(b"\x00" * 10)
+    assert "fake.ckpt" in one_line_error(capsys, ["eval", "--checkpoint", str(fake)])

@@ -1,0 +1,97 @@
+"""Tiny, randomly initialised CLIP text towers saved locally; nothing is downloaded.
+
+The Hugging Face tokenizer is built from the CLIP BPE vocabulary that open_clip ships
+(``bpe_simple_vocab_16e6.txt.gz``), so both backends tokenise exactly like real CLIP.
+"""
+
+import gzip
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+TINY_ARCH = "clipfuse-tiny-test"
+TINY_EMBED_DIM = 16
+TINY_WIDTH = 32
+TINY_OPEN_CLIP_CONFIG = {
+    "embed_dim": TINY_EMBED_DIM,
+    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 16},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": TINY_WIDTH, "heads": 2, "layers": 2},
+}
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No Hub access even if huggingface_hub was imported before this file set the variable;
+    the default cache goes to a temporary folder."""
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("CLIPFUSE_CACHE", str(tmp_path / "clipfuse-cache"))
+
+
+@pytest.fixture(scope="session")
+def open_clip_spec(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """``open_clip:<tiny arch>/<local .safetensors>`` with the arch registered in open_clip."""
+    import open_clip
+    from safetensors.torch import save_file
+
+    folder = tmp_path_factory.mktemp("open_clip")
+    config = folder / f"{TINY_ARCH}.json"
+    config.write_text(json.dumps(TINY_OPEN_CLIP_CONFIG))
+    open_clip.add_model_config(config)
+    torch.manual_seed(0)
+    model = open_clip.create_model(TINY_ARCH)
+    checkpoint = folder / "tiny.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, checkpoint)
+    return f"open_clip:{TINY_ARCH}/{checkpoint}"
+
+
+def clip_bpe_tokenizer():
+    """A Hugging Face ``CLIPTokenizer`` with the real CLIP vocabulary and merges from open_clip."""
+    import open_clip
+    from open_clip.tokenizer import default_bpe
+    from transformers import CLIPTokenizer
+
+    lines = gzip.open(default_bpe()).read().decode("utf-8").split("\n")[1 : 49152 - 256 - 2 + 1]
+    specials = {"<start_of_text>": "<|startoftext|>", "<end_of_text>": "<|endoftext|>"}
+    vocab = {specials.get(k, k): v for k, v in open_clip.SimpleTokenizer().encoder.items()}
+    return CLIPTokenizer(vocab=vocab, merges=[tuple(line.split()) for line in lines])
+
+
+@pytest.fixture(scope="session")
+def hf_spec(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """``hf:<local folder>`` holding a tiny CLIPTextModelWithProjection and its tokenizer."""
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+
+    folder = tmp_path_factory.mktemp("hf_clip")
+    config = CLIPTextConfig(
+        hidden_size=TINY_WIDTH,
+        intermediate_size=37,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        projection_dim=TINY_EMBED_DIM,
+        vocab_size=49408,
+        max_position_embeddings=77,
+    )
+    torch.manual_seed(0)
+    CLIPTextModelWithProjection(config).save_pretrained(folder)
+    clip_bpe_tokenizer().save_pretrained(folder)
+    return f"hf:{folder}"
+
+
+@pytest.fixture(scope="session")
+def require_shared(pytestconfig: pytest.Config) -> Callable[[str], Path]:
+    """``require_shared`` of tests/conftest.py. That module cannot be imported by name here:
+    this file took the module name ``conftest``, so it is fetched from the plugin manager."""
+    for plugin in pytestconfig.pluginmanager.get_plugins():
+        if callable(getattr(plugin, "require_shared", None)) and plugin is not sys.modules[__name__]:
+            return plugin.require_shared
+    raise LookupError("tests/conftest.py with require_shared is not loaded")

@@ -1,0 +1,112 @@
+"""``bank:<path>``: precomputed embeddings looked up by name (clipfuse.text.bank, aliases)."""
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from clipfuse.errors import ClipfuseError
+from clipfuse.text import CAMVID_ALIASES, BankEncoder, build_text_encoder, embed_class_names
+
+CAMVID = [
+    "Sky", "Building", "Pole", "Road", "Pavement", "Tree",
+    "SignSymbol", "Fence", "Car", "Pedestrian", "Bicyclist",
+]  # fmt: skip
+
+
+RequireShared = Callable[[str], Path]
+
+
+@pytest.fixture
+def ade20k(require_shared: RequireShared) -> tuple[Path, np.ndarray, list[str]]:
+    """The shared ADE20K bank: its path, its rows and its class names."""
+    path = require_shared("text/clip-vitb16/ade20k.npy")
+    return path, np.load(path), json.loads(path.with_suffix(".json").read_text())["classes"]
+
+
+def _write_bank(folder: Path, name: str, classes: list[str], dim: int = 4) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = np.arange(len(classes) * dim, dtype=np.float32).reshape(len(classes), dim)
+    np.save(folder / f"{name}.npy", rows + 1000 * len(list(folder.glob("*.npy"))))
+    (folder / f"{name}.json").write_text(json.dumps({"classes": classes}))
+    return folder / f"{name}.npy"
+
+
+def test_camvid_names_resolve_in_ade20k(tmp_path: Path, ade20k) -> None:
+    path, table, classes = ade20k
+    embeddings = embed_class_names(
+        f"bank:{path}", CAMVID, aliases=CAMVID_ALIASES, cache_dir=tmp_path
+    )
+    assert embeddings.shape == (11, 512) and embeddings.dtype == torch.float32
+    assert torch.equal(embeddings[0], torch.from_numpy(table[classes.index("sky")]))
+    assert torch.equal(embeddings[4], torch.from_numpy(table[classes.index("sidewalk")]))
+    assert torch.equal(embeddings[10], torch.from_numpy(table[classes.index("bicycle")]))
+
+
+def test_trailing_space_entry_and_template_ignored(ade20k) -> None:
+    path, table, classes = ade20k
+    encoder = BankEncoder(str(path))
+    bed = encoder.encode(["bed"], "a photo of a {}.")
+    assert torch.equal(bed[0], torch.from_numpy(table[classes.index("bed ")]))
+    assert torch.equal(bed, encoder.encode(["Bed"], "a sketch of a {}."))
+
+
+def test_unknown_names_all_listed_with_the_path(ade20k) -> None:
+    path, _, _ = ade20k
+    with pytest.raises(ClipfuseError) as info:
+        build_text_encoder(f"bank:{path}").encode(["sky", "Pavement", "Bicyclist", "unicorn"])
+    message = str(info.value)
+    assert str(path) in message and "\n" not in message
+    assert all(name in message for name in ("'Pavement'", "'Bicyclist'", "'unicorn'"))
+    assert "'sky'" not in message
+
+
+def test_folder_merges_banks_and_relative_shared_path(require_shared: RequireShared, ade20k) -> None:
+    folder = require_shared("text/clip-vitb16")
+    encoder = build_text_encoder("bank:text/clip-vitb16")
+    assert encoder.dim == 512
+    cityscapes = np.load(folder / "cityscapes.npy")
+    city_classes = json.loads((folder / "cityscapes.json").read_text())["classes"]
+    both = encoder.encode(["vegetation", "bed"])
+    assert torch.equal(both[0], torch.from_numpy(cityscapes[city_classes.index("vegetation")]))
+    _, table, classes = ade20k
+    # ade20k.npy sorts first, so a name in both files comes from it
+    sky = encoder.encode(["sky"])[0]
+    assert torch.equal(sky, torch.from_numpy(table[classes.index("sky")]))
+
+
+def test_comma_synonyms_match_first_part_and_full_name_wins(tmp_path: Path) -> None:
+    bank = _write_bank(tmp_path, "demo", ["windowpane, window", "window", "Traffic_Light"])
+    encoder = BankEncoder(str(bank))
+    table = torch.from_numpy(np.load(bank))
+    got = encoder.encode(["windowpane", "window", "traffic light", "windowpane, window"])
+    assert torch.equal(got, table[[0, 1, 2, 0]])
+
+
+def test_synthetic_folder_first_file_wins(tmp_path: Path) -> None:
+    _write_bank(tmp_path, "a_first", ["sky", "road"])
+    _write_bank(tmp_path, "b_second", ["sky", "tree"])
+    encoder = BankEncoder(str(tmp_path))
+    got = encoder.encode(["sky", "tree"])
+    assert got[0, 0].item() == 0.0  # row 0 of a_first
+    assert got[1, 0].item() == 1000.0 + 4  # row 1 of b_second
+    assert len(BankEncoder.source_files(str(tmp_path))) == 4
+
+
+def test_bank_errors(tmp_path: Path) -> None:
+    with pytest.raises(ClipfuseError, match="not found"):
+        build_text_encoder(f"bank:{tmp_path / 'missing.npy'}")
+    with pytest.raises(ClipfuseError, match="holds no .npy"):
+        build_text_encoder(f"bank:{tmp_path}")
+    np.save(tmp_path / "lonely.npy", np.zeros((2, 4), np.float32))
+    with pytest.raises(ClipfuseError, match="lonely.json"):
+        build_text_encoder(f"bank:{tmp_path / 'lonely.npy'}")
+    (tmp_path / "lonely.json").write_text(json.dumps({"classes": ["only one"]}))
+    with pytest.raises(ClipfuseError, match="one row per entry"):
+        build_text_encoder(f"bank:{tmp_path / 'lonely.npy'}")
+    _write_bank(tmp_path / "mixed", "a", ["sky"], dim=4)
+    _write_bank(tmp_path / "mixed", "b", ["road"], dim=8)
+    with pytest.raises(ClipfuseError, match="dimension 8 differs from 4"):
+        build_text_encoder(f"bank:{tmp_path / 'mixed'}")
