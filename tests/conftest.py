@@ -1,11 +1,13 @@
 """Fixtures shared by every test folder (helpers live in tests/helpers.py)."""
 
+import os
 from pathlib import Path
 
 import pytest
 import torch
 from helpers import require_shared, write_folder_dataset
 
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing may be downloaded in the tests
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 

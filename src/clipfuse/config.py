@@ -34,6 +34,7 @@ DEFAULTS: dict[str, Any] = {
         "encoder": "bank:shared:text/clip-vitb16",
         "template": "a photo of a {}.",
         "aliases": {},
+        "fallback": None,
         "learnable_context": 0,
     },
     "data": {

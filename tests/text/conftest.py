@@ -7,8 +7,6 @@ The Hugging Face tokenizer is built from the CLIP BPE vocabulary that open_clip 
 import gzip
 import json
 import os
-import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -23,7 +21,13 @@ TINY_WIDTH = 32
 TINY_OPEN_CLIP_CONFIG = {
     "embed_dim": TINY_EMBED_DIM,
     "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 16},
-    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": TINY_WIDTH, "heads": 2, "layers": 2},
+    "text_cfg": {
+        "context_length": 77,
+        "vocab_size": 49408,
+        "width": TINY_WIDTH,
+        "heads": 2,
+        "layers": 2,
+    },
 }
 
 
@@ -85,13 +89,3 @@ def hf_spec(tmp_path_factory: pytest.TempPathFactory) -> str:
     CLIPTextModelWithProjection(config).save_pretrained(folder)
     clip_bpe_tokenizer().save_pretrained(folder)
     return f"hf:{folder}"
-
-
-@pytest.fixture(scope="session")
-def require_shared(pytestconfig: pytest.Config) -> Callable[[str], Path]:
-    """``require_shared`` of tests/conftest.py. That module cannot be imported by name here:
-    this file took the module name ``conftest``, so it is fetched from the plugin manager."""
-    for plugin in pytestconfig.pluginmanager.get_plugins():
-        if callable(getattr(plugin, "require_shared", None)) and plugin is not sys.modules[__name__]:
-            return plugin.require_shared
-    raise LookupError("tests/conftest.py with require_shared is not loaded")

@@ -1,12 +1,13 @@
 """``bank:<path>``: precomputed embeddings looked up by name (clipfuse.text.bank, aliases)."""
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from helpers import require_shared
+
 from clipfuse.errors import ClipfuseError
 from clipfuse.text import CAMVID_ALIASES, BankEncoder, build_text_encoder, embed_class_names
 
@@ -16,11 +17,8 @@ CAMVID = [
 ]  # fmt: skip
 
 
-RequireShared = Callable[[str], Path]
-
-
 @pytest.fixture
-def ade20k(require_shared: RequireShared) -> tuple[Path, np.ndarray, list[str]]:
+def ade20k() -> tuple[Path, np.ndarray, list[str]]:
     """The shared ADE20K bank: its path, its rows and its class names."""
     path = require_shared("text/clip-vitb16/ade20k.npy")
     return path, np.load(path), json.loads(path.with_suffix(".json").read_text())["classes"]
@@ -63,7 +61,7 @@ def test_unknown_names_all_listed_with_the_path(ade20k) -> None:
     assert "'sky'" not in message
 
 
-def test_folder_merges_banks_and_relative_shared_path(require_shared: RequireShared, ade20k) -> None:
+def test_folder_merges_banks_and_relative_shared_path(ade20k) -> None:
     folder = require_shared("text/clip-vitb16")
     encoder = build_text_encoder("bank:text/clip-vitb16")
     assert encoder.dim == 512

@@ -1,15 +1,17 @@
 """``build_text_encoder`` and the on-disk cache of ``embed_class_names`` (registry, cache)."""
 
+import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from clipfuse.errors import ClipfuseError
 from clipfuse.text import (
-    ENCODERS,
     CAMVID_ALIASES,
+    ENCODERS,
     RandomEncoder,
     build_text_encoder,
     cache_key,
@@ -68,16 +70,14 @@ def test_key_covers_template_aliases_names_and_spec(tmp_path: Path, builds: list
 
 
 def test_aliases_are_applied(tmp_path: Path) -> None:
-    aliased = embed_class_names("random:8", ["Pavement", "Sky"], aliases=CAMVID_ALIASES, cache_dir=tmp_path)
+    aliased = embed_class_names(
+        "random:8", ["Pavement", "Sky"], aliases=CAMVID_ALIASES, cache_dir=tmp_path
+    )
     direct = RandomEncoder(8).encode(["sidewalk", "sky"])
     assert torch.equal(aliased, direct)
 
 
 def test_bank_file_change_invalidates(tmp_path: Path) -> None:
-    import json
-
-    import numpy as np
-
     bank = tmp_path / "bank" / "demo.npy"
     bank.parent.mkdir()
     np.save(bank, np.eye(2, 3, dtype=np.float32))

@@ -39,7 +39,9 @@ def test_deterministic_across_loads_and_templates(hf_spec: str) -> None:
     assert not torch.allclose(first, build_text_encoder(hf_spec).encode(NAMES, "a {} in a scene"))
 
 
-@pytest.mark.parametrize("spec", ["hf:", "hf:/nonexistent/clip/text/model"])
+@pytest.mark.parametrize(
+    "spec", ["hf:", "hf:/nonexistent/clip/text/model", "hf:not/a/valid/repo/id"]
+)
 def test_bad_sources_are_one_line_errors(spec: str) -> None:
     with pytest.raises(ClipfuseError) as info:
         build_text_encoder(spec)

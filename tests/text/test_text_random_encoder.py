@@ -29,7 +29,9 @@ def test_seed_changes_vectors_and_template_is_ignored() -> None:
     assert not torch.allclose(default, build_text_encoder("random:16:1").encode(["sky"]))
 
 
-@pytest.mark.parametrize("spec", ["random:", "random:abc", "random:0", "random:8:1:2", "random:8:x"])
+@pytest.mark.parametrize(
+    "spec", ["random:", "random:abc", "random:0", "random:8:1:2", "random:8:x"]
+)
 def test_bad_specs(spec: str) -> None:
     with pytest.raises(ClipfuseError, match="random:"):
         build_text_encoder(spec)

@@ -170,7 +170,12 @@ ADE20K_CLASSES = (
     "flag",
 )
 
-ADE20K_SPLITS = {"train": "training", "val": "validation", "training": "training", "validation": "validation"}
+ADE20K_SPLITS = {
+    "train": "training",
+    "val": "validation",
+    "training": "training",
+    "validation": "validation",
+}
 
 _LABEL_MAP = (np.arange(256) - 1).astype(np.uint8)
 _LABEL_MAP[[0, IGNORE_INDEX]] = IGNORE_INDEX
@@ -197,7 +202,9 @@ class ADE20K(SegmentationDataset):
         root = require_dir(Path(root), "ADE20K root", self.layout)
         folder = ADE20K_SPLITS[split]
         image_dir = require_dir(root / "images" / folder, "ADE20K image folder", self.layout)
-        label_dir = require_dir(root / "annotations" / folder, "ADE20K annotation folder", self.layout)
+        label_dir = require_dir(
+            root / "annotations" / folder, "ADE20K annotation folder", self.layout
+        )
         samples = []
         for image in sorted(image_dir.glob("*.jpg")):
             label = label_dir / f"{image.stem}.png"

@@ -150,7 +150,9 @@ class SegmentationDataset(Dataset):
     ) -> None:
         self.classes = validate_classes(classes, classes_source or f"dataset {self.name}")
         if not samples:
-            raise ClipfuseError(f"{where or 'dataset'} holds no {self.name} samples: expected {self.layout}")
+            raise ClipfuseError(
+                f"{where or 'dataset'} holds no {self.name} samples: expected {self.layout}"
+            )
         self.samples: list[tuple[Path, Path]] = [(Path(i), Path(m)) for i, m in samples]
         if palette is None:
             palette = default_palette(len(self.classes))

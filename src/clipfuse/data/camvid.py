@@ -61,7 +61,10 @@ def _read_split_file(root: Path, split: str, layout: str) -> list[tuple[Path, Pa
             raise ClipfuseError(
                 f"{split_file} line {number} is {line.strip()!r}: expected 'IMAGE LABEL'"
             )
-        pair = (image_dir / PurePosixPath(fields[0]).name, label_dir / PurePosixPath(fields[1]).name)
+        pair = (
+            image_dir / PurePosixPath(fields[0]).name,
+            label_dir / PurePosixPath(fields[1]).name,
+        )
         for path in pair:
             if not path.is_file():
                 raise ClipfuseError(
@@ -95,7 +98,9 @@ class CamVid(SegmentationDataset):
         samples = _read_split_file(root, split, self.layout)
         palette_file = root / "palette11.png"
         palette = (
-            read_palette_strip(palette_file, len(CAMVID_CLASSES)) if palette_file.is_file() else None
+            read_palette_strip(palette_file, len(CAMVID_CLASSES))
+            if palette_file.is_file()
+            else None
         )
         super().__init__(samples, CAMVID_CLASSES, palette, transform, where=root / f"{split}.txt")
 

@@ -17,6 +17,7 @@ from clipfuse.errors import ClipfuseError
 from clipfuse.evaluation import InferenceConfig, format_table, results_to_json
 from clipfuse.models import Segmentor, create_model, method_uses_text
 from clipfuse.text import build_prompt_encoder, embed_class_names
+from clipfuse.text.bank import resolve_bank_path
 
 CHECKPOINT_KEY = "clipfuse"
 
@@ -32,6 +33,19 @@ def class_names_of(config: dict) -> list[str]:
     return list(dataset.classes)
 
 
+def text_spec(text_cfg: dict) -> str:
+    """The configured text encoder; ``text.fallback`` (announced) when a ``bank:`` is absent."""
+    spec = resolve_spec(text_cfg["encoder"])
+    fallback = text_cfg["fallback"]
+    if fallback and spec.startswith("bank:"):
+        try:
+            resolve_bank_path(spec.removeprefix("bank:"))
+        except ClipfuseError:
+            announce(f"text bank {spec} not found: computing the vocabulary with {fallback} instead")
+            return fallback
+    return spec
+
+
 def build_model(config: dict, class_names: list[str], text_embeddings: torch.Tensor | None = None,
                 pretrained: bool = True) -> Segmentor:
     """The model of ``config``; text embeddings are computed (cached) unless given."""
@@ -42,7 +56,7 @@ def build_model(config: dict, class_names: list[str], text_embeddings: torch.Ten
     head_kwargs = dict(model_cfg["head_kwargs"])
     if method_uses_text(method) and text_embeddings is None:
         text_embeddings = embed_class_names(
-            resolve_spec(text_cfg["encoder"]),
+            text_spec(text_cfg),
             class_names,
             template=text_cfg["template"],
             aliases=text_cfg["aliases"] or None,
@@ -50,7 +64,10 @@ def build_model(config: dict, class_names: list[str], text_embeddings: torch.Ten
     if method == "denseclip" and text_cfg["learnable_context"]:
         try:
             head_kwargs["prompt_encoder"] = build_prompt_encoder(
-                resolve_spec(text_cfg["encoder"]), class_names, n_ctx=text_cfg["learnable_context"]
+                text_spec(text_cfg),
+                class_names,
+                n_ctx=text_cfg["learnable_context"],
+                aliases=text_cfg["aliases"] or None,
             )
         except ClipfuseError as error:
             announce(f"DenseCLIP's learnable context tokens are off: {error}")

@@ -61,7 +61,9 @@ def slide_logits(
             x2 = min(col * stride_w + crop_w, width)
             y1 = max(y2 - crop_h, 0)
             x1 = max(x2 - crop_w, 0)
-            summed[:, :, y1:y2, x1:x2] += _predict(model_fn, images[:, :, y1:y2, x1:x2], num_classes)
+            summed[:, :, y1:y2, x1:x2] += _predict(
+                model_fn, images[:, :, y1:y2, x1:x2], num_classes
+            )
             count[:, :, y1:y2, x1:x2] += 1
     return summed / count
 
@@ -161,12 +163,16 @@ class InferenceConfig:
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
-            raise ClipfuseError(f"eval.mode {self.mode!r} is unknown: expected one of {', '.join(MODES)}")
+            raise ClipfuseError(
+                f"eval.mode {self.mode!r} is unknown: expected one of {', '.join(MODES)}"
+            )
         crop_size = _pair(self.crop_size, "crop_size")
         stride = _pair(self.stride, "stride")
         if self.mode == "slide":
             if crop_size is None or stride is None:
-                raise ClipfuseError("eval.mode 'slide' needs eval.crop_size and eval.stride ([height, width])")
+                raise ClipfuseError(
+                    "eval.mode 'slide' needs eval.crop_size and eval.stride ([height, width])"
+                )
             if stride[0] > crop_size[0] or stride[1] > crop_size[1]:
                 raise ClipfuseError(
                     f"eval.stride {list(stride)} must not exceed eval.crop_size {list(crop_size)}"
@@ -177,9 +183,14 @@ class InferenceConfig:
             isinstance(self.scales, str | bytes)
             or not isinstance(self.scales, Sequence)
             or not self.scales
-            or not all(isinstance(s, int | float) and not isinstance(s, bool) and s > 0 for s in self.scales)
+            or not all(
+                isinstance(s, int | float) and not isinstance(s, bool) and s > 0
+                for s in self.scales
+            )
         ):
-            raise ClipfuseError(f"eval.scales must be a non-empty list of positive numbers, got {self.scales!r}")
+            raise ClipfuseError(
+                f"eval.scales must be a non-empty list of positive numbers, got {self.scales!r}"
+            )
         object.__setattr__(self, "crop_size", crop_size)
         object.__setattr__(self, "stride", stride)
         object.__setattr__(self, "scales", tuple(float(s) for s in self.scales))
@@ -190,7 +201,9 @@ class InferenceConfig:
         known = [field.name for field in fields(cls)]
         unknown = sorted(set(values) - set(known))
         if unknown:
-            raise ClipfuseError(f"unknown eval key(s) {', '.join(unknown)}: expected {', '.join(known)}")
+            raise ClipfuseError(
+                f"unknown eval key(s) {', '.join(unknown)}: expected {', '.join(known)}"
+            )
         return cls(**values)
 
     def as_kwargs(self) -> dict[str, Any]:

@@ -73,7 +73,9 @@ class SegmentationMetrics(Metric):
         predicted = preds[valid].long()
         _check_range(labels, self.num_classes, "target", f" or ignore_index={self.ignore_index}")
         _check_range(predicted, self.num_classes, "preds", "")
-        counts = torch.bincount(labels * self.num_classes + predicted, minlength=self.num_classes**2)
+        counts = torch.bincount(
+            labels * self.num_classes + predicted, minlength=self.num_classes**2
+        )
         self.confmat += counts.reshape(self.num_classes, self.num_classes)
 
     def compute(self) -> dict[str, float | Tensor]:
@@ -110,9 +112,7 @@ def _check_range(labels: Tensor, num_classes: int, name: str, also: str) -> None
 
 def _check_names(results: dict, class_names: Sequence[str]) -> None:
     if len(class_names) != len(results["IoU"]):
-        raise ValueError(
-            f"{len(class_names)} class names given for {len(results['IoU'])} classes"
-        )
+        raise ValueError(f"{len(class_names)} class names given for {len(results['IoU'])} classes")
 
 
 def format_table(results: dict, class_names: Sequence[str]) -> str:
@@ -124,7 +124,9 @@ def format_table(results: dict, class_names: Sequence[str]) -> str:
     _check_names(results, class_names)
     width = max(len("class"), *(len(name) for name in class_names))
     lines = [f"{'class':<{width}}  {'IoU':>7}  {'Acc':>7}"]
-    for name, iou, acc in zip(class_names, results["IoU"].tolist(), results["Acc"].tolist(), strict=True):
+    for name, iou, acc in zip(
+        class_names, results["IoU"].tolist(), results["Acc"].tolist(), strict=True
+    ):
         lines.append(f"{name:<{width}}  {iou:>7.2f}  {acc:>7.2f}")
     lines.append("  ".join(f"{key}: {results[key]:.2f}" for key in SUMMARY_KEYS))
     return "\n".join(lines)
@@ -143,7 +145,9 @@ def results_to_json(results: dict, class_names: Sequence[str]) -> dict:
     _check_names(results, class_names)
     per_class = [
         {"name": name, "IoU": _finite_or_none(iou), "Acc": _finite_or_none(acc)}
-        for name, iou, acc in zip(class_names, results["IoU"].tolist(), results["Acc"].tolist(), strict=True)
+        for name, iou, acc in zip(
+            class_names, results["IoU"].tolist(), results["Acc"].tolist(), strict=True
+        )
     ]
     summary = {key: _finite_or_none(float(results[key])) for key in SUMMARY_KEYS}
     return {**summary, "per_class": per_class}

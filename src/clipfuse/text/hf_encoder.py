@@ -28,6 +28,8 @@ def load_hf_text(source: str) -> tuple["CLIPTextModelWithProjection", "PreTraine
             "text encoder 'hf:': expected hf:<model-id-or-local-dir>, "
             "e.g. hf:openai/clip-vit-base-patch16"
         )
+    if source.startswith(("/", ".", "~")) and not Path(source).expanduser().is_dir():
+        raise ClipfuseError(f"text encoder 'hf:{source}': folder not found")
     try:
         model = CLIPTextModelWithProjection.from_pretrained(source, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(source)

@@ -32,8 +32,8 @@ def parse_open_clip_argument(argument: str) -> tuple[str, str]:
 
 def load_open_clip_text(arch: str, pretrained: str) -> tuple[nn.Module, Tokenizer, int]:
     """The open_clip model with its image tower removed, in eval mode with every parameter
-    frozen, and its tokenizer (list of strings -> N x context_length token ids), and the
-    embedding width."""
+    frozen; its tokenizer (list of strings -> N x context_length token ids); the output
+    dimension of ``encode_text``."""
     import open_clip
 
     config = open_clip.get_model_config(arch)
@@ -42,6 +42,8 @@ def load_open_clip_text(arch: str, pretrained: str) -> tuple[nn.Module, Tokenize
             f"text encoder 'open_clip:{arch}/{pretrained}': unknown architecture {arch!r} "
             "(see open_clip.list_models())"
         )
+    if Path(pretrained).expanduser().is_file():
+        pretrained = str(Path(pretrained).expanduser())
     quick_gelu = bool(open_clip.get_pretrained_cfg(arch, pretrained).get("quick_gelu", False))
     try:
         model = open_clip.create_model(

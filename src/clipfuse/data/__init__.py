@@ -1,0 +1,29 @@
+"""Datasets (CamVid, ADE20K, Cityscapes, custom folders), their registry, transforms, download.
+
+Every dataset yields ``(image, mask)``: with no transform, RGB ``H x W x 3`` uint8 and train ids
+``H x W`` uint8 where 255 is ignored; the transforms of :mod:`clipfuse.data.transforms` turn
+them into a float32 ``3 x H x W`` tensor and an int64 ``H x W`` tensor.
+"""
+
+from clipfuse.data.ade20k import ADE20K
+from clipfuse.data.base import IGNORE_INDEX, SegmentationDataset, default_palette
+from clipfuse.data.camvid import CamVid
+from clipfuse.data.cityscapes import Cityscapes
+from clipfuse.data.folder import FolderDataset
+from clipfuse.data.registry import DATASETS, build_dataset, find_dataset_root
+from clipfuse.data.transforms import build_eval_transform, build_train_transform
+
+__all__ = [
+    "ADE20K",
+    "DATASETS",
+    "IGNORE_INDEX",
+    "CamVid",
+    "Cityscapes",
+    "FolderDataset",
+    "SegmentationDataset",
+    "build_dataset",
+    "build_eval_transform",
+    "build_train_transform",
+    "default_palette",
+    "find_dataset_root",
+]

@@ -1,0 +1,117 @@
+"""A custom dataset in a plain folder: images, PNG masks of class indices, a class list.
+
+Two layouts are read. With one folder per split::
+
+    <root>/classes.txt                 one class name per line; line k (from 0) is class k
+    <root>/images/<split>/<stem>.jpg   any of .jpg .jpeg .png .bmp .tif .tiff .webp
+    <root>/masks/<split>/<stem>.png    single-channel PNG, same size as the image
+
+or flat folders with split lists (used when ``<root>/splits/<split>.txt`` exists)::
+
+    <root>/classes.txt
+    <root>/images/<stem>.jpg
+    <root>/masks/<stem>.png
+    <root>/splits/<split>.txt          one image stem per line (blank lines and # comments skipped)
+
+Mask values are class indices ``0..K-1``; 255 is ignored (unlabelled pixels). Every image
+needs its mask; image stems must be unique within a split.
+"""
+
+from pathlib import Path
+
+from clipfuse.data.base import SegmentationDataset, Transform, require_dir
+from clipfuse.errors import ClipfuseError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+CLASSES_FILE = "classes.txt"
+
+
+def read_class_file(path: Path, layout: str) -> list[str]:
+    """The names in a ``classes.txt`` (one per line, surrounding whitespace removed)."""
+    if not path.is_file():
+        raise ClipfuseError(f"class list {path} not found: expected {layout}")
+    return [line.strip() for line in path.read_text(encoding="utf-8").rstrip().splitlines()]
+
+
+def _images_by_stem(folder: Path) -> dict[str, Path]:
+    images: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
+            continue
+        if path.stem in images:
+            raise ClipfuseError(
+                f"images {images[path.stem]} and {path} share the stem {path.stem!r}: "
+                "expected one image per stem"
+            )
+        images[path.stem] = path
+    return images
+
+
+def _pair_with_masks(images: list[Path], mask_dir: Path) -> list[tuple[Path, Path]]:
+    samples = []
+    for image in images:
+        mask = mask_dir / f"{image.stem}.png"
+        if not mask.is_file():
+            raise ClipfuseError(f"image {image} has no mask: expected {mask}")
+        samples.append((image, mask))
+    return samples
+
+
+class FolderDataset(SegmentationDataset):
+    """A dataset in the custom folder format described in this module's docstring.
+
+    Args:
+        root: the dataset folder (holding ``classes.txt``, ``images/``, ``masks/``).
+        split: a split folder name under ``images/`` or a ``splits/<split>.txt`` list.
+        transform: see :class:`SegmentationDataset`.
+    """
+
+    name = "folder"
+    layout = (
+        "<root>/classes.txt, <root>/images/<split>/<stem>.<jpg|png|...> and "
+        "<root>/masks/<split>/<stem>.png, or flat <root>/images/ and <root>/masks/ with "
+        "<root>/splits/<split>.txt listing stems"
+    )
+
+    def __init__(
+        self, root: str | Path, split: str = "train", transform: Transform | None = None
+    ) -> None:
+        root = require_dir(Path(root), "dataset folder", self.layout)
+        classes_file = root / CLASSES_FILE
+        classes = read_class_file(classes_file, self.layout)
+        split_file = root / "splits" / f"{split}.txt"
+        if split_file.is_file():
+            samples = self._listed_samples(root, split_file)
+            where = split_file
+        else:
+            image_dir = root / "images" / split
+            if not image_dir.is_dir():
+                raise ClipfuseError(
+                    f"split {split!r} of {root} not found: expected the folder {image_dir} or "
+                    f"the list {split_file} ({self.layout})"
+                )
+            images = list(_images_by_stem(image_dir).values())
+            samples = _pair_with_masks(images, root / "masks" / split)
+            where = image_dir
+        super().__init__(
+            samples, classes, None, transform, where=where, classes_source=str(classes_file)
+        )
+
+    def _listed_samples(self, root: Path, split_file: Path) -> list[tuple[Path, Path]]:
+        images = _images_by_stem(require_dir(root / "images", "image folder", self.layout))
+        listed = []
+        for number, line in enumerate(split_file.read_text(encoding="utf-8").splitlines(), start=1):
+            stem = line.strip()
+            if not stem or stem.startswith("#"):
+                continue
+            if stem not in images:
+                raise ClipfuseError(
+                    f"{split_file} line {number} names {stem!r} but {root / 'images'} holds no "
+                    f"image with that stem: expected {root / 'images' / stem}.<jpg|png|...>"
+                )
+            listed.append(images[stem])
+        return _pair_with_masks(listed, root / "masks")
+
+    @classmethod
+    def looks_like(cls, path: Path) -> bool:
+        return (path / CLASSES_FILE).is_file() and (path / "images").is_dir()

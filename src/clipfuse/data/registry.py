@@ -1,0 +1,74 @@
+"""Datasets by name, and where their folders are found on disk."""
+
+import os
+from pathlib import Path
+
+from clipfuse.data.ade20k import ADE20K
+from clipfuse.data.base import SegmentationDataset, Transform
+from clipfuse.data.camvid import CamVid
+from clipfuse.data.cityscapes import Cityscapes
+from clipfuse.data.folder import FolderDataset
+from clipfuse.errors import ClipfuseError
+from clipfuse.paths import cache_dir, data_roots
+
+DATASETS: dict[str, type[SegmentationDataset]] = {
+    "camvid": CamVid,
+    "ade20k": ADE20K,
+    "cityscapes": Cityscapes,
+    "folder": FolderDataset,
+}
+
+
+def download_root() -> Path:
+    """Where ``clipfuse data download`` puts datasets by default: ``<cache>/data``."""
+    return cache_dir() / "data"
+
+
+def dataset_class(name: str) -> type[SegmentationDataset]:
+    """The registered class of ``name``; a :class:`ClipfuseError` listing the known names."""
+    try:
+        return DATASETS[name.lower()]
+    except KeyError:
+        known = ", ".join(sorted(DATASETS))
+        raise ClipfuseError(f"unknown dataset {name!r}: expected one of {known}") from None
+
+
+def find_dataset_root(name: str, root: str | os.PathLike | None = None) -> Path:
+    """The folder of dataset ``name``.
+
+    Each candidate root is tried in order: ``root`` (explicit), ``$CLIPFUSE_DATA``,
+    ``<shared>/data`` (:func:`clipfuse.paths.data_roots`), then the download folder
+    (:func:`download_root`). A candidate matches when it is itself a folder of the dataset or
+    holds one under a conventional name (``camvid``, ``ADEChallengeData2016`` / ``ade20k``,
+    ``cityscapes``). An explicit ``root`` that does not exist is an error, not skipped.
+    """
+    cls = dataset_class(name)
+    if root is not None and not Path(root).expanduser().exists():
+        raise ClipfuseError(
+            f"data root {root} does not exist: expected a folder holding {cls.name}"
+        )
+    bases = list(dict.fromkeys([*data_roots(root), download_root()]))
+    for base in bases:
+        for candidate in [base, *(base / folder for folder in cls.folder_names)]:
+            if cls.looks_like(candidate):
+                return candidate
+    hint = " (`clipfuse data download camvid` fetches it)" if cls is CamVid else ""
+    names = " or ".join(f"{folder}/" for folder in cls.folder_names)
+    inside = f" or a {names} folder inside" if names else ""
+    raise ClipfuseError(
+        f"dataset {cls.name} not found{hint}: searched {', '.join(map(str, bases))} (each itself"
+        f"{inside}) for {cls.layout}"
+    )
+
+
+def build_dataset(
+    name: str,
+    split: str,
+    root: str | os.PathLike | None = None,
+    transform: Transform | None = None,
+    **kwargs,
+) -> SegmentationDataset:
+    """Dataset ``name`` (a :data:`DATASETS` key), split ``split``, found by
+    :func:`find_dataset_root`; ``kwargs`` go to the dataset class."""
+    cls = dataset_class(name)
+    return cls(find_dataset_root(name, root), split=split, transform=transform, **kwargs)

@@ -1,0 +1,278 @@
+"""The Conv-Former fusion module (method.md sections 1-2 and 4; paper Eqs. 1, 3, 4).
+
+A Conv-Former block runs, in Mobile-Former order,
+
+1. :class:`Conv2Former`  image -> text: T = LN(T + MHSA(T Wq, x, x) Wo), x the block input
+   image down-sampled by a stride-3 conv (paper Eq. 3);
+2. :class:`Former`       post-LN transformer block over the K text tokens;
+3. :class:`Conv`         MobileNetV2 inverted bottleneck on the block input image;
+4. :class:`Former2Conv`  text -> image: I = I_conv + softmax(p (T Wk)^T) (T Wv), every pixel p a
+   query without projection and no output projection (paper Eq. 4).
+
+:class:`ConvFormer` stacks N blocks and adds the outer residual of Eq. 1.
+
+Layouts: images are B x C x h x w, text tokens B x K x C (no positional encoding: the classes
+are a set, so every block is equivariant to a permutation of the K tokens).
+
+Ablation ``bridge="dot"`` (method.md section 4) replaces both bridges by a parameter-free inner
+product that keeps the topology: Conv2Former ``T = LN(T + cos(T, x) / M @ x)`` and Former2Conv
+``I = I_conv + cos(p, T) / K @ T`` (no softmax, no projections).
+
+Ablation ``downsample="depthwise"``: the dense 3x3 stride-3 conv (9 C^2 weights, 2.4 M at
+C = 512) becomes a depthwise 3x3 stride-3 conv (9 C weights) followed by the same BN; no
+pointwise conv follows, so the image tokens stay channel-wise unmixed (the queries' Wq and the
+output projection Wo still mix channels).
+
+Initialisation [choice, method.md section 2]: Linear trunc-normal(0.02) with zero bias,
+LayerNorm/BatchNorm weight 1 and bias 0, convs Kaiming-normal (fan_out).
+"""
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from clipfuse.errors import ClipfuseError
+
+Bridge = Literal["attn", "dot"]
+Downsample = Literal["dense", "depthwise"]
+BRIDGES = ("attn", "dot")
+DOWNSAMPLES = ("dense", "depthwise")
+
+
+def init_weights(module: nn.Module) -> None:
+    """The [choice] initialisation of method.md section 2, for ``nn.Module.apply``."""
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm | nn.BatchNorm2d):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.Conv2d):
+        nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+
+def split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """B x N x C -> B x heads x N x C/heads."""
+    batch, tokens, channels = x.shape
+    return x.reshape(batch, tokens, heads, channels // heads).transpose(1, 2)
+
+
+def merge_heads(x: torch.Tensor) -> torch.Tensor:
+    """B x heads x N x d -> B x N x heads*d (heads concatenated)."""
+    batch, heads, tokens, head_dim = x.shape
+    return x.transpose(1, 2).reshape(batch, tokens, heads * head_dim)
+
+
+def _dot_bridge(queries: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """Parameter-free bridge of the ``dot`` ablation: ``cos(queries, tokens) / N @ tokens``.
+
+    ``queries`` B x Q x C, ``tokens`` B x N x C -> B x Q x C (no softmax; the 1/N keeps the
+    sum an average).
+    """
+    cosine = F.normalize(queries, dim=-1) @ F.normalize(tokens, dim=-1).transpose(1, 2)
+    return (cosine / tokens.shape[1]) @ tokens
+
+
+def _check_width(dim: int, heads: int) -> None:
+    if dim < 1 or heads < 1 or dim % heads:
+        raise ClipfuseError(
+            f"Conv-Former width dim={dim} must be a positive multiple of heads={heads}"
+        )
+
+
+class Conv2Former(nn.Module):
+    """Image -> text bridge (method.md section 2 step 1, paper Eq. 3).
+
+    The image is padded right/bottom to a multiple of 3 [choice], down-sampled by a 3x3
+    stride-3 conv without bias + BN to M tokens x, and the text attends to them:
+    ``T = LN(T + MHSA(T Wq, x, x) Wo)`` with softmax over the M tokens and no projection on the
+    image side. ``bridge="dot"`` drops Wq/Wo and the softmax (see the module docstring).
+    """
+
+    def __init__(
+        self, dim: int, heads: int = 8, bridge: Bridge = "attn", downsample: Downsample = "dense"
+    ) -> None:
+        super().__init__()
+        _check_width(dim, heads)
+        self.heads = heads
+        self.bridge = bridge
+        groups = dim if downsample == "depthwise" else 1
+        self.down = nn.Conv2d(dim, dim, 3, stride=3, groups=groups, bias=False)
+        self.down_norm = nn.BatchNorm2d(dim)
+        if bridge == "attn":
+            self.q_proj = nn.Linear(dim, dim)
+            self.out_proj = nn.Linear(dim, dim)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """``image`` B x C x h x w, ``text`` B x K x C -> updated text B x K x C."""
+        height, width = image.shape[-2:]
+        image = F.pad(image, (0, -width % 3, 0, -height % 3))
+        tokens = self.down_norm(self.down(image)).flatten(2).transpose(1, 2)  # B x M x C
+        if self.bridge == "dot":
+            return self.norm(text + _dot_bridge(text, tokens))
+        query = split_heads(self.q_proj(text), self.heads)
+        key_value = split_heads(tokens, self.heads)
+        update = F.scaled_dot_product_attention(query, key_value, key_value)
+        return self.norm(text + self.out_proj(merge_heads(update)))
+
+
+class Former(nn.Module):
+    """Transformer block over the K text tokens (method.md section 2 step 2).
+
+    Post-LayerNorm: ``x = LN(x + MHSA(x))``, ``x = LN(x + FFN(x))``; FFN expansion
+    ``ffn_ratio`` (2, not 4) with GELU; no positional encoding.
+    """
+
+    def __init__(self, dim: int, heads: int = 8, ffn_ratio: int = 2) -> None:
+        super().__init__()
+        _check_width(dim, heads)
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.out_proj = nn.Linear(dim, dim)
+        self.norm1 = nn.LayerNorm(dim)
+        self.ffn = nn.Sequential(
+            nn.Linear(dim, ffn_ratio * dim), nn.GELU(), nn.Linear(ffn_ratio * dim, dim)
+        )
+        self.norm2 = nn.LayerNorm(dim)
+
+    def forward(self, text: torch.Tensor) -> torch.Tensor:
+        """``text`` B x K x C -> B x K x C."""
+        query, key, value = (split_heads(t, self.heads) for t in self.qkv(text).chunk(3, -1))
+        attended = merge_heads(F.scaled_dot_product_attention(query, key, value))
+        text = self.norm1(text + self.out_proj(attended))
+        return self.norm2(text + self.ffn(text))
+
+
+class Conv(nn.Module):
+    """MobileNetV2 inverted bottleneck with identity (method.md section 2 step 3).
+
+    1x1 C -> rC, BN, ReLU6; depthwise 3x3, BN, ReLU6; 1x1 rC -> C, BN; plus the input.
+    """
+
+    def __init__(self, dim: int, expand_ratio: int = 6) -> None:
+        super().__init__()
+        hidden = expand_ratio * dim
+        self.block = nn.Sequential(
+            nn.Conv2d(dim, hidden, 1, bias=False),
+            nn.BatchNorm2d(hidden),
+            nn.ReLU6(inplace=True),
+            nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden, bias=False),
+            nn.BatchNorm2d(hidden),
+            nn.ReLU6(inplace=True),
+            nn.Conv2d(hidden, dim, 1, bias=False),
+            nn.BatchNorm2d(dim),
+        )
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        """``image`` B x C x h x w -> B x C x h x w."""
+        return image + self.block(image)
+
+
+class Former2Conv(nn.Module):
+    """Text -> image bridge (method.md section 2 step 4, paper Eq. 4).
+
+    Every pixel p of the Conv output is a query without projection; keys T Wk, values T Wv,
+    softmax over the K tokens, heads concatenated, no output projection:
+    ``I = I_conv + A`` reshaped to C x h x w. Wk has no bias: a key bias adds the same
+    ``p . b`` to every logit of a query, which the softmax cancels. ``bridge="dot"`` drops
+    Wk/Wv and the softmax (see the module docstring).
+    """
+
+    def __init__(self, dim: int, heads: int = 8, bridge: Bridge = "attn") -> None:
+        super().__init__()
+        _check_width(dim, heads)
+        self.heads = heads
+        self.bridge = bridge
+        if bridge == "attn":
+            self.k_proj = nn.Linear(dim, dim, bias=False)
+            self.v_proj = nn.Linear(dim, dim)
+
+    def forward(self, image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """``image`` B x C x h x w (the Conv output), ``text`` B x K x C -> B x C x h x w."""
+        batch, channels, height, width = image.shape
+        pixels = image.flatten(2).transpose(1, 2)  # B x hw x C
+        if self.bridge == "dot":
+            update = _dot_bridge(pixels, text)
+        else:
+            query = split_heads(pixels, self.heads)
+            key = split_heads(self.k_proj(text), self.heads)
+            value = split_heads(self.v_proj(text), self.heads)
+            update = merge_heads(F.scaled_dot_product_attention(query, key, value))
+        return image + update.transpose(1, 2).reshape(batch, channels, height, width)
+
+
+class ConvFormerBlock(nn.Module):
+    """One Conv-Former block (method.md section 2): Conv2Former on the block *input* image,
+    Former, Conv on the block input image, Former2Conv from the updated text to the Conv
+    output. Returns ``(image, text)``; the outer residual of Eq. 1 is in :class:`ConvFormer`.
+    """
+
+    def __init__(
+        self,
+        dim: int = 512,
+        heads: int = 8,
+        bridge: Bridge = "attn",
+        downsample: Downsample = "dense",
+        ffn_ratio: int = 2,
+        expand_ratio: int = 6,
+    ) -> None:
+        super().__init__()
+        if bridge not in BRIDGES:
+            raise ClipfuseError(f"Conv-Former bridge {bridge!r}: expected one of {BRIDGES}")
+        if downsample not in DOWNSAMPLES:
+            raise ClipfuseError(
+                f"Conv-Former downsample {downsample!r}: expected one of {DOWNSAMPLES}"
+            )
+        self.conv2former = Conv2Former(dim, heads, bridge, downsample)
+        self.former = Former(dim, heads, ffn_ratio)
+        self.conv = Conv(dim, expand_ratio)
+        self.former2conv = Former2Conv(dim, heads, bridge)
+        self.apply(init_weights)
+
+    def forward(self, image: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``image`` B x C x h x w, ``text`` B x K x C -> same shapes."""
+        text = self.former(self.conv2former(image, text))
+        return self.former2conv(self.conv(image), text), text
+
+
+class ConvFormer(nn.Module):
+    """The fusion module of Eq. 1: ``[I', T'] = blocks([I0, T0]) + [I0, T0]``.
+
+    ``num_blocks`` stacked :class:`ConvFormerBlock` (N = 6 is the paper's best) of width
+    ``dim`` (512 [choice], 256 the small setting) with ``heads`` heads [choice: 8].
+    """
+
+    def __init__(
+        self,
+        dim: int = 512,
+        num_blocks: int = 6,
+        heads: int = 8,
+        bridge: Bridge = "attn",
+        downsample: Downsample = "dense",
+        ffn_ratio: int = 2,
+        expand_ratio: int = 6,
+    ) -> None:
+        super().__init__()
+        if num_blocks < 1:
+            raise ClipfuseError(f"Conv-Former num_blocks must be at least 1, got {num_blocks}")
+        self.dim = dim
+        self.blocks = nn.ModuleList(
+            ConvFormerBlock(dim, heads, bridge, downsample, ffn_ratio, expand_ratio)
+            for _ in range(num_blocks)
+        )
+
+    def forward(self, image: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``image`` B x C x h x w, ``text`` B x K x C or K x C (shared by the batch) ->
+        ``(I', T')`` with shapes B x C x h x w and B x K x C, outer residual included."""
+        if text.dim() == 2:
+            text = text.unsqueeze(0).expand(image.shape[0], -1, -1)
+        fused_image, fused_text = image, text
+        for block in self.blocks:
+            fused_image, fused_text = block(fused_image, fused_text)
+        return fused_image + image, fused_text + text

@@ -1,0 +1,187 @@
+"""Language heads: ConvFormerHead and DenseCLIPHead (contracts.md, method.md sections 1, 4)."""
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from clipfuse.errors import ClipfuseError
+from clipfuse.models.denseclip import DenseCLIPHead, default_pool_heads
+from clipfuse.models.heads import ConvFormerHead
+
+IN_CHANNELS, TEXT_WIDTH, K = 8, 12, 4
+
+
+def _convformer_head(**kwargs) -> ConvFormerHead:
+    options = {"dim": 16, "num_blocks": 2, "heads": 2} | kwargs
+    return ConvFormerHead(IN_CHANNELS, torch.randn(K, TEXT_WIDTH), **options)
+
+
+def _denseclip_head(**kwargs) -> DenseCLIPHead:
+    options = {"context_width": 16, "context_heads": 2, "pool_size": 4} | kwargs
+    return DenseCLIPHead(IN_CHANNELS, torch.randn(K, TEXT_WIDTH), **options)
+
+
+HEADS = {"convformer": _convformer_head, "denseclip": _denseclip_head}
+
+
+def _weighted_loss(*tensors: torch.Tensor) -> torch.Tensor:
+    """Random weights: a plain sum has zero gradient through BatchNorm/LayerNorm."""
+    generator = torch.Generator().manual_seed(1)
+    return sum((t * torch.randn(t.shape, generator=generator)).sum() for t in tensors)
+
+
+@pytest.mark.parametrize("size", [(5, 7), (16, 16)])
+def test_convformer_head_shapes(size):
+    torch.manual_seed(0)
+    head = _convformer_head()
+    x, score_map = head(torch.randn(2, IN_CHANNELS, *size))
+    assert head.out_channels == 16 + K
+    assert x.shape == (2, head.out_channels, *size)
+    assert score_map.shape == (2, K, *size)
+    torch.testing.assert_close(x[:, 16:], score_map)
+    assert score_map.abs().max() <= 1 + 1e-5
+
+
+@pytest.mark.parametrize("size", [(5, 7), (16, 16)])
+def test_denseclip_head_shapes(size):
+    torch.manual_seed(0)
+    head = _denseclip_head()
+    c5 = torch.randn(2, IN_CHANNELS, *size)
+    x, score_map = head(c5)
+    assert head.out_channels == IN_CHANNELS + K
+    assert x.shape == (2, head.out_channels, *size)
+    assert score_map.shape == (2, K, *size)
+    torch.testing.assert_close(x[:, :IN_CHANNELS], c5)  # raw c5 is kept
+    torch.testing.assert_close(x[:, IN_CHANNELS:], score_map)
+
+
+def test_text_embeddings_are_a_frozen_buffer():
+    text = torch.randn(K, TEXT_WIDTH)
+    for head in (
+        ConvFormerHead(IN_CHANNELS, text, dim=16, num_blocks=1, heads=2),
+        DenseCLIPHead(IN_CHANNELS, text, context_width=16, context_heads=2),
+    ):
+        assert "text_embeddings" in dict(head.named_buffers())
+        assert all(p is not head.text_embeddings for p in head.parameters())
+        torch.testing.assert_close(head.text_embeddings, text)
+        assert "text_embeddings" in head.state_dict()
+
+
+def test_text_projection_only_when_widths_differ():
+    assert isinstance(_convformer_head().text_proj, nn.Linear)
+    same = ConvFormerHead(IN_CHANNELS, torch.randn(K, 16), dim=16, num_blocks=1, heads=2)
+    assert isinstance(same.text_proj, nn.Identity)
+    assert isinstance(_denseclip_head().text_proj, nn.Identity)  # embed_dim defaults to Ct
+    assert isinstance(_denseclip_head(embed_dim=16).text_proj, nn.Linear)
+
+
+def test_convformer_head_gradients_reach_both_branches_and_c5():
+    torch.manual_seed(0)
+    head = _convformer_head()
+    c5 = torch.randn(2, IN_CHANNELS, 5, 7, requires_grad=True)
+    _weighted_loss(*head(c5)).backward()
+    for name, parameter in head.named_parameters():
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+    names = {name for name, _ in head.named_parameters()}
+    assert any(name.startswith("text_proj") for name in names)
+    assert any(".former." in name for name in names) and any(".conv." in name for name in names)
+    assert c5.grad is not None and c5.grad.abs().sum() > 0
+
+
+def test_denseclip_head_gradients_reach_all_parts_and_c5():
+    torch.manual_seed(0)
+    head = _denseclip_head(embed_dim=16, context_dropout=0.0)
+    c5 = torch.randn(2, IN_CHANNELS, 5, 7, requires_grad=True)
+    _weighted_loss(*head(c5)).backward()
+    for name, parameter in head.named_parameters():
+        if name == "pool.k_proj.bias":  # q . b is the same for every key: softmax cancels it
+            continue
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+    assert c5.grad is not None and c5.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("kind", sorted(HEADS))
+def test_class_permutation_equivariance(kind):
+    torch.manual_seed(0)
+    head = HEADS[kind]().eval()
+    if kind == "denseclip":
+        nn.init.ones_(head.gamma)  # make the context decoder's update count
+    permutation = torch.tensor([2, 0, 3, 1])
+    c5 = torch.randn(2, IN_CHANNELS, 5, 7)
+    permuted = copy.deepcopy(head)
+    permuted.set_text_embeddings(head.text_embeddings[permutation])
+    with torch.no_grad():
+        x, score_map = head(c5)
+        x_permuted, score_map_permuted = permuted(c5)
+    torch.testing.assert_close(score_map_permuted, score_map[:, permutation], atol=1e-5, rtol=0)
+    visual = head.out_channels - K
+    torch.testing.assert_close(x_permuted[:, :visual], x[:, :visual], atol=1e-5, rtol=0)
+
+
+class DummyPromptEncoder(nn.Module):
+    """Learnable K x Ct embeddings, as a stand-in for the CLIP context prompt encoder."""
+
+    def __init__(self, classes: int, width: int) -> None:
+        super().__init__()
+        self.context = nn.Parameter(torch.randn(classes, width))
+
+    def forward(self) -> torch.Tensor:
+        return F.normalize(self.context, dim=-1)
+
+
+def test_denseclip_prompt_encoder_gets_gradients_and_replaces_the_buffer():
+    torch.manual_seed(0)
+    encoder = DummyPromptEncoder(K, TEXT_WIDTH)
+    head = _denseclip_head(prompt_encoder=encoder)
+    head(torch.randn(2, IN_CHANNELS, 4, 4))  # warm: nothing cached between calls
+    _, score_map = head(torch.randn(2, IN_CHANNELS, 4, 4))
+    _weighted_loss(score_map).backward()
+    assert encoder.context.grad is not None and encoder.context.grad.abs().sum() > 0
+    with torch.no_grad():
+        before = head(torch.ones(1, IN_CHANNELS, 4, 4))[1]
+        encoder.context.add_(torch.randn(K, TEXT_WIDTH))
+        after = head(torch.ones(1, IN_CHANNELS, 4, 4))[1]
+    assert not torch.allclose(before, after)
+    with pytest.raises(ClipfuseError, match="prompt encoder"):
+        head.set_text_embeddings(torch.randn(K, TEXT_WIDTH))
+
+
+@pytest.mark.parametrize("kind", sorted(HEADS))
+def test_set_text_embeddings_with_a_different_k(kind):
+    torch.manual_seed(0)
+    head = HEADS[kind]()
+    visual = head.out_channels - K
+    head.set_text_embeddings(torch.randn(7, TEXT_WIDTH))
+    assert head.text_embeddings.shape == (7, TEXT_WIDTH)
+    assert head.out_channels == visual + 7
+    x, score_map = head(torch.randn(2, IN_CHANNELS, 5, 7))
+    assert score_map.shape == (2, 7, 5, 7) and x.shape[1] == head.out_channels
+    with pytest.raises(ClipfuseError, match="width"):
+        head.set_text_embeddings(torch.randn(7, TEXT_WIDTH + 1))
+
+
+@pytest.mark.parametrize("text", [None, torch.randn(TEXT_WIDTH), torch.randn(0, TEXT_WIDTH)])
+def test_heads_reject_bad_text_embeddings(text):
+    with pytest.raises(ClipfuseError, match="K x Ct"):
+        ConvFormerHead(IN_CHANNELS, text, dim=16, num_blocks=1, heads=2)
+    with pytest.raises(ClipfuseError, match="K x Ct"):
+        DenseCLIPHead(IN_CHANNELS, text)
+
+
+def test_default_pool_heads_follow_clip_head_width():
+    assert default_pool_heads(2048) == 32
+    assert default_pool_heads(320) == 5
+    assert default_pool_heads(200) == 2  # 3 does not divide 200
+    assert default_pool_heads(8) == 1
+
+
+def test_denseclip_gamma_and_context_decoder_defaults():
+    head = DenseCLIPHead(IN_CHANNELS, torch.randn(K, TEXT_WIDTH))
+    assert head.gamma.shape == (TEXT_WIDTH,)
+    torch.testing.assert_close(head.gamma, torch.full((TEXT_WIDTH,), 1e-4))
+    assert len(head.context_decoder.layers) == 3
+    assert head.context_decoder.text_proj[1].out_features == 256
+    assert head.context_decoder.layers[0].self_attn.heads == 4
