@@ -19,7 +19,9 @@ def require_shared(relative: str) -> Path:
     return path
 
 
-def write_folder_dataset(root: Path, classes=("sky", "road", "car"), size=(40, 48), per_split=4) -> Path:
+def write_folder_dataset(
+    root: Path, classes=("sky", "road", "car"), size=(40, 48), per_split=4
+) -> Path:
     """A tiny dataset in the custom folder layout: images/<split>, masks/<split>, classes.txt.
 
     Each image is a few flat colour bands with matching labels, so a model can learn it.
@@ -28,6 +30,7 @@ def write_folder_dataset(root: Path, classes=("sky", "road", "car"), size=(40, 4
     from PIL import Image
 
     rng = np.random.default_rng(0)
+    root.mkdir(parents=True, exist_ok=True)
     (root / "classes.txt").write_text("\n".join(classes) + "\n")
     colours = rng.integers(0, 256, size=(len(classes), 3))
     for split in ("train", "val"):
@@ -40,7 +43,9 @@ def write_folder_dataset(root: Path, classes=("sky", "road", "car"), size=(40, 4
                 mask[cut:] = k
             mask[0, :3] = 255
             image = colours[mask.clip(0, len(classes) - 1)] + rng.integers(-10, 10, size=(*size, 3))
-            Image.fromarray(image.clip(0, 255).astype(np.uint8)).save(root / "images" / split / f"{i:03d}.png")
+            Image.fromarray(image.clip(0, 255).astype(np.uint8)).save(
+                root / "images" / split / f"{i:03d}.png"
+            )
             Image.fromarray(mask).save(root / "masks" / split / f"{i:03d}.png")
     return root
 

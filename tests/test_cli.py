@@ -50,7 +50,10 @@ def test_train_eval_json_and_predict(trained_run, folder_dataset, tmp_path, caps
 
     predictions = tmp_path / "predictions"
     images = folder_dataset / "images" / "val"
-    assert main(["predict", str(images), "--checkpoint", str(checkpoint), "--out", str(predictions)]) == 0
+    assert (
+        main(["predict", str(images), "--checkpoint", str(checkpoint), "--out", str(predictions)])
+        == 0
+    )
     overlay = Image.open(predictions / "000_overlay.png")
     labels = np.asarray(Image.open(predictions / "000_labels.png"))
     assert overlay.width > labels.shape[1]  # the legend sits to the right of the image
@@ -69,15 +72,23 @@ def test_bad_input_gives_one_line_errors(folder_dataset, tmp_path, capsys):
     config_path = tmp_path / "c.yaml"
     config = tiny_config(folder_dataset)
     config_path.write_text(yaml.safe_dump(config))
-    assert "nope.yaml not found" in one_line_error(capsys, ["train", "--config", str(tmp_path / "nope.yaml")])
+    assert "nope.yaml not found" in one_line_error(
+        capsys, ["train", "--config", str(tmp_path / "nope.yaml")]
+    )
     err = one_line_error(capsys, ["train", "--config", str(config_path), "model.colour=red"])
     assert "model.colour" in err
-    missing = one_line_error(capsys, ["train", "--config", str(config_path), f"data.root={tmp_path / 'void'}"])
+    missing = one_line_error(
+        capsys, ["train", "--config", str(config_path), f"data.root={tmp_path / 'void'}"]
+    )
     assert "void" in missing
     (folder_dataset / "images" / "val" / "001.png").write_bytes(b"not a png")
-    err = one_line_error(capsys, ["train", "--config", str(config_path), "--out", str(tmp_path / "r")])
+    err = one_line_error(
+        capsys, ["train", "--config", str(config_path), "--out", str(tmp_path / "r")]
+    )
     assert "001.png" in err
-    assert "x.ckpt not found" in one_line_error(capsys, ["eval", "--checkpoint", str(tmp_path / "x.ckpt")])
+    assert "x.ckpt not found" in one_line_error(
+        capsys, ["eval", "--checkpoint", str(tmp_path / "x.ckpt")]
+    )
     fake = tmp_path / "fake.ckpt"
     fake.write_bytes(b"\x00" * 10)
     assert "fake.ckpt" in one_line_error(capsys, ["eval", "--checkpoint", str(fake)])

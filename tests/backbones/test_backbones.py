@@ -25,7 +25,9 @@ def test_shared_mobilenetv2_loads_strictly_and_recognises_the_cat():
     assert probabilities[top] > 0.5
 
     # The segmentation backbone loads the same file through timm (pretrained=path).
-    backbone = create_backbone("mobilenetv2_100", pretrained=str(weights), mean=(127.5,) * 3, std=(127.5,) * 3)
+    backbone = create_backbone(
+        "mobilenetv2_100", pretrained=str(weights), mean=(127.5,) * 3, std=(127.5,) * 3
+    )
     loaded = dict(backbone.body.named_parameters())
     assert torch.equal(loaded["conv_stem.weight"], state["conv_stem.weight"])
     assert torch.equal(loaded["blocks.6.0.conv_pwl.weight"], state["blocks.6.0.conv_pwl.weight"])

@@ -21,14 +21,21 @@ class ParameterChecksums(L.Callback):
         gathered = trainer.strategy.all_gather(checksum.float().reshape(1))
         if trainer.is_global_zero:
             Path(self.path).write_text(
-                json.dumps({"world_size": trainer.world_size, "checksums": gathered.flatten().tolist()})
+                json.dumps(
+                    {"world_size": trainer.world_size, "checksums": gathered.flatten().tolist()}
+                )
             )
 
 
 def test_two_process_ddp_on_cpu_keeps_ranks_in_sync(folder_dataset, tmp_path):
     report = tmp_path / "checksums.json"
     config = tiny_config(
-        folder_dataset, max_steps=3, strategy="ddp_spawn", devices=2, checkpoint_every=3, val_every=3
+        folder_dataset,
+        max_steps=3,
+        strategy="ddp_spawn",
+        devices=2,
+        checkpoint_every=3,
+        val_every=3,
     )
     results = train(config, tmp_path / "run", callbacks=[ParameterChecksums(str(report))])
     gathered = json.loads(report.read_text())

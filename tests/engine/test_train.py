@@ -29,7 +29,7 @@ def test_train_writes_config_checkpoint_and_metrics(folder_dataset, tmp_path, me
     assert metrics["step"] == 4
     assert {row["name"] for row in metrics["per_class"]} == {"sky", "road", "car"}
     assert (out / "config.yaml").is_file()
-    assert (out / "logs" / "metrics.csv").is_file()
+    assert (out / "logs" / "csv" / "version_0" / "metrics.csv").is_file()
     config, class_names, state = load_checkpoint(out / "checkpoints" / "last.ckpt")
     assert config["model"]["method"] == method and class_names == ["sky", "road", "car"]
 
@@ -45,6 +45,8 @@ def test_interrupted_run_resumes_from_its_last_checkpoint(folder_dataset, tmp_pa
         train(config, out)
     train(None, out, resume=True)
     final = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
+    assert (out / "logs" / "csv" / "version_0").is_dir()  # the first attempt's logs are kept
+    assert (out / "logs" / "csv" / "version_1" / "metrics.csv").is_file()
     assert final["global_step"] == 6
     scheduler = final["lr_schedulers"][0]
     assert scheduler["last_epoch"] == 6  # the schedule continued, it did not restart

@@ -16,10 +16,18 @@ def test_fpn_predicts_logits_at_input_size():
 @pytest.mark.parametrize("decoder", ["fpn", "upernet"])
 def test_language_methods_return_a_score_map_with_both_decoders(method, decoder):
     text = torch.nn.functional.normalize(torch.randn(5, 32), dim=-1)
-    head_kwargs = {"dim": 32, "num_blocks": 1, "heads": 2} if method == "convformer" else {"context_width": 16}
+    head_kwargs = (
+        {"dim": 32, "num_blocks": 1, "heads": 2}
+        if method == "convformer"
+        else {"context_width": 16}
+    )
     model = create_model(
-        method, "mobilenetv2_100", text_embeddings=text, decoder=decoder,
-        head_kwargs=head_kwargs, decoder_kwargs={"channels": 16},
+        method,
+        "mobilenetv2_100",
+        text_embeddings=text,
+        decoder=decoder,
+        head_kwargs=head_kwargs,
+        decoder_kwargs={"channels": 16},
     )
     outputs = model(torch.randn(2, 3, 64, 64))
     assert outputs["logits"].shape == (2, 5, 64, 64)

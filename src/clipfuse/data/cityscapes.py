@@ -103,6 +103,7 @@ class Cityscapes(SegmentationDataset):
     """
 
     name = "cityscapes"
+    fixed_classes = CITYSCAPES_CLASSES
     layout = (
         "<root>/leftImg8bit/<split>/<city>/*_leftImg8bit.png and "
         "<root>/gtFine/<split>/<city>/*_gtFine_labelIds.png"

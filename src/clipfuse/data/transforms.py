@@ -28,7 +28,8 @@ from clipfuse.data.base import IGNORE_INDEX
 
 BRIGHTNESS_DELTA = 32
 """mmseg ``PhotoMetricDistortion``: brightness +-32, contrast and saturation x[0.5, 1.5], hue +-18
-(OpenCV hue units, 0-180), each applied with probability 1/2."""
+(OpenCV hue units, 0-180), each applied with probability 1/2. Saturation is albumentations'
+``ColorJitter`` (a blend with the grey image) where mmseg scales the HSV S channel."""
 CONTRAST_RANGE = (0.5, 1.5)
 SATURATION_RANGE = (0.5, 1.5)
 HUE_DELTA = 18

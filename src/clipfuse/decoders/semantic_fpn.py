@@ -19,7 +19,9 @@ class FPNNeck(nn.Module):
     def __init__(self, in_channels: Sequence[int], channels: int = 256) -> None:
         super().__init__()
         self.lateral = nn.ModuleList(nn.Conv2d(c, channels, 1) for c in in_channels)
-        self.output = nn.ModuleList(nn.Conv2d(channels, channels, 3, padding=1) for _ in in_channels)
+        self.output = nn.ModuleList(
+            nn.Conv2d(channels, channels, 3, padding=1) for _ in in_channels
+        )
 
     def forward(self, features: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         laterals = [conv(f) for conv, f in zip(self.lateral, features, strict=True)]

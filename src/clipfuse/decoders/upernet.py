@@ -62,7 +62,9 @@ class UperNet(nn.Module):
         outputs.append(laterals[-1])
         size = outputs[0].shape[-2:]
         outputs = [
-            o if o.shape[-2:] == size else F.interpolate(o, size=size, mode="bilinear", align_corners=False)
+            o
+            if o.shape[-2:] == size
+            else F.interpolate(o, size=size, mode="bilinear", align_corners=False)
             for o in outputs
         ]
         return self.classifier(self.dropout(self.fuse(torch.cat(outputs, dim=1))))

@@ -58,7 +58,9 @@ class SegmentationDataModule(L.LightningDataModule):
 
     def dataset(self, split: str, train: bool = False) -> Dataset:
         transform = self.train_transform if train else self.eval_transform
-        return build_dataset(self.name, split, root=self.root, transform=transform, **self.dataset_kwargs)
+        return build_dataset(
+            self.name, split, root=self.root, transform=transform, **self.dataset_kwargs
+        )
 
     def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
         return DataLoader(

@@ -10,7 +10,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from clipfuse.config import dump_config, load_config, resolve_path, resolve_spec
-from clipfuse.data import build_dataset
+from clipfuse.data import dataset_classes
 from clipfuse.engine.datamodule import SegmentationDataModule
 from clipfuse.engine.task import SegmentationTask
 from clipfuse.errors import ClipfuseError
@@ -29,8 +29,7 @@ def announce(message: str) -> None:
 
 def class_names_of(config: dict) -> list[str]:
     data = config["data"]
-    dataset = build_dataset(data["dataset"], "val", root=data["root"], **data["dataset_kwargs"])
-    return list(dataset.classes)
+    return dataset_classes(data["dataset"], root=data["root"], **data["dataset_kwargs"])
 
 
 def text_spec(text_cfg: dict) -> str:
@@ -41,18 +40,26 @@ def text_spec(text_cfg: dict) -> str:
         try:
             resolve_bank_path(spec.removeprefix("bank:"))
         except ClipfuseError:
-            announce(f"text bank {spec} not found: computing the vocabulary with {fallback} instead")
+            announce(
+                f"text bank {spec} not found: computing the vocabulary with {fallback} instead"
+            )
             return fallback
     return spec
 
 
-def build_model(config: dict, class_names: list[str], text_embeddings: torch.Tensor | None = None,
-                pretrained: bool = True) -> Segmentor:
+def build_model(
+    config: dict,
+    class_names: list[str],
+    text_embeddings: torch.Tensor | None = None,
+    pretrained: bool = True,
+) -> Segmentor:
     """The model of ``config``; text embeddings are computed (cached) unless given."""
     model_cfg, text_cfg = config["model"], config["text"]
     method = model_cfg["method"]
     backbone_kwargs = dict(model_cfg["backbone_kwargs"])
-    backbone_kwargs["pretrained"] = resolve_path(backbone_kwargs.get("pretrained")) if pretrained else None
+    backbone_kwargs["pretrained"] = (
+        resolve_path(backbone_kwargs.get("pretrained")) if pretrained else None
+    )
     head_kwargs = dict(model_cfg["head_kwargs"])
     if method_uses_text(method) and text_embeddings is None:
         text_embeddings = embed_class_names(
@@ -84,9 +91,17 @@ def build_model(config: dict, class_names: list[str], text_embeddings: torch.Ten
 
 
 class _RunTask(SegmentationTask):
-    """Adds the run's config and class names to every checkpoint."""
+    """Adds the run's config and class names to every checkpoint; rank 0 reports every
+    validation (the table on stdout unless ``quiet``, the JSON to ``report_path``)."""
 
-    def __init__(self, model: Segmentor, class_names: list[str], config: dict) -> None:
+    def __init__(
+        self,
+        model: Segmentor,
+        class_names: list[str],
+        config: dict,
+        report_path: Path | None = None,
+        quiet: bool = False,
+    ) -> None:
         train = config["train"]
         super().__init__(
             model,
@@ -104,6 +119,15 @@ class _RunTask(SegmentationTask):
             inference=InferenceConfig.from_dict(config["eval"]),
         )
         self.run_config = config
+        self.report_path = report_path
+        self.quiet = quiet
+
+    def on_validation_epoch_end(self) -> None:
+        super().on_validation_epoch_end()
+        if self.trainer.is_global_zero:
+            _report(
+                self.last_results, self.class_names, self.report_path, self.global_step, self.quiet
+            )
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint[CHECKPOINT_KEY] = {"config": self.run_config, "class_names": self.class_names}
@@ -129,8 +153,9 @@ def _trainer(config: dict, out_dir: Path, callbacks: list | None = None) -> L.Tr
         enable_progress_bar=train["progress_bar"],
         callbacks=callbacks or [],
         logger=[
-            TensorBoardLogger(out_dir, name="logs", version=""),
-            CSVLogger(out_dir, name="logs", version=""),
+            # A new version_N per (re)start: a resumed run never overwrites earlier logs.
+            TensorBoardLogger(out_dir / "logs", name="tensorboard"),
+            CSVLogger(out_dir / "logs", name="csv"),
         ],
         default_root_dir=out_dir,
         num_sanity_val_steps=0,
@@ -155,24 +180,26 @@ def train(
     if resume:
         saved = out_dir / "config.yaml"
         if not saved.is_file():
-            raise ClipfuseError(f"cannot resume: {saved} not found (no run was started in {out_dir})")
+            raise ClipfuseError(
+                f"cannot resume: {saved} not found (no run was started in {out_dir})"
+            )
         config = load_config(saved)
         announce(f"resuming with the config saved in {saved}")
     elif last.exists():
-        raise ClipfuseError(f"{out_dir} already holds a run: pass --resume to continue it, or another --out")
+        raise ClipfuseError(
+            f"{out_dir} already holds a run: pass --resume to continue it, or another --out"
+        )
     L.seed_everything(config["seed"], workers=True, verbose=False)
     class_names = class_names_of(config)
     model = build_model(config, class_names)
-    task = _RunTask(model, class_names, config)
+    task = _RunTask(model, class_names, config, report_path=out_dir / "metrics.json")
     out_dir.mkdir(parents=True, exist_ok=True)
     dump_config(config, out_dir / "config.yaml")
-    checkpoints = ModelCheckpoint(
+    checkpoints = ModelCheckpoint(  # only last.ckpt: a Conv-Former checkpoint with AdamW is ~0.7 GB
         dirpath=checkpoint_dir,
-        filename="step{step}",
-        auto_insert_metric_name=False,
         every_n_train_steps=config["train"]["checkpoint_every"],
         save_last=True,
-        save_top_k=1,
+        save_top_k=0,
     )
     trainer = _trainer(config, out_dir, [checkpoints, *(callbacks or [])])
     datamodule = _datamodule(config, model)
@@ -186,22 +213,20 @@ def train(
         trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         trainer.save_checkpoint(last)
         trainer.validate(task, datamodule=datamodule, verbose=False)
-    results = task.last_results
-    if trainer.is_global_zero:
-        _report(results, class_names, out_dir / "metrics.json", step=trainer.global_step)
-    return results
+    # Read back what rank 0 wrote: with ddp_spawn the workers hold the results, not this process.
+    return json.loads((out_dir / "metrics.json").read_text())
 
 
 def _report(
-    results: dict, class_names: list[str], path: Path | None, step: int | None = None, quiet: bool = False
+    results: dict, class_names: list[str], path: Path | None, step: int, quiet: bool = False
 ) -> None:
     if not quiet:
-        print(format_table(results, class_names), flush=True)
+        print(f"\nvalidation at step {step}\n{format_table(results, class_names)}", flush=True)
     if path is not None:
-        payload = results_to_json(results, class_names)
-        if step is not None:
-            payload["step"] = step
-        path.write_text(json.dumps(payload, indent=2))
+        payload = {**results_to_json(results, class_names), "step": step}
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(payload, indent=2))
+        temporary.replace(path)
 
 
 def load_checkpoint(path: str | Path) -> tuple[dict, list[str], dict]:
@@ -212,11 +237,20 @@ def load_checkpoint(path: str | Path) -> tuple[dict, list[str], dict]:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        raise ClipfuseError(f"checkpoint {path} could not be read as a clipfuse checkpoint: {error}") from error
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ClipfuseError(
+            f"checkpoint {path} could not be read as a clipfuse checkpoint: {reason}"
+        ) from error
     if not isinstance(checkpoint, dict) or CHECKPOINT_KEY not in checkpoint:
-        raise ClipfuseError(f"checkpoint {path} was not written by clipfuse (no '{CHECKPOINT_KEY}' entry)")
+        raise ClipfuseError(
+            f"checkpoint {path} was not written by clipfuse (no '{CHECKPOINT_KEY}' entry)"
+        )
     meta = checkpoint[CHECKPOINT_KEY]
-    state = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
+    state = {
+        k.removeprefix("model."): v
+        for k, v in checkpoint["state_dict"].items()
+        if k.startswith("model.")
+    }
     return meta["config"], list(meta["class_names"]), state
 
 
@@ -246,10 +280,10 @@ def evaluate(
         raise ClipfuseError(
             f"checkpoint {checkpoint} does not fit its config: missing {missing[:3]}, unexpected {unexpected[:3]}"
         )
-    task = _RunTask(model, class_names, config)
+    report_path = Path(json_path) if json_path else None
+    task = _RunTask(model, class_names, config, report_path=report_path, quiet=quiet)
     single = {"devices": 1, "num_nodes": 1, "strategy": "auto", "progress_bar": not quiet}
     config = {**config, "train": {**config["train"], **single}}
     trainer = _trainer(config, Path(checkpoint).resolve().parent.parent / "eval")
     trainer.validate(task, datamodule=_datamodule(config, model), verbose=False)
-    _report(task.last_results, class_names, Path(json_path) if json_path else None, quiet=quiet)
-    return task.last_results
+    return results_to_json(task.last_results, class_names)

@@ -63,7 +63,9 @@ class SegmentationTask(L.LightningModule):
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.model(images)
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def training_step(
+        self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
+    ) -> torch.Tensor:
         images, masks = batch
         outputs = self.model(images)
         loss = F.cross_entropy(outputs["logits"], masks, ignore_index=self.ignore_index)
@@ -101,9 +103,13 @@ class SegmentationTask(L.LightningModule):
         self.val_metrics.reset()
         self.last_results = results
         for key in ("mIoU", "mAcc", "aAcc"):
-            self.log(f"val/{key}", float(results[key]), prog_bar=key == "mIoU", sync_dist=False)
+            # Already synced across ranks by the metric; sync_dist only averages equal values.
+            self.log(f"val/{key}", float(results[key]), prog_bar=key == "mIoU", sync_dist=True)
 
     def configure_optimizers(self):
         optimizer = build_optimizer(self.model, **self.optim_args)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self.schedule)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }

@@ -23,7 +23,9 @@ def read_image(path: Path) -> np.ndarray:
         with Image.open(path) as image:
             return np.asarray(image.convert("RGB"))
     except (UnidentifiedImageError, OSError) as error:
-        raise ClipfuseError(f"image {path} could not be read: expected a PNG/JPEG/BMP image") from error
+        raise ClipfuseError(
+            f"image {path} could not be read: expected a PNG/JPEG/BMP image"
+        ) from error
 
 
 def expand_inputs(inputs: Iterable[str | Path]) -> list[Path]:
@@ -47,7 +49,9 @@ class Predictor:
         self.device = device
         size = config["data"]["val_size"]
         size = tuple(size) if isinstance(size, list) else size
-        self.transform = build_eval_transform(mean=model.backbone.mean, std=model.backbone.std, size=size)
+        self.transform = build_eval_transform(
+            mean=model.backbone.mean, std=model.backbone.std, size=size
+        )
         self.inference = InferenceConfig.from_dict(config["eval"])
 
     @torch.inference_mode()

@@ -40,6 +40,8 @@ def overlay_with_legend(
     x = blended.shape[1] + 6
     for i, k in enumerate(present):
         y = 4 + i * row
-        draw.rectangle([x, y, x + 12, y + 12], fill=tuple(int(c) for c in palette[k]), outline=(0, 0, 0))
+        draw.rectangle(
+            [x, y, x + 12, y + 12], fill=tuple(int(c) for c in palette[k]), outline=(0, 0, 0)
+        )
         draw.text((x + 18, y), class_names[k], fill=(0, 0, 0), font=font)
     return canvas

@@ -16,7 +16,11 @@ class Segmentor(nn.Module):
     """
 
     def __init__(
-        self, backbone: nn.Module, decoder: nn.Module, num_classes: int, head: nn.Module | None = None
+        self,
+        backbone: nn.Module,
+        decoder: nn.Module,
+        num_classes: int,
+        head: nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.num_classes = num_classes

@@ -41,7 +41,10 @@ def camvid_files(counts: dict[str, int]) -> dict[str, bytes]:
         lines = []
         for index in range(count):
             name = f"0001TP_{split}{index:03d}.png"
-            for folder, array in ((split, image_array(index)), (f"{split}annot", cycling_labels(12))):
+            for folder, array in (
+                (split, image_array(index)),
+                (f"{split}annot", cycling_labels(12)),
+            ):
                 buffer = io.BytesIO()
                 Image.fromarray(array).save(buffer, format="PNG")
                 files[f"{folder}/{name}"] = buffer.getvalue()
@@ -87,8 +90,13 @@ def write_cityscapes(folder: Path, counts: dict[str, int] | None = None) -> Path
         for index in range(count):
             city = ("aachen", "bochum")[index % 2]
             stem = f"{city}_000000_{index:06d}"
-            save(folder / "leftImg8bit" / split / city / f"{stem}_leftImg8bit.png", image_array(index))
-            save(folder / "gtFine" / split / city / f"{stem}_gtFine_labelIds.png", cycling_labels(34))
+            save(
+                folder / "leftImg8bit" / split / city / f"{stem}_leftImg8bit.png",
+                image_array(index),
+            )
+            save(
+                folder / "gtFine" / split / city / f"{stem}_gtFine_labelIds.png", cycling_labels(34)
+            )
             save(folder / "gtFine" / split / city / f"{stem}_gtFine_color.png", image_array(99))
     return folder
 
