@@ -35,8 +35,9 @@ def _eval(args: argparse.Namespace) -> None:
 
 
 def _predict(args: argparse.Namespace) -> None:
+    from clipfuse.data import default_palette
     from clipfuse.engine import build_model, load_checkpoint
-    from clipfuse.inference import Predictor, default_palette, expand_inputs, overlay_with_legend
+    from clipfuse.inference import Predictor, expand_inputs, overlay_with_legend
 
     config, class_names, state = load_checkpoint(args.checkpoint)
     model = build_model(

@@ -57,7 +57,8 @@ def test_search_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert find_dataset_root("camvid", tmp_path / "explicit") == explicit
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert find_dataset_root("camvid", empty) == env_camvid
+    with pytest.raises(ClipfuseError, match="searched .*empty"):  # no silent fall-back
+        find_dataset_root("camvid", empty)
 
 
 def test_download_folder_is_searched_last(tmp_path: Path) -> None:
@@ -72,10 +73,9 @@ def test_not_found_lists_places_and_download_hint(
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(ClipfuseError) as error:
-        find_dataset_root("camvid", empty)
+        find_dataset_root("camvid")
     message = str(error.value)
     for place in (
-        empty,
         tmp_path / "env",
         tmp_path / "no-shared" / "data",
         tmp_path / "no-cache" / "data",

@@ -210,8 +210,9 @@ def train(
         announce(f"no checkpoint in {checkpoint_dir} yet: starting from step 0")
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
+        warnings.filterwarnings("ignore", ".*module\\(s\\) in eval mode.*")  # frozen BatchNorm
         trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-        trainer.save_checkpoint(last)
+        trainer.save_checkpoint(last, weights_only=False)  # full state, so --resume can continue
         trainer.validate(task, datamodule=datamodule, verbose=False)
     # Read back what rank 0 wrote: with ddp_spawn the workers hold the results, not this process.
     return json.loads((out_dir / "metrics.json").read_text())

@@ -1,5 +1,5 @@
 from clipfuse.inference.predict import Predictor, expand_inputs, read_image
-from clipfuse.inference.visualize import colorize, default_palette, overlay_with_legend
+from clipfuse.inference.visualize import colorize, overlay_with_legend
 
 __all__ = [
     "Predictor",

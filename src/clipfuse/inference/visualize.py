@@ -6,12 +6,6 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 
-def default_palette(num_classes: int, seed: int = 0) -> np.ndarray:
-    """A deterministic K x 3 uint8 palette of well-separated colours."""
-    rng = np.random.default_rng(seed)
-    return rng.integers(32, 256, size=(num_classes, 3), dtype=np.uint8)
-
-
 def colorize(labels: np.ndarray, palette: np.ndarray) -> np.ndarray:
     """H x W label map -> H x W x 3 colours (255 = ignore is black)."""
     colours = np.zeros((*labels.shape, 3), dtype=np.uint8)
