@@ -6,6 +6,9 @@ A config has five sections whose keys are the arguments of the objects they buil
 (:class:`clipfuse.engine.SegmentationTask` and the Lightning ``Trainer``) and ``eval``
 (:class:`clipfuse.evaluation.InferenceConfig`). Unknown keys are errors, never ignored.
 
+A file may start from others with ``_base_: [relative.yaml, ...]`` (merged in order, then
+the file itself on top), as mmseg's configs do.
+
 Paths may start with ``shared:`` to mean the shared folder (``$CLIPFUSE_SHARED`` or
 ``../shared``), e.g. ``shared:weights/mobilenetv2_100_in1k.pth``.
 """
@@ -123,20 +126,41 @@ def parse_overrides(overrides: Sequence[str]) -> dict:
     return update
 
 
+def _deep_update(base: dict, update: dict) -> dict:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_update(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    """One config file with its ``_base_`` files merged underneath it (not yet validated)."""
+    if not path.is_file():
+        raise ClipfuseError(f"config file {path} not found")
+    if path.resolve() in seen:
+        raise ClipfuseError(f"config file {path} includes itself through _base_")
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ClipfuseError(f"config file {path} is not valid YAML: {error}") from error
+    if not isinstance(loaded, dict):
+        raise ClipfuseError(f"config file {path} must hold a mapping of sections")
+    bases = loaded.pop("_base_", [])
+    merged: dict = {}
+    for base in [bases] if isinstance(bases, str) else bases:
+        merged = _deep_update(merged, _read_yaml(path.parent / base, (*seen, path.resolve())))
+    return _deep_update(merged, loaded)
+
+
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> dict:
-    """Defaults, then the YAML file, then the overrides; every key validated."""
+    """Defaults, then the YAML file (and its ``_base_`` files), then the overrides; every key
+    validated."""
     config = copy.deepcopy(DEFAULTS)
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ClipfuseError(f"config file {path} not found")
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as error:
-            raise ClipfuseError(f"config file {path} is not valid YAML: {error}") from error
-        if not isinstance(loaded, dict):
-            raise ClipfuseError(f"config file {path} must hold a mapping of sections")
-        config = _merge(config, loaded, "")
+        config = _merge(config, _read_yaml(Path(path)), "")
     return _merge(config, parse_overrides(overrides), "")
 
 

@@ -1,0 +1,87 @@
+"""Every shipped config loads and builds; the paper's cost numbers are reproduced."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import require_shared
+
+from clipfuse.config import load_config
+from clipfuse.engine import build_model
+from clipfuse.engine.run import class_names_of
+from clipfuse.errors import ClipfuseError
+
+CONFIGS = sorted(p for p in Path("configs").glob("*.yaml"))
+
+
+def test_configs_are_named_method_backbone_dataset_crop_iters():
+    assert len(CONFIGS) >= 30
+    for path in CONFIGS:
+        method, backbone, dataset, crop, iters = path.stem.split("_")
+        config = load_config(path)
+        assert config["model"]["method"] == method.removesuffix("-lite")
+        assert config["data"]["dataset"] == dataset
+        assert [int(v) for v in crop.split("x")] == config["data"]["crop_size"]
+        assert iters.replace("k", "000") == str(config["train"]["max_steps"])
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
+def test_every_config_builds_its_model(path):
+    require_shared("text/clip-vitb16")
+    config = load_config(path)
+    with torch.device("meta"):
+        model = build_model(config, class_names_of(config), pretrained=False)
+    assert model.num_classes == len(class_names_of(config))
+
+
+def test_base_files_merge_in_order_and_overrides_win(tmp_path):
+    (tmp_path / "a.yaml").write_text(
+        "train: {lr: 0.1, max_steps: 5}\nmodel: {head_kwargs: {dim: 8}}\n"
+    )
+    (tmp_path / "b.yaml").write_text(
+        "_base_: a.yaml\ntrain: {lr: 0.2}\nmodel: {head_kwargs: {heads: 2}}\n"
+    )
+    (tmp_path / "c.yaml").write_text("_base_: [b.yaml]\ntrain: {max_steps: 7}\n")
+    config = load_config(tmp_path / "c.yaml", ["train.lr=0.3"])
+    assert config["train"]["lr"] == 0.3 and config["train"]["max_steps"] == 7
+    assert config["model"]["head_kwargs"] == {"dim": 8, "heads": 2}
+    (tmp_path / "loop.yaml").write_text("_base_: loop.yaml\n")
+    with pytest.raises(ClipfuseError, match="includes itself"):
+        load_config(tmp_path / "loop.yaml")
+    with pytest.raises(ClipfuseError, match="unknown config key 'train.lrr'"):
+        load_config(None, ["train.lrr=1"])
+    with pytest.raises(ClipfuseError, match="must look like section.key=value"):
+        load_config(None, ["train.lr"])
+
+
+@pytest.mark.parametrize(("method", "paper_gmacs"), [("fpn", 32.7), ("convformer", 41.3)])
+def test_flops_command_reproduces_the_papers_cost_within_10_percent(method, paper_gmacs):
+    require_shared("text/clip-vitb16")
+    config = f"configs/{method}_mobilenetv2_ade20k_512x512_80k.yaml"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "clipfuse.cli",
+            "flops",
+            "--config",
+            config,
+            "--size",
+            "512",
+            "512",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    cost = json.loads(result.stdout)
+    assert cost["num_classes"] == 150
+    assert abs(cost["gmacs"] - paper_gmacs) / paper_gmacs < 0.10
+    assert set(cost["groups"]) >= {"backbone", "decoder"}
+    if method == "convformer":
+        assert 7.5 < cost["groups"]["fusion"]["gmacs"] < 9.5  # method.md: ~8.4 GMACs for 6 blocks
