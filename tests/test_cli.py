@@ -92,3 +92,26 @@ def test_bad_input_gives_one_line_errors(folder_dataset, tmp_path, capsys):
     fake = tmp_path / "fake.ckpt"
     fake.write_bytes(b"\x00" * 10)
     assert "fake.ckpt" in one_line_error(capsys, ["eval", "--checkpoint", str(fake)])
+
+
+@pytest.mark.parametrize("defect", ["mask_size", "label_value", "empty_classes", "duplicate_class"])
+def test_bad_datasets_stop_training_with_one_line(folder_dataset, tmp_path, capsys, defect):
+    masks = folder_dataset / "masks" / "train"
+    if defect == "mask_size":
+        Image.fromarray(np.zeros((10, 10), dtype=np.uint8)).save(masks / "002.png")
+        expected = "002.png"
+    elif defect == "label_value":
+        Image.fromarray(np.full((40, 48), 7, dtype=np.uint8)).save(masks / "003.png")
+        expected = "7"
+    elif defect == "empty_classes":
+        (folder_dataset / "classes.txt").write_text("")
+        expected = "classes.txt"
+    else:
+        (folder_dataset / "classes.txt").write_text("sky\nroad\nsky\n")
+        expected = "sky"
+    config_path = tmp_path / "c.yaml"  # 4 steps of 2 over 4 training images: every image is read
+    config_path.write_text(yaml.safe_dump(tiny_config(folder_dataset)))
+    err = one_line_error(
+        capsys, ["train", "--config", str(config_path), "--out", str(tmp_path / "r")]
+    )
+    assert expected in err
