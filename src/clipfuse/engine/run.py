@@ -1,7 +1,10 @@
 """Train and evaluate from a config: what ``clipfuse train`` and ``clipfuse eval`` call."""
 
 import json
+import logging
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import lightning as L
@@ -20,6 +23,11 @@ from clipfuse.text import build_prompt_encoder, embed_class_names
 from clipfuse.text.bank import resolve_bank_path
 
 CHECKPOINT_KEY = "clipfuse"
+
+# Lightning advertises a cloud logger on every run; keep its other info lines.
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
+    lambda record: not str(record.msg).startswith("💡 Tip")
+)
 
 
 def announce(message: str) -> None:
@@ -163,6 +171,16 @@ def _trainer(config: dict, out_dir: Path, callbacks: list | None = None) -> L.Tr
     )
 
 
+@contextmanager
+def _expected_warnings() -> Iterator[None]:
+    """Silence Lightning warnings that are expected here and would only alarm users."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*does not have many workers.*")
+        warnings.filterwarnings("ignore", ".*module\\(s\\) in eval mode.*")  # frozen BatchNorm
+        warnings.filterwarnings("ignore", ".*LeafSpec.*")  # Lightning vs torch 2.14, harmless
+        yield
+
+
 def train(
     config: dict | None, out_dir: str | Path, resume: bool = False, callbacks: list | None = None
 ) -> dict:
@@ -208,9 +226,7 @@ def train(
         ckpt_path = str(last)
     elif resume:
         announce(f"no checkpoint in {checkpoint_dir} yet: starting from step 0")
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", ".*does not have many workers.*")
-        warnings.filterwarnings("ignore", ".*module\\(s\\) in eval mode.*")  # frozen BatchNorm
+    with _expected_warnings():
         trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         trainer.save_checkpoint(last, weights_only=False)  # full state, so --resume can continue
         trainer.validate(task, datamodule=datamodule, verbose=False)
@@ -286,5 +302,6 @@ def evaluate(
     single = {"devices": 1, "num_nodes": 1, "strategy": "auto", "progress_bar": not quiet}
     config = {**config, "train": {**config["train"], **single}}
     trainer = _trainer(config, Path(checkpoint).resolve().parent.parent / "eval")
-    trainer.validate(task, datamodule=_datamodule(config, model), verbose=False)
+    with _expected_warnings():
+        trainer.validate(task, datamodule=_datamodule(config, model), verbose=False)
     return results_to_json(task.last_results, class_names)
