@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_CONFIG ?= configs/convformer_mobilenetv2_camvid_192x256_160.yaml
 
-.PHONY: setup demo test lint clean
+.PHONY: setup browser demo test lint clean
 
 setup: $(STAMP)
 
@@ -20,7 +20,12 @@ demo: $(STAMP)
 	$(BIN)/clipfuse data download camvid --if-missing
 	$(BIN)/clipfuse train --config $(DEMO_CONFIG) --out runs/demo-$$(date +%Y%m%d-%H%M%S)
 
-test: $(STAMP)
+# Debian's Chromium for the web demo's browser test (skipped, with a reason, where absent outside CI).
+browser:
+	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) \
+		|| echo "note: could not install chromium: the browser test will be skipped outside CI"
+
+test: $(STAMP) browser
 	$(BIN)/ruff check src tests
 	$(BIN)/pytest -q tests
 

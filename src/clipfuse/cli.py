@@ -3,7 +3,6 @@
 import argparse
 import json
 import sys
-from pathlib import Path
 
 from clipfuse.errors import ClipfuseError, one_line
 
@@ -35,27 +34,31 @@ def _eval(args: argparse.Namespace) -> None:
 
 
 def _predict(args: argparse.Namespace) -> None:
-    from clipfuse.data import default_palette
-    from clipfuse.engine import build_model, load_checkpoint
-    from clipfuse.inference import Predictor, expand_inputs, overlay_with_legend
+    from clipfuse.inference import load
+    from clipfuse.inference.files import predict_to_folder
 
-    config, class_names, state = load_checkpoint(args.checkpoint)
-    model = build_model(
-        config, class_names, text_embeddings=state.get("head.text_embeddings"), pretrained=False
+    model = load(args.model, device=args.device)
+    predict_to_folder(
+        model,
+        args.images,
+        args.out,
+        labels=args.labels,
+        open_vocab=args.open_vocab,
+        batch_size=args.batch_size,
     )
-    model.load_state_dict(state)
-    predictor = Predictor(model, config)
-    palette = default_palette(len(class_names))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    from PIL import Image
 
-    for path, image, labels in predictor.predict_files(expand_inputs(args.images)):
-        overlay_with_legend(image, labels, class_names, palette).save(
-            out / f"{path.stem}_overlay.png"
-        )
-        Image.fromarray(labels).save(out / f"{path.stem}_labels.png")
-        print(f"{path} -> {out / (path.stem + '_overlay.png')}")
+
+def _serve(args: argparse.Namespace) -> None:
+    from clipfuse.inference.serve import serve
+
+    serve(
+        args.model,
+        host=args.host,
+        port=args.port,
+        device=args.device,
+        max_bytes=args.max_bytes,
+        max_pixels=args.max_pixels,
+    )
 
 
 def _flops(args: argparse.Namespace) -> None:
@@ -119,15 +122,50 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.set_defaults(func=_eval)
 
+    model_help = "a model folder (save_pretrained) or a training .ckpt"
+    device_help = "cpu, cuda or cuda:N (default: cuda when available)"
     predict = commands.add_parser(
-        "predict", help="segment images; write colour overlays with a legend"
+        "predict", help="segment images; write colour overlays with a legend and label PNGs"
     )
     predict.add_argument("images", nargs="+", help="image files or folders")
-    predict.add_argument("--checkpoint", required=True, help="a clipfuse .ckpt file")
+    predict.add_argument(
+        "--model",
+        "--checkpoint",
+        dest="model",
+        required=True,
+        metavar="DIR_OR_CKPT",
+        help=model_help,
+    )
+    predict.add_argument(
+        "--labels",
+        help="labels to predict, comma-separated: a subset / renaming of the trained classes "
+        '("road, car, person", "Road=street"), or any labels with --open-vocab',
+    )
+    predict.add_argument(
+        "--open-vocab",
+        action="store_true",
+        help="predict from the pixel-text score map, so labels outside the trained vocabulary "
+        "work (convformer / denseclip; less accurate than the decoder)",
+    )
     predict.add_argument(
         "--out", default="predictions", help="output folder (default: predictions)"
     )
+    predict.add_argument("--device", help=device_help)
+    predict.add_argument("--batch-size", type=int, default=4, help="images per forward pass")
     predict.set_defaults(func=_predict)
+
+    serve = commands.add_parser("serve", help="a local web page to try a model on your images")
+    serve.add_argument("--model", required=True, metavar="DIR_OR_CKPT", help=model_help)
+    serve.add_argument("--host", default="127.0.0.1", help="address (default: 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=7860, help="port (default: 7860)")
+    serve.add_argument("--device", help=device_help)
+    serve.add_argument(
+        "--max-bytes", type=int, default=20 * 1024 * 1024, help="largest upload in bytes"
+    )
+    serve.add_argument(
+        "--max-pixels", type=int, default=4096 * 4096, help="largest image in pixels (W x H)"
+    )
+    serve.set_defaults(func=_serve)
 
     flops = commands.add_parser("flops", help="GMACs and parameters of a config's model, by part")
     flops.add_argument("--config", required=True, help="YAML config")

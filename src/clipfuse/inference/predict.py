@@ -1,31 +1,72 @@
-"""Predict label maps for image files with a trained checkpoint."""
+"""Images in, label maps out: input reading, the prediction result, and the batched forward pass."""
 
-from collections.abc import Iterable, Iterator
+import functools
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from clipfuse.data import build_eval_transform
 from clipfuse.errors import ClipfuseError
 from clipfuse.evaluation import InferenceConfig, infer_logits
+from clipfuse.inference.visualize import overlay_with_legend
 from clipfuse.models import Segmentor
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
+ImageInput = str | Path | Image.Image | np.ndarray
+"""One image: a file path, a PIL image, or a uint8 array (H x W x 3 RGB, H x W x 4 RGBA or
+H x W grey)."""
 
-def read_image(path: Path) -> np.ndarray:
-    """RGB uint8 H x W x 3; a clear error for a missing or unreadable file."""
+
+def read_image(path: str | Path) -> np.ndarray:
+    """RGB uint8 H x W x 3 (EXIF orientation applied); a clear error for a missing or
+    unreadable file."""
+    path = Path(path)
     if not path.is_file():
         raise ClipfuseError(f"image {path} not found")
     try:
         with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
-    except (UnidentifiedImageError, OSError) as error:
+            return pil_to_rgb(image)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise ClipfuseError(
-            f"image {path} could not be read: expected a PNG/JPEG/BMP image"
+            f"image {path} could not be read: expected a PNG/JPEG/BMP/TIFF/WebP image"
         ) from error
+
+
+def pil_to_rgb(image: Image.Image) -> np.ndarray:
+    """A PIL image as RGB uint8 H x W x 3, rotated as its EXIF orientation says."""
+    image = ImageOps.exif_transpose(image)
+    return np.asarray(image.convert("RGB"))
+
+
+def as_rgb(image: ImageInput) -> np.ndarray:
+    """Any accepted image input as RGB uint8 H x W x 3."""
+    if isinstance(image, str | Path):
+        return read_image(image)
+    if isinstance(image, Image.Image):
+        return pil_to_rgb(image)
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8:
+            raise ClipfuseError(
+                f"image array has dtype {image.dtype}: expected uint8 RGB values 0-255 "
+                "(e.g. (x * 255).round().astype(np.uint8) for floats in [0, 1])"
+            )
+        if image.ndim == 2:
+            image = np.repeat(image[:, :, None], 3, axis=2)
+        if image.ndim != 3 or image.shape[2] not in (3, 4) or min(image.shape[:2]) < 1:
+            raise ClipfuseError(
+                f"image array has shape {image.shape}: expected H x W x 3 (RGB), H x W x 4 "
+                "(RGBA) or H x W (grey)"
+            )
+        return np.ascontiguousarray(image[:, :, :3])
+    raise ClipfuseError(
+        f"cannot predict on a {type(image).__name__}: expected a path, a PIL image or a uint8 "
+        "numpy array"
+    )
 
 
 def expand_inputs(inputs: Iterable[str | Path]) -> list[Path]:
@@ -41,32 +82,122 @@ def expand_inputs(inputs: Iterable[str | Path]) -> list[Path]:
     return paths
 
 
+@dataclass
+class Prediction:
+    """The segmentation of one image.
+
+    Attributes:
+        label_map: H x W uint8, at the image's size; value k is ``class_names[k]``.
+        class_names: the labels predicted, in index order (the trained vocabulary, or the
+            ``labels`` asked for, with their display names).
+        scores: K x H x W float32 softmax probabilities over ``class_names`` (averaged over
+            flips / scales as the model's ``eval`` settings say), or None when not requested.
+            In open-vocabulary mode they are ``softmax(S / aux_temperature)`` of the cosine
+            score map S.
+        palette: K x 3 uint8 colours of ``class_names``.
+        image: the RGB uint8 input, H x W x 3.
+        mode: ``"decoder"`` (the segmentation head's logits) or ``"score_map"`` (open
+            vocabulary: the pixel-text cosine map).
+    """
+
+    label_map: np.ndarray
+    class_names: list[str]
+    scores: np.ndarray | None
+    palette: np.ndarray
+    image: np.ndarray = field(repr=False)
+    mode: str = "decoder"
+
+    @functools.cached_property
+    def overlay(self) -> Image.Image:
+        """The labels blended over the image, with a legend of the classes present on the right."""
+        return overlay_with_legend(self.image, self.label_map, self.class_names, self.palette)
+
+    @property
+    def areas(self) -> dict[str, float]:
+        """Fraction of the image's pixels given to each class (0-1), in ``class_names`` order."""
+        counts = np.bincount(self.label_map.ravel(), minlength=len(self.class_names))
+        total = max(int(self.label_map.size), 1)
+        return {name: float(counts[k]) / total for k, name in enumerate(self.class_names)}
+
+
+LogitsFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+class BatchRunner:
+    """The evaluation transform and test-time inference of a model's config, on full images.
+
+    Images are resized and normalised exactly as the validation set was during training
+    (``data.val_size``, the backbone's mean / std), predicted with the config's ``eval``
+    settings (whole / slide, flip, scales), and the probabilities resized back to each image's
+    size before the argmax: the labels are those ``clipfuse eval`` scores.
+    """
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float], config: dict) -> None:
+        size = config["data"]["val_size"]
+        size = tuple(size) if isinstance(size, list | tuple) else size
+        self.transform = build_eval_transform(mean=tuple(mean), std=tuple(std), size=size)
+        self.inference = InferenceConfig.from_dict(config["eval"])
+
+    def tensor(self, image: np.ndarray) -> torch.Tensor:
+        tensor, _ = self.transform(image, np.zeros(image.shape[:2], dtype=np.uint8))
+        return tensor
+
+    def run(
+        self,
+        logits_fn: LogitsFn,
+        images: list[np.ndarray],
+        num_classes: int,
+        device: torch.device,
+        batch_size: int = 4,
+        scores: bool = True,
+    ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+        """``(label map, probabilities or None)`` per image, in order. Consecutive images with
+        the same input and output size share a forward pass (at most ``batch_size``)."""
+        if batch_size < 1:
+            raise ClipfuseError(f"batch_size must be at least 1, got {batch_size}")
+        tensors = [self.tensor(image) for image in images]
+        keys = [(tuple(t.shape), image.shape[:2]) for t, image in zip(tensors, images, strict=True)]
+        start = 0
+        while start < len(images):
+            end = start + 1
+            while end < len(images) and end - start < batch_size and keys[end] == keys[start]:
+                end += 1
+            batch = tensors[start:end]
+            with torch.inference_mode():
+                probabilities = infer_logits(
+                    logits_fn,
+                    torch.stack(batch).to(device),
+                    num_classes=num_classes,
+                    output_size=images[start].shape[:2],
+                    **self.inference.as_kwargs(),
+                )
+            labels = probabilities.argmax(1).to(torch.uint8).cpu().numpy()
+            probabilities = probabilities.cpu().numpy() if scores else None
+            for i in range(len(batch)):
+                yield labels[i], (probabilities[i] if probabilities is not None else None)
+            start = end
+
+
 class Predictor:
-    """Runs a :class:`Segmentor` on full images with the eval transform of its config."""
+    """Runs a :class:`Segmentor` on full images with the eval transform of its config
+    (kept for callers of the first API; :func:`clipfuse.load` is the user-facing one)."""
 
     def __init__(self, model: Segmentor, config: dict, device: str = "cpu") -> None:
         self.model = model.eval().to(device)
-        self.device = device
-        size = config["data"]["val_size"]
-        size = tuple(size) if isinstance(size, list) else size
-        self.transform = build_eval_transform(
-            mean=model.backbone.mean, std=model.backbone.std, size=size
-        )
-        self.inference = InferenceConfig.from_dict(config["eval"])
+        self.device = torch.device(device)
+        self.runner = BatchRunner(model.backbone.mean, model.backbone.std, config)
 
-    @torch.inference_mode()
     def __call__(self, image: np.ndarray) -> np.ndarray:
-        dummy_mask = np.zeros(image.shape[:2], dtype=np.uint8)
-        tensor, _ = self.transform(image, dummy_mask)
-        logits_fn = lambda x: self.model(x)["logits"]  # noqa: E731
-        probabilities = infer_logits(
-            logits_fn,
-            tensor.unsqueeze(0).to(self.device),
-            num_classes=self.model.num_classes,
-            output_size=image.shape[:2],
-            **self.inference.as_kwargs(),
+        labels, _ = next(
+            self.runner.run(
+                lambda x: self.model(x)["logits"],
+                [image],
+                self.model.num_classes,
+                self.device,
+                scores=False,
+            )
         )
-        return probabilities[0].argmax(0).cpu().numpy().astype(np.uint8)
+        return labels
 
     def predict_files(self, paths: list[Path]) -> Iterator[tuple[Path, np.ndarray, np.ndarray]]:
         for path in paths:

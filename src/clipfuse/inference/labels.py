@@ -1,0 +1,123 @@
+"""Labels chosen at inference: a subset / renaming of the trained vocabulary, or new labels.
+
+A label is a *query* (what is looked up: a trained class name, one of the text aliases of a
+trained class, or, in open-vocabulary mode, any text the encoder can embed) and a *display
+name* (what the result calls it). ``"Road"`` queries and shows Road; ``"Road=street"`` (or the
+mapping ``{"Road": "street"}``) queries Road and shows "street".
+"""
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from clipfuse.errors import ClipfuseError
+from clipfuse.text.base import normalize_name
+
+LabelsArg = str | Sequence[str] | Mapping[str, str] | None
+"""What ``labels=`` accepts: None (every trained class), ``"a, b=c"``, ``["a", "b=c"]`` or
+``{"a": "a", "b": "c"}``."""
+
+
+@dataclass(frozen=True)
+class LabelChoice:
+    """The resolved labels of one prediction, in output order.
+
+    ``names`` are the display names (the result's ``class_names``); ``queries`` the text of each
+    label; ``indices`` the trained class of each label, or None for a label outside the trained
+    vocabulary (open vocabulary only).
+    """
+
+    names: tuple[str, ...]
+    queries: tuple[str, ...]
+    indices: tuple[int | None, ...]
+
+    @property
+    def all_trained(self) -> bool:
+        return all(index is not None for index in self.indices)
+
+    @property
+    def new_queries(self) -> list[str]:
+        return [q for q, i in zip(self.queries, self.indices, strict=True) if i is None]
+
+
+def _pair(item: str) -> tuple[str, str]:
+    if not isinstance(item, str):
+        raise ClipfuseError(f"labels: expected names (strings), got {item!r}")
+    query, sep, display = item.partition("=")
+    query, display = query.strip(), display.strip()
+    if not query or (sep and not display):
+        raise ClipfuseError(f"labels: {item!r} is empty: expected 'name' or 'name=display name'")
+    return query, display or query
+
+
+def parse_labels(labels: LabelsArg) -> list[tuple[str, str]] | None:
+    """``(query, display name)`` pairs, or None for "every trained class".
+
+    A string is split at commas; each item may be ``query=display``. A mapping maps queries to
+    display names. Blank items and two labels with the same display name are errors.
+    """
+    if labels is None:
+        return None
+    if isinstance(labels, str):
+        items = [part for part in labels.split(",") if part.strip()]
+        pairs = [_pair(item) for item in items]
+    elif isinstance(labels, Mapping):
+        pairs = [_pair(f"{query}={display}") for query, display in labels.items()]
+    else:
+        pairs = [_pair(item) for item in labels]
+    if not pairs:
+        raise ClipfuseError("labels: none given (pass None, or at least one name)")
+    seen: dict[str, str] = {}
+    for _, display in pairs:
+        key = normalize_name(display)
+        if key in seen:
+            raise ClipfuseError(f"labels: {seen[key]!r} and {display!r} name the same label twice")
+        seen[key] = display
+    return pairs
+
+
+def trained_lookup(class_names: Sequence[str], aliases: Mapping[str, str] | None) -> dict[str, int]:
+    """Normalised name -> trained class index: each class name, and the alias target of each
+    class (a CamVid model trained with ``Pedestrian: person`` answers to "person")."""
+    lookup = {normalize_name(name): k for k, name in enumerate(class_names)}
+    by_name = dict(lookup)
+    for source, target in (aliases or {}).items():
+        k = by_name.get(normalize_name(source))
+        if k is not None:
+            lookup.setdefault(normalize_name(target), k)
+    return lookup
+
+
+def resolve_labels(
+    labels: LabelsArg,
+    class_names: Sequence[str],
+    aliases: Mapping[str, str] | None = None,
+    open_vocab: bool = False,
+    open_vocab_hint: str = "",
+) -> LabelChoice:
+    """Match the requested labels to the trained vocabulary.
+
+    Without ``open_vocab`` every label must be a trained class (or one of its aliases); the
+    error lists the unknown ones and the trained vocabulary (``open_vocab_hint`` is appended).
+    With ``open_vocab`` unknown labels are kept with index None, to be embedded.
+    """
+    pairs = parse_labels(labels)
+    if pairs is None:
+        names = tuple(class_names)
+        return LabelChoice(names, names, tuple(range(len(names))))
+    lookup = trained_lookup(class_names, aliases)
+    indices = tuple(lookup.get(normalize_name(query)) for query, _ in pairs)
+    unknown = [query for (query, _), k in zip(pairs, indices, strict=True) if k is None]
+    if unknown and not open_vocab:
+        raise ClipfuseError(
+            f"unknown label(s) {', '.join(map(repr, unknown))}: the model was trained on "
+            f"{', '.join(class_names)}{open_vocab_hint}"
+        )
+    chosen = [k for k in indices if k is not None]
+    if len(set(chosen)) != len(chosen):
+        twice = sorted({class_names[k] for k in chosen if chosen.count(k) > 1})
+        raise ClipfuseError(f"labels: trained class(es) {', '.join(twice)} requested twice")
+    return LabelChoice(
+        tuple(display for _, display in pairs),
+        tuple(query for query, _ in pairs),
+        indices,
+    )

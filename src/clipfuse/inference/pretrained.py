@@ -1,0 +1,444 @@
+"""Load, query and share trained models: :func:`load` and :class:`ClipfuseModel`.
+
+A *pretrained folder* (written by :meth:`ClipfuseModel.save_pretrained`) holds
+
+* ``model.safetensors``: the network's ``state_dict`` (the class-name text embeddings are the
+  buffer ``head.text_embeddings``), tensors only;
+* ``config.json``: ``format`` (``"clipfuse-pretrained"``), ``format_version``, ``method``,
+  ``backbone``, ``decoder``, ``class_names``, ``text`` (encoder spec, template, aliases),
+  ``normalization`` (mean / std, 0-255 units), ``palette``, and ``config``: the full run config
+  the model was trained with.
+
+:func:`load` reads such a folder, or a training checkpoint (``.ckpt``, read with
+``torch.load(weights_only=True)``), and rebuilds the model without the dataset or the training
+config file.
+"""
+
+import hashlib
+import json
+import os
+import tempfile
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from clipfuse.errors import ClipfuseError, one_line
+from clipfuse.inference.labels import LabelChoice, LabelsArg, resolve_labels
+from clipfuse.inference.predict import BatchRunner, ImageInput, Prediction, as_rgb
+from clipfuse.models import Segmentor, method_uses_text
+
+FORMAT = "clipfuse-pretrained"
+FORMAT_VERSION = 1
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+MAX_LABELS = 255  # label maps are uint8 and 255 is the ignore index
+
+
+def _resolve_device(device: str | torch.device | None) -> torch.device:
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ClipfuseError(f"device {device!r}: expected 'cpu', 'cuda' or 'cuda:N'") from error
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ClipfuseError(f"device {device}: CUDA is not available on this machine (use 'cpu')")
+    return device
+
+
+def label_colour(name: str) -> np.ndarray:
+    """A colour for a label outside the trained vocabulary, fixed by its name."""
+    from clipfuse.text.base import normalize_name
+
+    digest = hashlib.sha256(normalize_name(name).encode()).digest()
+    seed = int.from_bytes(digest[:8], "little")
+    return np.random.default_rng(seed).integers(32, 256, size=3, dtype=np.uint8)
+
+
+class ClipfuseModel:
+    """A trained segmentation model with its vocabulary, preprocessing and colours.
+
+    Build it with :func:`clipfuse.load`. Attributes: ``segmentor`` (the ``nn.Module``),
+    ``config`` (the full run config), ``class_names`` (the trained vocabulary), ``palette``
+    (K x 3 uint8), ``device``.
+    """
+
+    def __init__(
+        self,
+        segmentor: Segmentor,
+        config: dict,
+        class_names: Sequence[str],
+        palette: np.ndarray | None = None,
+        device: str | torch.device | None = "cpu",
+        source: str | None = None,
+    ) -> None:
+        from clipfuse.data import default_palette
+
+        self.segmentor = segmentor.eval()
+        self.config = config
+        self.class_names = list(class_names)
+        palette = default_palette(len(self.class_names)) if palette is None else palette
+        self.palette = np.asarray(palette, dtype=np.uint8).reshape(len(self.class_names), 3)
+        self.source = source
+        self.mean = tuple(float(m) for m in segmentor.backbone.mean)
+        self.std = tuple(float(s) for s in segmentor.backbone.std)
+        self._runner = BatchRunner(self.mean, self.std, config)
+        head = segmentor.head
+        self._trained_text = head.text_embeddings.detach().clone() if head is not None else None
+        self._lock = threading.RLock()  # open vocabulary swaps the head's text embeddings
+        self.device = torch.device("cpu")
+        self.to(device)
+
+    # -- description -------------------------------------------------------------------------
+
+    @property
+    def method(self) -> str:
+        return self.config["model"]["method"]
+
+    @property
+    def backbone(self) -> str:
+        return self.config["model"]["backbone"]
+
+    @property
+    def text(self) -> dict:
+        """The text section of the run config: ``encoder`` spec, ``template``, ``aliases``."""
+        return self.config["text"]
+
+    @property
+    def supports_open_vocab(self) -> bool:
+        """Language-guided methods (convformer, denseclip) can predict any embeddable label."""
+        return method_uses_text(self.method)
+
+    def __repr__(self) -> str:
+        return (
+            f"ClipfuseModel(method={self.method!r}, backbone={self.backbone!r}, "
+            f"classes={len(self.class_names)}, device={str(self.device)!r})"
+        )
+
+    def to(self, device: str | torch.device | None) -> "ClipfuseModel":
+        """Move to ``"cpu"``, ``"cuda"`` (``"cuda:N"``) or None / ``"auto"`` (CUDA if any)."""
+        self.device = _resolve_device(device)
+        self.segmentor.to(self.device)
+        return self
+
+    # -- labels ------------------------------------------------------------------------------
+
+    def resolve_labels(self, labels: LabelsArg = None, open_vocab: bool = False) -> LabelChoice:
+        """The labels a prediction will use (see :mod:`clipfuse.inference.labels`); raises the
+        same one-line errors as :meth:`predict` without running the network."""
+        if open_vocab and not self.supports_open_vocab:
+            raise ClipfuseError(
+                f"open vocabulary needs a language-guided model (convformer or denseclip); "
+                f"this model is {self.method!r}, which has no text: choose among its classes "
+                f"({', '.join(self.class_names)})"
+            )
+        hint = ""
+        if self.supports_open_vocab:
+            hint = (
+                f" (open_vocab=True / --open-vocab embeds new labels with {self.text['encoder']})"
+            )
+        choice = resolve_labels(
+            labels, self.class_names, self.text.get("aliases"), open_vocab, open_vocab_hint=hint
+        )
+        if len(choice.names) > MAX_LABELS:
+            raise ClipfuseError(f"labels: at most {MAX_LABELS} labels, got {len(choice.names)}")
+        return choice
+
+    def embed_labels(self, choice: LabelChoice) -> torch.Tensor:
+        """K' x Ct text embeddings of ``choice``: trained rows as stored in the weights, new
+        labels embedded with the model's text encoder (``text.encoder``, cached on disk)."""
+        from clipfuse.config import resolve_spec
+        from clipfuse.text import embed_class_names
+
+        if self._trained_text is None:
+            raise ClipfuseError(f"method {self.method!r} has no text embeddings")
+        rows: list[torch.Tensor | None] = [
+            self._trained_text[k] if k is not None else None for k in choice.indices
+        ]
+        new = choice.new_queries
+        if new:
+            spec = resolve_spec(self.text["encoder"])
+            try:
+                embedded = embed_class_names(
+                    spec,
+                    new,
+                    template=self.text.get("template", "a photo of a {}."),
+                    aliases=self.text.get("aliases") or None,
+                )
+            except ClipfuseError as error:
+                raise ClipfuseError(
+                    f"open vocabulary: cannot embed {', '.join(map(repr, new))} with the model's "
+                    f"text encoder {self.text['encoder']}: {one_line(error)}"
+                ) from error
+            except Exception as error:  # a live encoder that cannot load (offline, missing)
+                reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+                raise ClipfuseError(
+                    f"open vocabulary: the text encoder {self.text['encoder']} failed: {reason}"
+                ) from error
+            fresh = iter(embedded)
+            rows = [row if row is not None else next(fresh) for row in rows]
+        text = torch.stack([row.float() for row in rows])
+        if text.shape[1] != self._trained_text.shape[1]:
+            raise ClipfuseError(
+                f"open vocabulary: the text encoder gives width {text.shape[1]}, the model was "
+                f"trained with width {self._trained_text.shape[1]}"
+            )
+        return text
+
+    # -- prediction --------------------------------------------------------------------------
+
+    def _score_map_logits(self, images: torch.Tensor) -> torch.Tensor:
+        features = self.segmentor.backbone(images)
+        _, score_map = self.segmentor.head(features[-1])
+        temperature = float(self.config["train"].get("aux_temperature", 0.07))
+        return F.interpolate(
+            score_map / temperature, size=images.shape[-2:], mode="bilinear", align_corners=False
+        )
+
+    def predict(
+        self,
+        images: ImageInput | Sequence[ImageInput],
+        labels: LabelsArg = None,
+        open_vocab: bool = False,
+        batch_size: int = 4,
+        scores: bool = True,
+    ) -> Prediction | list[Prediction]:
+        """Segment one image (a path, PIL image or uint8 array) or a list of them (batched).
+
+        Args:
+            images: one image, or a list / tuple of images (then a list of results).
+            labels: None for the trained vocabulary; else a subset / renaming of it:
+                ``"road, car, person"``, ``["Road=street", "Car"]``, ``{"Road": "street"}``
+                (names match case-insensitively, also through the text aliases of training).
+                The prediction is the argmax over the chosen classes' logits.
+            open_vocab: predict from the cosine score map S instead of the decoder, so labels
+                outside the trained vocabulary work (embedded with the model's text encoder).
+                Language-guided methods only. Usually less accurate than the decoder.
+            batch_size: images per forward pass (images of equal size are batched).
+            scores: also return the K x H x W probabilities (``Prediction.scores``).
+        """
+        single = not isinstance(images, list | tuple)
+        arrays = [as_rgb(image) for image in ([images] if single else images)]
+        choice = self.resolve_labels(labels, open_vocab)
+        palette = np.stack(
+            [
+                self.palette[k] if k is not None else label_colour(query)
+                for k, query in zip(choice.indices, choice.queries, strict=True)
+            ]
+        )
+        with self._lock:
+            if open_vocab:
+                results = self._predict_score_map(arrays, choice, batch_size, scores)
+            else:
+                results = self._predict_decoder(arrays, choice, batch_size, scores)
+        predictions = [
+            Prediction(
+                label_map=label_map,
+                class_names=list(choice.names),
+                scores=probabilities,
+                palette=palette,
+                image=image,
+                mode="score_map" if open_vocab else "decoder",
+            )
+            for image, (label_map, probabilities) in zip(arrays, results, strict=True)
+        ]
+        return predictions[0] if single else predictions
+
+    def _predict_decoder(self, arrays, choice, batch_size, scores):
+        indices = list(choice.indices)
+        if indices == list(range(len(self.class_names))):
+            logits_fn = lambda x: self.segmentor(x)["logits"]  # noqa: E731
+        else:
+            index = torch.tensor(indices, device=self.device)
+            logits_fn = lambda x: self.segmentor(x)["logits"][:, index]  # noqa: E731
+        return list(
+            self._runner.run(logits_fn, arrays, len(indices), self.device, batch_size, scores)
+        )
+
+    def _predict_score_map(self, arrays, choice, batch_size, scores):
+        text = self.embed_labels(choice)
+        head = self.segmentor.head
+        head.set_text_embeddings(text)
+        try:
+            return list(
+                self._runner.run(
+                    self._score_map_logits,
+                    arrays,
+                    len(choice.names),
+                    self.device,
+                    batch_size,
+                    scores,
+                )
+            )
+        finally:
+            head.set_text_embeddings(self._trained_text)
+
+    # -- saving ------------------------------------------------------------------------------
+
+    def pretrained_config(self) -> dict:
+        """What ``config.json`` holds (see the module docstring)."""
+        import timm
+
+        import clipfuse
+
+        text = self.text
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "clipfuse_version": clipfuse.__version__,
+            "torch_version": torch.__version__.split("+")[0],
+            "timm_version": timm.__version__,
+            "method": self.method,
+            "backbone": self.backbone,
+            "decoder": self.config["model"]["decoder"],
+            "class_names": self.class_names,
+            "text": {
+                "encoder": text["encoder"],
+                "fallback": text.get("fallback"),
+                "template": text.get("template"),
+                "aliases": dict(text.get("aliases") or {}),
+            },
+            "normalization": {"mean": list(self.mean), "std": list(self.std), "units": "0-255"},
+            "palette": self.palette.tolist(),
+            "config": self.config,
+        }
+
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        """Write ``model.safetensors`` and ``config.json`` into ``directory`` (created; files
+        replaced atomically). :func:`clipfuse.load` reads it back on any machine."""
+        directory = Path(directory)
+        if directory.exists() and not directory.is_dir():
+            raise ClipfuseError(f"cannot save the model to {directory}: it is a file")
+        directory.mkdir(parents=True, exist_ok=True)
+        state = {
+            key: value.detach().to("cpu").contiguous().clone()
+            for key, value in self.segmentor.state_dict().items()
+        }
+        if self._trained_text is not None:
+            state["head.text_embeddings"] = self._trained_text.cpu().contiguous().clone()
+        metadata = {"format": FORMAT, "format_version": str(FORMAT_VERSION)}
+        _atomic(directory / WEIGHTS_FILE, lambda path: save_file(state, path, metadata=metadata))
+        text = json.dumps(self.pretrained_config(), indent=2)
+        _atomic(directory / CONFIG_FILE, lambda path: Path(path).write_text(text + "\n"))
+        return directory
+
+
+def _atomic(path: Path, write) -> None:
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
+    os.close(descriptor)
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+# -- loading -----------------------------------------------------------------------------------
+
+
+def _read_pretrained(directory: Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
+    expected = f"expected {CONFIG_FILE} and {WEIGHTS_FILE} written by save_pretrained"
+    if not config_path.is_file():
+        raise ClipfuseError(
+            f"{directory} is not a clipfuse model folder: no {CONFIG_FILE} ({expected})"
+        )
+    try:
+        meta = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise ClipfuseError(f"{config_path} is not valid JSON ({expected})") from error
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise ClipfuseError(f"{config_path} is not a clipfuse model config (no format {FORMAT!r})")
+    version = meta.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ClipfuseError(
+            f"{config_path} has format version {version!r}; this clipfuse reads version "
+            f"{FORMAT_VERSION} (a newer clipfuse wrote it? upgrade clipfuse)"
+        )
+    missing = [key for key in ("config", "class_names") if not meta.get(key)]
+    if missing:
+        raise ClipfuseError(f"{config_path} lacks {', '.join(missing)}")
+    if not weights_path.is_file():
+        raise ClipfuseError(f"{directory} has {CONFIG_FILE} but no {WEIGHTS_FILE}")
+    try:
+        state = load_file(weights_path)
+    except (SafetensorError, OSError, ValueError) as error:
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ClipfuseError(f"{weights_path} could not be read as safetensors: {reason}") from error
+    return meta, state
+
+
+def _dataset_palette(config: dict, class_names: list[str]) -> np.ndarray | None:
+    """The training dataset's colours when it is on this machine, else None."""
+    from clipfuse.data import build_dataset
+
+    data = config.get("data", {})
+    try:
+        dataset = build_dataset(
+            data["dataset"], "val", root=data.get("root"), **data.get("dataset_kwargs", {})
+        )
+    except Exception:  # absent or unreadable: the default palette will do
+        return None
+    palette = np.asarray(dataset.palette)
+    return palette if palette.shape == (len(class_names), 3) else None
+
+
+def load(path: str | os.PathLike, device: str | torch.device | None = None) -> ClipfuseModel:
+    """A trained model from a pretrained folder (or its ``config.json``) or a training
+    checkpoint (``.ckpt``), on ``device`` (``"cpu"``, ``"cuda"``; default: CUDA if available).
+
+    Raises a one-line :class:`~clipfuse.errors.ClipfuseError` for a missing path, an unknown
+    format version, a missing file, weights that do not fit the config, or a foreign file.
+    """
+    from clipfuse.engine.run import build_model, load_checkpoint
+
+    path = Path(path).expanduser()
+    if path.is_file() and path.name in (CONFIG_FILE, WEIGHTS_FILE):
+        path = path.parent
+    if not path.exists():
+        raise ClipfuseError(
+            f"model {path} not found: expected a folder from save_pretrained or a .ckpt"
+        )
+    palette = None
+    if path.is_dir():
+        meta, state = _read_pretrained(path)
+        config, class_names = meta["config"], list(meta["class_names"])
+        palette = meta.get("palette")
+        normalization = meta.get("normalization") or {}
+        if "mean" in normalization and "std" in normalization:
+            backbone_kwargs = dict(config["model"].get("backbone_kwargs") or {})
+            backbone_kwargs.update(mean=normalization["mean"], std=normalization["std"])
+            config = {**config, "model": {**config["model"], "backbone_kwargs": backbone_kwargs}}
+        fits = f"{path / WEIGHTS_FILE} does not fit {path / CONFIG_FILE}"
+    else:
+        config, class_names, state = load_checkpoint(path)
+        palette = _dataset_palette(config, class_names)
+        fits = f"checkpoint {path} does not fit its config"
+    try:
+        segmentor = build_model(
+            config, class_names, text_embeddings=state.get("head.text_embeddings"), pretrained=False
+        )
+    except ClipfuseError as error:
+        raise ClipfuseError(f"model {path}: {one_line(error)}") from error
+    except (KeyError, TypeError, ValueError) as error:
+        raise ClipfuseError(
+            f"model {path}: its config is incomplete or invalid ({error!r})"
+        ) from error
+    try:
+        missing, unexpected = segmentor.load_state_dict(state, strict=False)
+    except RuntimeError as error:  # shape mismatches
+        reason = " ".join(line.strip() for line in str(error).splitlines()[1:3]) or str(error)
+        raise ClipfuseError(f"{fits}: {reason}") from error
+    if missing or unexpected:
+        raise ClipfuseError(
+            f"{fits}: missing {len(missing)} tensors {missing[:3]}, unexpected {len(unexpected)} "
+            f"{unexpected[:3]}"
+        )
+    return ClipfuseModel(segmentor, config, class_names, palette, device, source=str(path))

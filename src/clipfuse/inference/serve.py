@@ -1,0 +1,310 @@
+"""``clipfuse serve``: a local web page to try a trained model (FastAPI + one HTML page).
+
+Routes: ``GET /`` the page; ``GET /api/info`` the model's vocabulary and limits;
+``POST /api/predict`` (multipart: ``image`` file, optional ``labels`` text and ``open_vocab``
+flag) -> JSON with the overlay as a PNG data URL and the per-class areas, or ``{"error": ...}``
+with status 400 (bad labels), 413 (too large) or 422 (not an image). ``GET /health`` -> ok.
+"""
+
+import base64
+import html
+import io
+import json
+import warnings
+
+from PIL import Image, UnidentifiedImageError
+
+from clipfuse.errors import ClipfuseError, one_line
+from clipfuse.inference.predict import pil_to_rgb
+from clipfuse.inference.pretrained import ClipfuseModel
+
+DEFAULT_MAX_BYTES = 20 * 1024 * 1024
+DEFAULT_MAX_PIXELS = 4096 * 4096
+
+
+class UploadError(Exception):
+    """A bad upload: the message is shown on the page."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def decode_upload(data: bytes, max_pixels: int, max_bytes: int) -> Image.Image:
+    """The uploaded bytes as a loaded PIL image, or an :class:`UploadError` with a message
+    a person can act on. The size is checked from the header, before the pixels are decoded."""
+    if not data:
+        raise UploadError("the upload is empty: choose an image file", 422)
+    if len(data) > max_bytes:
+        raise UploadError(
+            f"the file is {len(data) / 1e6:.1f} MB: the limit is {max_bytes / 1e6:.1f} MB", 413
+        )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            width, height = image.size
+            if width * height > max_pixels:
+                raise UploadError(
+                    f"the image is {width} x {height} pixels: the limit is {max_pixels:,} pixels "
+                    "(resize it and try again)",
+                    413,
+                )
+            image.load()
+    except UploadError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise UploadError(
+            f"the image is too large to decode safely: the limit is {max_pixels:,} pixels", 413
+        ) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError):
+        raise UploadError(
+            "the file is not an image this demo can read: upload a PNG, JPEG, BMP, TIFF or "
+            "WebP image",
+            422,
+        ) from None
+    return image
+
+
+def _png_data_url(image: Image.Image) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def predict_upload(
+    model: ClipfuseModel,
+    data: bytes,
+    labels: str = "",
+    open_vocab: bool = False,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> dict:
+    """The JSON answer to one upload (raises :class:`UploadError`)."""
+    image = pil_to_rgb(decode_upload(data, max_pixels, max_bytes))
+    try:
+        result = model.predict(image, labels.strip() or None, open_vocab=open_vocab, scores=False)
+    except ClipfuseError as error:
+        raise UploadError(one_line(error), 400) from None
+    areas = result.areas
+    rows = [
+        {
+            "name": name,
+            "colour": "#{:02x}{:02x}{:02x}".format(*(int(c) for c in result.palette[k])),
+            "area": areas[name],
+        }
+        for k, name in enumerate(result.class_names)
+    ]
+    rows.sort(key=lambda row: -row["area"])
+    return {
+        "overlay": _png_data_url(result.overlay),
+        "width": int(image.shape[1]),
+        "height": int(image.shape[0]),
+        "mode": result.mode,
+        "classes": rows,
+    }
+
+
+def create_app(
+    model: ClipfuseModel,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+):
+    """The FastAPI application serving ``model``."""
+    from fastapi import FastAPI, Request
+    from fastapi.concurrency import run_in_threadpool
+    from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
+    from starlette.datastructures import UploadFile
+
+    app = FastAPI(title="clipfuse", docs_url=None, redoc_url=None)
+    info = {
+        "method": model.method,
+        "backbone": model.backbone,
+        "class_names": model.class_names,
+        "open_vocab": model.supports_open_vocab,
+        "text_encoder": model.text["encoder"] if model.supports_open_vocab else None,
+        "max_bytes": max_bytes,
+        "max_pixels": max_pixels,
+    }
+    page = _page(info)
+
+    def error(message: str, status: int) -> JSONResponse:
+        return JSONResponse({"error": message}, status_code=status)
+
+    @app.get("/", response_class=HTMLResponse)
+    def index() -> str:
+        return page
+
+    @app.get("/health", response_class=PlainTextResponse)
+    def health() -> str:
+        return "ok"
+
+    @app.get("/api/info")
+    def api_info() -> dict:
+        return info
+
+    @app.post("/api/predict")
+    async def api_predict(request: Request):
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > max_bytes + 64 * 1024:
+            return error(
+                f"the upload is {int(length) / 1e6:.1f} MB: the limit is {max_bytes / 1e6:.1f} MB",
+                413,
+            )
+        try:
+            form = await request.form(max_files=1, max_fields=8)
+        except Exception:  # malformed multipart body
+            return error("the request is not a valid form upload (multipart/form-data)", 400)
+        try:
+            upload = form.get("image")
+            if not isinstance(upload, UploadFile):
+                return error("no image in the upload: choose an image file", 422)
+            data = await upload.read(max_bytes + 1)
+            labels = form.get("labels") or ""
+            open_vocab = str(form.get("open_vocab") or "").lower() in ("1", "true", "on", "yes")
+            if not isinstance(labels, str):
+                return error("labels must be text", 400)
+            answer = await run_in_threadpool(
+                predict_upload, model, data, labels, open_vocab, max_pixels, max_bytes
+            )
+            return JSONResponse(answer)
+        except UploadError as problem:
+            return error(str(problem), problem.status)
+        except Exception as problem:  # keep serving, say what went wrong
+            return error(f"internal error: {type(problem).__name__}: {problem}", 500)
+        finally:
+            await form.close()
+
+    return app
+
+
+def serve(
+    model_path: str,
+    host: str = "127.0.0.1",
+    port: int = 7860,
+    device: str | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> None:
+    """Load the model and serve the page until interrupted."""
+    import uvicorn
+
+    from clipfuse.inference.pretrained import load
+
+    model = load(model_path, device=device)
+    app = create_app(model, max_bytes=max_bytes, max_pixels=max_pixels)
+    print(f"clipfuse: serving {model} on http://{host}:{port}/ (Ctrl+C stops)", flush=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+def _page(info: dict) -> str:
+    names = html.escape(", ".join(info["class_names"]))
+    open_vocab = (
+        '<label><input type="checkbox" id="open-vocab"> open vocabulary (any labels, from the '
+        f"score map; encoder {html.escape(str(info['text_encoder']))})</label>"
+        if info["open_vocab"]
+        else ""
+    )
+    title = f"clipfuse: {html.escape(info['method'])} + {html.escape(info['backbone'])}"
+    return (
+        _PAGE.replace("__TITLE__", title)
+        .replace("__NAMES__", names)
+        .replace("__OPEN_VOCAB__", open_vocab)
+        .replace("__INFO__", json.dumps(info).replace("</", "<\\/"))
+    )
+
+
+_PAGE = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>__TITLE__</title>
+<style>
+  body { font-family: system-ui, sans-serif; margin: 2em; max-width: 70em; color: #222; }
+  form > * { margin: .3em 0; display: block; }
+  #labels { width: 40em; max-width: 100%; }
+  #error { color: #b00020; font-weight: bold; min-height: 1.2em; }
+  #status { color: #555; min-height: 1.2em; }
+  #overlay { max-width: 100%; border: 1px solid #ccc; display: none; }
+  table { border-collapse: collapse; margin-top: 1em; }
+  td, th { padding: .2em .8em; border-bottom: 1px solid #eee; text-align: left; }
+  td.area { text-align: right; font-variant-numeric: tabular-nums; }
+  .swatch { display: inline-block; width: 1em; height: 1em; border: 1px solid #000;
+            vertical-align: middle; }
+</style>
+</head>
+<body>
+<h1>__TITLE__</h1>
+<p>Trained classes: __NAMES__</p>
+<form id="form">
+  <input type="file" id="image" name="image" accept="image/*">
+  <input type="text" id="labels" name="labels"
+         placeholder="labels, comma-separated (empty: all trained classes); old=new renames">
+  __OPEN_VOCAB__
+  <button type="submit" id="run">Segment</button>
+</form>
+<div id="status"></div>
+<div id="error" role="alert"></div>
+<img id="overlay" alt="segmentation overlay">
+<table id="areas"></table>
+<script>
+const info = __INFO__;
+const form = document.getElementById("form");
+const statusLine = document.getElementById("status");
+const errorLine = document.getElementById("error");
+const overlay = document.getElementById("overlay");
+const table = document.getElementById("areas");
+form.addEventListener("submit", async (event) => {
+  event.preventDefault();
+  errorLine.textContent = "";
+  const file = document.getElementById("image").files[0];
+  if (!file) { errorLine.textContent = "Choose an image first."; return; }
+  if (file.size > info.max_bytes) {
+    errorLine.textContent = `The file is ${(file.size / 1e6).toFixed(1)} MB: ` +
+      `the limit is ${(info.max_bytes / 1e6).toFixed(1)} MB.`;
+    return;
+  }
+  const body = new FormData();
+  body.append("image", file);
+  body.append("labels", document.getElementById("labels").value);
+  const openVocab = document.getElementById("open-vocab");
+  body.append("open_vocab", openVocab && openVocab.checked ? "true" : "false");
+  statusLine.textContent = "Segmenting…";
+  const started = performance.now();
+  let answer;
+  try {
+    const response = await fetch("api/predict", { method: "POST", body });
+    answer = await response.json();
+    if (!response.ok) throw new Error(answer.error || `error ${response.status}`);
+  } catch (problem) {
+    statusLine.textContent = "";
+    errorLine.textContent = problem.message;
+    return;
+  }
+  overlay.src = answer.overlay;
+  overlay.style.display = "block";
+  overlay.dataset.width = answer.width;
+  overlay.dataset.height = answer.height;
+  table.replaceChildren();
+  const head = table.insertRow();
+  for (const text of ["", "class", "area"]) {
+    const cell = document.createElement("th"); cell.textContent = text; head.appendChild(cell);
+  }
+  for (const row of answer.classes) {
+    const tr = table.insertRow();
+    tr.className = "class-row";
+    const swatch = document.createElement("span");
+    swatch.className = "swatch"; swatch.style.background = row.colour;
+    tr.insertCell().appendChild(swatch);
+    tr.insertCell().textContent = row.name;
+    const area = tr.insertCell(); area.className = "area";
+    area.textContent = (100 * row.area).toFixed(1) + " %";
+  }
+  const seconds = ((performance.now() - started) / 1000).toFixed(1);
+  statusLine.textContent = `${answer.width} x ${answer.height} pixels, ` +
+    `${answer.mode === "score_map" ? "score map (open vocabulary)" : "decoder"}, ${seconds} s`;
+});
+</script>
+</body>
+</html>
+"""
