@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-DEMO_CONFIG ?= configs/convformer_mobilenetv2_camvid_192x256_160.yaml
+DEMO_CONFIG ?= configs/convformer_mobilenetv2_camvid_192x256_140.yaml
 
 .PHONY: setup browser demo test lint clean
 

@@ -20,7 +20,8 @@ _NORMS = (
 def parameter_groups(
     model: nn.Module, lr: float, weight_decay: float, backbone_lr_mult: float
 ) -> list[dict]:
-    """Four groups: (backbone or not) x (decayed or not). Frozen parameters are left out."""
+    """Four groups: (backbone or not) x (decayed or not), the head's decayed group first (its
+    learning rate is the one logged). Frozen parameters are left out."""
     no_decay: set[int] = set()
     for module in model.modules():
         for name, parameter in module.named_parameters(recurse=False):

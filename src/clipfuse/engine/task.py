@@ -81,7 +81,7 @@ class SegmentationTask(L.LightningModule):
             self.log("train/loss_aux", aux)
             loss = loss + self.aux_weight * aux
         self.log("train/loss", loss, prog_bar=True)
-        self.log("train/lr", self.trainer.optimizers[0].param_groups[-1]["lr"], prog_bar=False)
+        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], prog_bar=False)
         return loss
 
     def _logits(self, images: torch.Tensor) -> torch.Tensor:
