@@ -89,6 +89,50 @@ def _flops(args: argparse.Namespace) -> None:
     print(f"{'total':<10}{cost['gmacs']:>10.2f}{cost['params_m']:>12.2f}")
 
 
+def _bench(args: argparse.Namespace) -> None:
+    from clipfuse.analysis.bench import bench, format_bench
+
+    progress = None if args.json else (lambda message: print(f"... {message}", file=sys.stderr))
+    result = bench(
+        args.configs,
+        size=args.size,
+        batches=args.batch,
+        threads=args.threads,
+        repeats=args.repeats,
+        warmup=args.warmup,
+        train_batch=args.train_batch,
+        train_steps=args.train_steps,
+        onnx=args.onnx,
+        onnx_exporter=args.onnx_exporter,
+        smp_reference=args.smp_reference,
+        memory=not args.no_memory,
+        channels_last=args.channels_last,
+        device=args.device,
+        overrides=args.set,
+        progress=progress,
+    )
+    if args.output:
+        from pathlib import Path
+
+        Path(args.output).write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2) if args.json else format_bench(result))
+
+
+def _export(args: argparse.Namespace) -> None:
+    from clipfuse.inference.export import export_checkpoint
+
+    out = export_checkpoint(
+        args.checkpoint, args.out, format=args.format, size=args.size, exporter=args.exporter
+    )
+    print(f"{args.checkpoint} -> {out}")
+
+
+def _experiment(args: argparse.Namespace) -> None:
+    from clipfuse.experiments.runner import run_experiment
+
+    run_experiment(args.spec, out=args.out, only=args.only, dry_run=args.dry_run)
+
+
 def _download(args: argparse.Namespace) -> None:
     from clipfuse.data.download import ensure_camvid
 
@@ -173,6 +217,85 @@ def build_parser() -> argparse.ArgumentParser:
     flops.add_argument("--json", action="store_true", help="print JSON")
     flops.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
     flops.set_defaults(func=_flops)
+
+    bench_cmd = commands.add_parser(
+        "bench", help="latency, throughput, memory and GMACs of configs' models, side by side"
+    )
+    bench_cmd.add_argument(
+        "--configs", nargs="+", required=True, help="YAML configs; ratios are to the first"
+    )
+    bench_cmd.add_argument("--size", type=int, nargs=2, default=[512, 512], metavar=("H", "W"))
+    bench_cmd.add_argument(
+        "--batch", type=int, nargs="+", default=[1, 4], help="inference batch sizes (default: 1 4)"
+    )
+    bench_cmd.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
+    bench_cmd.add_argument(
+        "--repeats", type=int, default=5, help="timed calls per model and batch (default 5)"
+    )
+    bench_cmd.add_argument("--warmup", type=int, default=1, help="untimed calls first (default 1)")
+    bench_cmd.add_argument(
+        "--train-batch", type=int, default=2, help="training batch (default 2; 0: skip)"
+    )
+    bench_cmd.add_argument(
+        "--train-steps", type=int, default=3, help="timed SGD steps (default 3; 0: skip)"
+    )
+    bench_cmd.add_argument(
+        "--onnx", action="store_true", help="also time the ONNX export with onnxruntime"
+    )
+    bench_cmd.add_argument(
+        "--onnx-exporter", choices=["torchscript", "dynamo"], default="torchscript"
+    )
+    bench_cmd.add_argument(
+        "--smp-reference",
+        action="store_true",
+        help="add segmentation_models_pytorch's FPN on the first config's backbone",
+    )
+    bench_cmd.add_argument(
+        "--no-memory", action="store_true", help="skip the peak-memory subprocesses"
+    )
+    bench_cmd.add_argument(
+        "--channels-last", action="store_true", help="run every model channels-last"
+    )
+    bench_cmd.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    bench_cmd.add_argument(
+        "--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides for every config"
+    )
+    bench_cmd.add_argument("--json", action="store_true", help="print JSON")
+    bench_cmd.add_argument("--output", help="also write the JSON to this file")
+    bench_cmd.set_defaults(func=_bench)
+
+    export = commands.add_parser("export", help="export a checkpoint to ONNX, vocabulary baked in")
+    export.add_argument("--checkpoint", required=True, help="a clipfuse .ckpt file")
+    export.add_argument("--format", default="onnx", choices=["onnx"])
+    export.add_argument("--out", required=True, help="output file, e.g. model.onnx")
+    export.add_argument(
+        "--size",
+        type=int,
+        nargs=2,
+        metavar=("H", "W"),
+        help="example input traced (default: the crop size); the axes stay dynamic",
+    )
+    export.add_argument(
+        "--exporter",
+        choices=["dynamo", "torchscript"],
+        default="dynamo",
+        help="torch.onnx exporter (default: dynamo)",
+    )
+    export.set_defaults(func=_export)
+
+    experiment = commands.add_parser(
+        "experiment",
+        help="train a grid of configs x seeds (resumable) and report metrics, cost and latency",
+    )
+    experiment.add_argument("spec", help="experiment spec YAML (see docs/experiments.md)")
+    experiment.add_argument(
+        "--out", help="grid folder (default: the spec's out, else runs/experiments/<name>)"
+    )
+    experiment.add_argument(
+        "--dry-run", action="store_true", help="print the runs and their status, run nothing"
+    )
+    experiment.add_argument("--only", nargs="+", metavar="NAME", help="run only these runs")
+    experiment.set_defaults(func=_experiment)
 
     data = commands.add_parser("data", help="dataset tools")
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")

@@ -34,4 +34,5 @@ def test_method_trains_and_evaluates_on_real_camvid(tmp_path, method):
     results = train(config, tmp_path / "run")
     names = [row["name"] for row in results["per_class"]]
     assert names[:3] == ["Sky", "Building", "Pole"] and len(names) == 11
-    assert 0.0 < results["mIoU"] < 100.0 and results["aAcc"] > 10.0
+    assert results["step"] == 3  # 3 steps inside the warm-up: the scores only have to be sane
+    assert 0.0 < results["mIoU"] < 100.0 and 0.0 < results["aAcc"] <= 100.0

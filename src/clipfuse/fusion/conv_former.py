@@ -113,7 +113,9 @@ class Conv2Former(nn.Module):
         """``image`` B x C x h x w, ``text`` B x K x C -> updated text B x K x C."""
         height, width = image.shape[-2:]
         image = F.pad(image, (0, -width % 3, 0, -height % 3))
-        tokens = self.down_norm(self.down(image)).flatten(2).transpose(1, 2)  # B x M x C
+        # B x M x C with C contiguous (a small copy): strided keys/values would send SDPA to
+        # its unfused "math" fallback (8 kernels instead of 1).
+        tokens = self.down_norm(self.down(image)).flatten(2).transpose(1, 2).contiguous()
         if self.bridge == "dot":
             return self.norm(text + _dot_bridge(text, tokens))
         query = split_heads(self.q_proj(text), self.heads)
@@ -195,8 +197,10 @@ class Former2Conv(nn.Module):
 
     def forward(self, image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         """``image`` B x C x h x w (the Conv output), ``text`` B x K x C -> B x C x h x w."""
-        batch, channels, height, width = image.shape
-        pixels = image.flatten(2).transpose(1, 2)  # B x hw x C
+        height, width = image.shape[-2:]
+        # B x hw x C with C contiguous (a small copy): strided queries would send SDPA to its
+        # unfused "math" fallback (8 kernels instead of 1).
+        pixels = image.flatten(2).transpose(1, 2).contiguous()
         if self.bridge == "dot":
             update = _dot_bridge(pixels, text)
         else:
@@ -204,7 +208,9 @@ class Former2Conv(nn.Module):
             key = split_heads(self.k_proj(text), self.heads)
             value = split_heads(self.v_proj(text), self.heads)
             update = merge_heads(F.scaled_dot_product_attention(query, key, value))
-        return image + update.transpose(1, 2).reshape(batch, channels, height, width)
+        # B x hw x C viewed as B x C x h x w (no copy; the sum below is laid out as ``image``)
+        update = update.transpose(1, 2).unflatten(2, (height, width))
+        return image + update
 
 
 class ConvFormerBlock(nn.Module):

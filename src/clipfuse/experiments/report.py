@@ -1,0 +1,293 @@
+"""The report of an experiment: one row per finished (run, seed), aggregated over seeds.
+
+Written into each report folder (atomically, file by file):
+
+* ``results.json`` and ``results.csv``: one row per (run, seed) with val mIoU / mAcc / aAcc,
+  per-class IoU, GMACs, parameters, CPU latency, training wall time and the run's config path;
+* ``results.md``: mean ± sample standard deviation (n - 1) over seeds per run, per-class IoU
+  means, the best run's config and the command that reproduces the grid;
+* ``results.png``: val mIoU against GMACs, one labelled point per run, error bars = the std.
+"""
+
+import csv
+import io
+import json
+import math
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+
+from clipfuse.experiments.spec import ExperimentSpec
+
+RESULT_FILE = "result.json"  # one per (run, seed) folder, written by the runner
+# (key, column title, digits) of the per-run table
+SUMMARY_COLUMNS = (
+    ("mIoU", "mIoU", 2),
+    ("mAcc", "mAcc", 2),
+    ("aAcc", "aAcc", 2),
+    ("gmacs", "GMACs", 2),
+    ("params_m", "params (M)", 2),
+    ("latency_ms", "latency (ms)", 1),
+    ("train_minutes", "train (min)", 1),
+)
+CSV_COLUMNS = (
+    "run",
+    "seed",
+    "method",
+    "step",
+    "mIoU",
+    "mAcc",
+    "aAcc",
+    "gmacs",
+    "params_m",
+    "latency_ms",
+    "latency_iqr_ms",
+    "latency_threads",
+    "train_seconds",
+    "resumed",
+    "config",
+)
+
+
+def load_rows(spec: ExperimentSpec, out: Path) -> list[dict]:
+    """The recorded rows of every finished (run, seed) of ``spec`` under ``out``, in spec order."""
+    rows = []
+    for run in spec.runs:
+        for seed in run.seeds:
+            path = Path(out) / run.name / f"seed{seed}" / RESULT_FILE
+            if path.is_file():
+                rows.append(json.loads(path.read_text()))
+    return rows
+
+
+def mean_std(values: Sequence[float | None]) -> tuple[float | None, float | None]:
+    """Mean and sample standard deviation (n - 1) of the values that are not None; the std is
+    None for fewer than two values, the mean None for none."""
+    present = [float(v) for v in values if v is not None]
+    if not present:
+        return None, None
+    mean = statistics.fmean(present)
+    return mean, (statistics.stdev(present) if len(present) > 1 else None)
+
+
+def format_mean_std(mean: float | None, std: float | None, digits: int = 2) -> str:
+    """``41.20 ± 0.53``; the mean alone for one value or no spread (e.g. GMACs); ``–`` for none."""
+    if mean is None:
+        return "–"
+    if std is None or std == 0:
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def summarize(rows: Sequence[dict]) -> list[dict]:
+    """Per run (in order of first appearance): ``{"run", "method", "n", "seeds",
+    "<metric>": {"mean", "std"}, "per_class": {name: mean IoU}}``."""
+    groups: dict[str, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(row["run"], []).append(row)
+    summaries = []
+    for name, group in groups.items():
+        summary: dict = {
+            "run": name,
+            "method": group[0].get("method"),
+            "n": len(group),
+            "seeds": [row["seed"] for row in group],
+        }
+        for key, _, _ in SUMMARY_COLUMNS:
+            if key == "train_minutes":
+                values = [_minutes(row.get("train_seconds")) for row in group]
+            else:
+                values = [row.get(key) for row in group]
+            mean, std = mean_std(values)
+            summary[key] = {"mean": mean, "std": std}
+        classes = list(group[0].get("per_class", {}))
+        summary["per_class"] = {
+            name: mean_std([row.get("per_class", {}).get(name) for row in group])[0]
+            for name in classes
+        }
+        summaries.append(summary)
+    return summaries
+
+
+def _minutes(seconds: float | None) -> float | None:
+    return None if seconds is None else seconds / 60
+
+
+def _write(path: Path, data: bytes | str) -> None:
+    """Write atomically: a reader never sees half a file."""
+    temporary = path.with_name(path.name + ".tmp")
+    if isinstance(data, bytes):
+        temporary.write_bytes(data)
+    else:
+        temporary.write_text(data)
+    temporary.replace(path)
+
+
+def results_csv(rows: Sequence[dict]) -> str:
+    """One line per (run, seed); per-class IoU in ``IoU.<class>`` columns."""
+    classes: list[str] = []
+    for row in rows:
+        classes += [name for name in row.get("per_class", {}) if name not in classes]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(
+        buffer, fieldnames=[*CSV_COLUMNS, *(f"IoU.{name}" for name in classes)], lineterminator="\n"
+    )
+    writer.writeheader()
+    for row in rows:
+        line = {key: row.get(key) for key in CSV_COLUMNS}
+        line.update({f"IoU.{name}": iou for name, iou in row.get("per_class", {}).items()})
+        writer.writerow(line)
+    return buffer.getvalue()
+
+
+def _planned(spec: ExperimentSpec) -> list[tuple[str, int]]:
+    return [(run.name, seed) for run in spec.runs for seed in run.seeds]
+
+
+def results_markdown(spec: ExperimentSpec, out: Path, rows: Sequence[dict]) -> str:
+    """The Markdown report: per-run mean ± std table, per-class IoU, best run, command."""
+    summaries = summarize(rows)
+    height, width = spec.eval_size
+    planned = _planned(spec)
+    done = {(row["run"], row["seed"]) for row in rows}
+    missing = [f"{run} seed {seed}" for run, seed in planned if (run, seed) not in done]
+    spec_arg = str(spec.path) if spec.path else "SPEC.yaml"
+    lines = [
+        f"# Experiment `{spec.name}`",
+        "",
+        "Reproduce (finished runs are kept, an interrupted one is resumed): "
+        f"`clipfuse experiment {spec_arg} --out {out}`",
+        "",
+    ]
+    if spec.base:
+        lines.append(f"* base config: `{spec.base}`")
+    if spec.overrides:
+        lines.append(f"* shared overrides: `{' '.join(spec.overrides)}`")
+    lines.append(
+        f"* finished: {len(done)} of {len(planned)} (run, seed) pairs"
+        + (f"; missing: {', '.join(missing)}" if missing else "")
+    )
+    lines.append("")
+    header = ["run", "method", "n", *(title for _, title, _ in SUMMARY_COLUMNS)]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for summary in summaries:
+        cells = [summary["run"], str(summary["method"]), str(summary["n"])]
+        for key, _, digits in SUMMARY_COLUMNS:
+            cells.append(format_mean_std(summary[key]["mean"], summary[key]["std"], digits))
+        lines.append("| " + " | ".join(cells) + " |")
+    machines = sorted(
+        {f"{row['cpu']}, {row['latency_threads']} threads" for row in rows if row.get("cpu")}
+    )
+    lines += [
+        "",
+        "Val metrics in %, mean ± sample std (n - 1) over the n seeds (a single seed has no "
+        f"spread). GMACs and parameters of one {height}x{width} image without the text encoder; "
+        f"latency: median of {spec.latency['repeats']} forward passes at batch 1 after "
+        f"{spec.latency['warmup']} warm-up, {height}x{width}, CPU"
+        + (f" ({'; '.join(machines)})" if machines else "")
+        + "; train: wall time of training and validation.",
+    ]
+    if summaries and any(s["per_class"] for s in summaries):
+        classes: list[str] = []
+        for summary in summaries:
+            classes += [name for name in summary["per_class"] if name not in classes]
+        lines += ["", "## Per-class IoU (mean over seeds)", ""]
+        lines += ["| run | " + " | ".join(classes) + " |", "|" + "---|" * (len(classes) + 1)]
+        for summary in summaries:
+            cells = [format_mean_std(summary["per_class"].get(name), None, 1) for name in classes]
+            lines.append(f"| {summary['run']} | " + " | ".join(cells) + " |")
+    best = max(
+        (row for row in rows if row.get("mIoU") is not None),
+        key=lambda row: row["mIoU"],
+        default=None,
+    )
+    if best is not None:
+        lines += [
+            "",
+            f"Best single run: `{best['run']}` seed {best['seed']}, mIoU {best['mIoU']:.2f}; "
+            f"its full config is `{best['config']}`, retrain it with "
+            f"`clipfuse train --config {best['config']} --out runs/{best['run']}`.",
+        ]
+    lines += ["", "![val mIoU against GMACs](results.png)", ""]
+    return "\n".join(lines)
+
+
+def results_plot(spec: ExperimentSpec, rows: Sequence[dict]) -> bytes:
+    """PNG of val mIoU against GMACs: one point per run, error bars = std over seeds."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    summaries = [s for s in summarize(rows) if s["mIoU"]["mean"] is not None]
+    figure = Figure(figsize=(7, 5))
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    colours = {"fpn": "tab:gray", "denseclip": "tab:orange", "convformer": "tab:blue"}
+    labelled_at: dict[float, int] = {}
+    xs = [s["gmacs"]["mean"] or 0.0 for s in summaries]
+    middle = (min(xs) + max(xs)) / 2 if xs else 0.0
+    for summary in summaries:
+        x = summary["gmacs"]["mean"] or 0.0
+        y = summary["mIoU"]["mean"]
+        error = summary["mIoU"]["std"] or 0.0
+        colour = colours.get(str(summary["method"]), "tab:green")
+        axes.errorbar(x, y, yerr=error, fmt="o", color=colour, capsize=4)
+        stack = labelled_at.get(round(x, 1), 0)  # runs at the same cost: stack their labels
+        labelled_at[round(x, 1)] = stack + 1
+        right = x <= middle or len(xs) == 1  # labels point inwards, never off the axes
+        axes.annotate(
+            f"{summary['run']} (n={summary['n']})",
+            (x, y),
+            textcoords="offset points",
+            xytext=(6 if right else -6, 4 - 11 * stack),
+            ha="left" if right else "right",
+            fontsize=8,
+        )
+    for method, colour in colours.items():
+        if any(s["method"] == method for s in summaries):
+            axes.plot([], [], "o", color=colour, label=method)
+    if summaries:
+        axes.legend(loc="best", fontsize=8)
+        axes.margins(x=0.25, y=0.15)
+    height, width = spec.eval_size
+    axes.set_xlabel(f"GMACs ({height}x{width}, one image)")
+    axes.set_ylabel("val mIoU (%)")
+    axes.set_title(f"{spec.name}: mIoU vs GMACs (error bars: std over seeds)")
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=120)
+    return buffer.getvalue()
+
+
+def _json_safe(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(item) for item in value]
+    return value
+
+
+def write_report(spec: ExperimentSpec, out: Path, folders: Sequence[Path] = ()) -> list[Path]:
+    """(Re)write results.{json,csv,md,png} from every finished run under ``out`` into ``out``
+    and each of ``folders``; returns the paths written."""
+    out = Path(out)
+    rows = load_rows(spec, out)
+    files = {
+        "results.json": json.dumps(
+            _json_safe({"experiment": spec.name, "rows": rows, "summary": summarize(rows)}),
+            indent=2,
+        ),
+        "results.csv": results_csv(rows),
+        "results.md": results_markdown(spec, out, rows),
+        "results.png": results_plot(spec, rows),
+    }
+    written = []
+    for folder in [out, *folders]:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, data in files.items():
+            _write(folder / name, data)
+            written.append(folder / name)
+    return written

@@ -1,0 +1,260 @@
+"""Run an experiment grid one (run, seed) at a time, resumable: ``clipfuse experiment``.
+
+Each (run, seed) trains into ``<out>/<run>/seed<seed>/`` (a normal ``clipfuse train`` folder).
+Before anything starts, every folder gets a status:
+
+* ``done``: its ``metrics.json`` is at ``train.max_steps`` and its ``result.json`` is written:
+  skipped;
+* ``to measure``: trained to ``max_steps`` but not yet measured: only measured;
+* ``to resume``: a run was started there (``config.yaml`` or ``checkpoints/last.ckpt``) but not
+  finished: continued from its last checkpoint with ``train(None, folder, resume=True)``;
+* ``to run``: nothing there yet: trained from scratch.
+
+A folder whose saved config differs from the spec's (other than how it runs: devices, logging,
+workers) is an error, not silently mixed into the results. After each run, ``result.json``
+records its val metrics, GMACs, parameters and CPU latency (:mod:`clipfuse.experiments.measure`),
+its training wall time (accumulated over resumptions through the checkpoint) and its config
+path; then the report (:mod:`clipfuse.experiments.report`) is rewritten from every finished run.
+"""
+
+import fcntl
+import gc
+import json
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+import lightning as L
+
+from clipfuse.config import load_config
+from clipfuse.engine import train
+from clipfuse.errors import ClipfuseError
+from clipfuse.experiments.measure import measure_model
+from clipfuse.experiments.report import RESULT_FILE, write_report
+from clipfuse.experiments.spec import ExperimentSpec, load_spec
+
+TIMING_FILE = "timing.json"
+LOCK_FILE = ".experiment.lock"
+# Keys that say how a run executes, not what it computes: they may differ on a later invocation.
+_EXECUTION_KEYS = {
+    ("train", "accelerator"),
+    ("train", "devices"),
+    ("train", "num_nodes"),
+    ("train", "strategy"),
+    ("train", "progress_bar"),
+    ("train", "log_every"),
+    ("data", "num_workers"),
+}
+
+
+class Status(StrEnum):
+    """What the runner will do with a (run, seed) folder."""
+
+    DONE = "done"
+    MEASURE = "to measure"
+    RESUME = "to resume"
+    RUN = "to run"
+
+
+@dataclass
+class Job:
+    """One (run, seed) of the grid, its folder, full config and status."""
+
+    run: str
+    seed: int
+    folder: Path
+    config: dict
+    status: Status
+    step: int | None = None  # the step of its last validation, if any
+
+
+class WallClock(L.Callback):
+    """Training wall time, carried across resumptions in the checkpoint's callback state."""
+
+    def __init__(self) -> None:
+        self.previous = 0.0  # seconds spent before the checkpoint this run resumed from
+        self.start = time.perf_counter()
+
+    def elapsed(self) -> float:
+        """Seconds of training so far, earlier attempts up to their last checkpoint included."""
+        return self.previous + time.perf_counter() - self.start
+
+    def state_dict(self) -> dict:
+        return {"seconds": self.elapsed()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.previous = float(state_dict.get("seconds", 0.0))
+
+
+def _differences(saved: dict, planned: dict, where: str = "") -> list[str]:
+    keys = []
+    for key in sorted(set(saved) | set(planned)):
+        path = f"{where}.{key}" if where else key
+        if tuple(path.split(".")) in _EXECUTION_KEYS:
+            continue
+        a, b = saved.get(key), planned.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            keys += _differences(a, b, path)
+        elif a != b:
+            keys.append(f"{path} ({a!r} there, {b!r} in the spec)")
+    return keys
+
+
+def _last_step(folder: Path) -> int | None:
+    metrics = folder / "metrics.json"
+    if not metrics.is_file():
+        return None
+    try:
+        return int(json.loads(metrics.read_text())["step"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def job_status(folder: Path, config: dict) -> tuple[Status, int | None]:
+    """The status of ``folder`` for a run of ``config`` and the step of its last validation."""
+    saved = folder / "config.yaml"
+    started = saved.is_file() or (folder / "checkpoints" / "last.ckpt").exists()
+    if saved.is_file():
+        differences = _differences(load_config(saved), config)
+        if differences:
+            raise ClipfuseError(
+                f"{folder} holds a run with another config ({'; '.join(differences[:4])}): "
+                "use another --out, or delete the folder to rerun it"
+            )
+    step = _last_step(folder)
+    if step is not None and step >= config["train"]["max_steps"]:
+        done = (folder / RESULT_FILE).is_file()
+        return (Status.DONE if done else Status.MEASURE), step
+    return (Status.RESUME if started else Status.RUN), step
+
+
+def plan(spec: ExperimentSpec, out: Path, only: Sequence[str] | None = None) -> list[Job]:
+    """Every (run, seed) of ``spec`` (or of the runs named in ``only``) with its status."""
+    selected = [spec.run(name) for name in only] if only else list(spec.runs)
+    jobs = []
+    for run in selected:
+        for seed in run.seeds:
+            folder = Path(out) / run.name / f"seed{seed}"
+            config = run.config(seed)
+            status, step = job_status(folder, config)
+            jobs.append(Job(run.name, seed, folder, config, status, step))
+    return jobs
+
+
+def format_plan(spec: ExperimentSpec, out: Path, jobs: Sequence[Job]) -> str:
+    """The plan as a table, one line per (run, seed), and a count per status."""
+    width = max(12, *(len(job.run) for job in jobs)) + 2
+    lines = [
+        f"experiment {spec.name}: {len(jobs)} (run, seed) pairs in {out}",
+        f"{'run':<{width}}{'seed':>5}  {'status':<12}{'last val step':>14}",
+    ]
+    for job in jobs:
+        step = "-" if job.step is None else str(job.step)
+        lines.append(f"{job.run:<{width}}{job.seed:>5}  {job.status.value:<12}{step:>14}")
+    counts = [f"{sum(j.status is s for j in jobs)} {s.value}" for s in Status]
+    lines.append(", ".join(counts))
+    return "\n".join(lines)
+
+
+@contextmanager
+def _lock(out: Path) -> Iterator[None]:
+    """One runner per output folder at a time."""
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / LOCK_FILE, "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as error:
+            raise ClipfuseError(f"another clipfuse experiment is running in {out}") from error
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _train(job: Job) -> None:
+    """Train (or continue) the job's run; record its training wall time."""
+    clock = WallClock()
+    if job.status is Status.RESUME:
+        train(None, job.folder, resume=True, callbacks=[clock])
+    else:
+        train(job.config, job.folder, callbacks=[clock])
+    timing = {"train_seconds": clock.elapsed(), "resumed": job.status is Status.RESUME}
+    (job.folder / TIMING_FILE).write_text(json.dumps(timing, indent=2))
+
+
+def _record(job: Job, spec: ExperimentSpec) -> dict:
+    """Measure the job's model and write its ``result.json`` row."""
+    metrics = json.loads((job.folder / "metrics.json").read_text())
+    max_steps = job.config["train"]["max_steps"]
+    if metrics.get("step") != max_steps:
+        raise ClipfuseError(
+            f"{job.folder}/metrics.json is at step {metrics.get('step')}, not {max_steps}"
+        )
+    timing_path = job.folder / TIMING_FILE
+    timing = json.loads(timing_path.read_text()) if timing_path.is_file() else {}
+    cost = measure_model(job.config, spec.eval_size, **spec.latency)
+    row = {
+        "run": job.run,
+        "seed": job.seed,
+        "method": job.config["model"]["method"],
+        "step": metrics["step"],
+        "mIoU": metrics["mIoU"],
+        "mAcc": metrics["mAcc"],
+        "aAcc": metrics["aAcc"],
+        "per_class": {entry["name"]: entry["IoU"] for entry in metrics["per_class"]},
+        **cost,
+        "eval_size": list(spec.eval_size),
+        "train_seconds": timing.get("train_seconds"),
+        "resumed": timing.get("resumed"),
+        "config": str(job.folder / "config.yaml"),
+    }
+    temporary = job.folder / (RESULT_FILE + ".tmp")
+    temporary.write_text(json.dumps(row, indent=2))
+    temporary.replace(job.folder / RESULT_FILE)
+    return row
+
+
+def run_experiment(
+    spec: ExperimentSpec | str | Path,
+    out: str | Path | None = None,
+    only: Sequence[str] | None = None,
+    dry_run: bool = False,
+    progress: Callable[[str], None] | None = print,
+) -> list[Job]:
+    """Run (or continue) the grid of ``spec`` into ``out`` (default: the spec's ``out``, else
+    ``runs/experiments/<name>``), one (run, seed) at a time; ``only``: these runs.
+
+    Returns the planned jobs with the status they had before this call. ``dry_run`` prints
+    the plan and does nothing else. The report is rewritten after each run and at the end,
+    also when a run fails (then the error is raised again).
+    """
+    if not isinstance(spec, ExperimentSpec):
+        spec = load_spec(spec)
+    out = Path(out) if out is not None else spec.default_out()
+    say = progress or (lambda message: None)
+    jobs = plan(spec, out, only)
+    say(format_plan(spec, out, jobs))
+    if dry_run:
+        return jobs
+    folders = [spec.report_dir] if spec.report_dir else []
+    todo = [job for job in jobs if job.status is not Status.DONE]
+    with _lock(out):
+        try:
+            for index, job in enumerate(todo, start=1):
+                label = f"[{index}/{len(todo)}] {job.run} seed {job.seed}"
+                if job.status in (Status.RUN, Status.RESUME):
+                    verb = "resuming" if job.status is Status.RESUME else "training"
+                    say(f"{label}: {verb} in {job.folder}")
+                    _train(job)
+                say(f"{label}: measuring GMACs and latency at {spec.eval_size}")
+                row = _record(job, spec)
+                say(f"{label}: mIoU {row['mIoU']:.2f}, {row['gmacs']:.2f} GMACs")
+                write_report(spec, out, folders)
+                gc.collect()
+        finally:
+            written = write_report(spec, out, folders)
+            say(f"report: {', '.join(str(path) for path in written if path.suffix == '.md')}")
+    return jobs

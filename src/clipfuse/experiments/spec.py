@@ -1,0 +1,241 @@
+"""Experiment specs: a grid of named runs (config variants) x seeds, read from one YAML file.
+
+The format is documented in ``docs/experiments.md``::
+
+    name: camvid_claims
+    base: configs/convformer_mobilenetv2_camvid_192x256_140.yaml
+    overrides: [train.max_steps=400]          # applied to every run
+    seeds: [0, 1, 2]                          # default seeds of every run
+    eval_size: [360, 480]                     # H W of the GMACs and latency measurements
+    runs:
+      fpn: {overrides: [model.method=fpn], replace: {model.head_kwargs: {}}}
+      convformer: {}
+      convformer_dot: {overrides: [model.head_kwargs.bridge=dot], seeds: [0]}
+
+A run's config is built in this order: its base file (with ``_base_``), then ``replace``
+(shared, then the run's: each dotted key set to the given value outright, so a mapping such as
+``model.head_kwargs`` is replaced instead of merged key by key), then ``overrides`` (shared, then
+the run's, merged as on the ``clipfuse train`` command line), then ``seed``.
+"""
+
+import copy
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from clipfuse.config import DEFAULTS, _merge, load_config, parse_overrides
+from clipfuse.errors import ClipfuseError
+
+SPEC_KEYS = {
+    "name",
+    "base",
+    "overrides",
+    "replace",
+    "seeds",
+    "eval_size",
+    "latency",
+    "out",
+    "report_dir",
+    "runs",
+}
+RUN_KEYS = {"base", "overrides", "replace", "seeds"}
+LATENCY_KEYS = {"warmup", "repeats"}
+DEFAULT_EVAL_SIZE = (360, 480)
+DEFAULT_LATENCY = {"warmup": 3, "repeats": 10}
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One named config variant of an experiment, with everything shared already folded in."""
+
+    name: str
+    base: Path
+    overrides: tuple[str, ...]
+    replace: dict[str, Any]
+    seeds: tuple[int, ...]
+
+    def config(self, seed: int) -> dict:
+        """The full, validated config of this run at ``seed``."""
+        config = load_config(self.base)
+        for dotted, value in self.replace.items():
+            _replace(config, dotted, value, self.name)
+        config = _merge(copy.deepcopy(DEFAULTS), config, "")  # validates what was replaced
+        try:
+            config = _merge(config, parse_overrides(self.overrides), "")
+        except ClipfuseError as error:
+            raise ClipfuseError(f"experiment run {self.name!r}: {error}") from error
+        config["seed"] = int(seed)
+        return config
+
+
+@dataclass(frozen=True)
+class ExperimentSpec:
+    """A parsed spec file: runs in file order, measurement settings and output folders."""
+
+    name: str
+    runs: tuple[RunSpec, ...]
+    eval_size: tuple[int, int] = DEFAULT_EVAL_SIZE
+    latency: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_LATENCY))
+    out: Path | None = None
+    report_dir: Path | None = None
+    path: Path | None = None
+    base: Path | None = None
+    overrides: tuple[str, ...] = ()
+
+    def run(self, name: str) -> RunSpec:
+        """The run called ``name``."""
+        for run in self.runs:
+            if run.name == name:
+                return run
+        known = ", ".join(run.name for run in self.runs)
+        raise ClipfuseError(
+            f"experiment {self.name!r} has no run {name!r}: expected one of {known}"
+        )
+
+    def default_out(self) -> Path:
+        """``out`` from the spec, else ``runs/experiments/<name>``."""
+        return self.out if self.out is not None else Path("runs") / "experiments" / self.name
+
+
+def _replace(config: dict, dotted: str, value: Any, run: str) -> None:
+    """Set an existing dotted key of ``config`` to ``value`` outright (no merging)."""
+    *parents, leaf = dotted.split(".")
+    node = config
+    for part in parents:
+        if not isinstance(node.get(part), dict):
+            raise ClipfuseError(f"experiment run {run!r}: replace key {dotted!r} does not exist")
+        node = node[part]
+    if leaf not in node:
+        raise ClipfuseError(f"experiment run {run!r}: replace key {dotted!r} does not exist")
+    node[leaf] = copy.deepcopy(value)
+
+
+def _where(spec_path: Path | None, value: str | Path) -> Path:
+    """A path from the spec: as given (absolute, or relative to the working directory) when it
+    exists, else relative to the spec file's folder."""
+    path = Path(value).expanduser()
+    if path.is_absolute() or path.exists() or spec_path is None:
+        return path
+    beside = spec_path.parent / path
+    return beside if beside.exists() else path
+
+
+def _strings(value: Any, what: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str) or not isinstance(value, Sequence):
+        raise ClipfuseError(f"{what} must be a list of section.key=value strings, got {value!r}")
+    items = tuple(str(item) for item in value)
+    for item in items:
+        if item.partition("=")[0].strip() == "seed":
+            raise ClipfuseError(f"{what}: set seeds with 'seeds: [...]', not {item!r}")
+    return items
+
+
+def _seeds(value: Any, what: str) -> tuple[int, ...]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = [value]
+    if (
+        not isinstance(value, Sequence)
+        or isinstance(value, str)
+        or not value
+        or not all(isinstance(s, int) and not isinstance(s, bool) for s in value)
+    ):
+        raise ClipfuseError(f"{what} must be a non-empty list of integers, got {value!r}")
+    if len(set(value)) != len(value):
+        raise ClipfuseError(f"{what} lists a seed twice: {list(value)}")
+    return tuple(value)
+
+
+def _mapping(value: Any, what: str) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ClipfuseError(f"{what} must be a mapping, got {value!r}")
+    return dict(value)
+
+
+def _check_keys(data: Mapping, allowed: set[str], what: str) -> None:
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise ClipfuseError(
+            f"{what}: unknown key(s) {', '.join(unknown)}; expected {', '.join(sorted(allowed))}"
+        )
+
+
+def parse_spec(data: Mapping, path: Path | None = None) -> ExperimentSpec:
+    """An :class:`ExperimentSpec` from the loaded YAML mapping; every run's config is built
+    once for its first seed, so typos fail here rather than hours into a grid."""
+    where = f"experiment spec {path}" if path else "experiment spec"
+    if not isinstance(data, Mapping):
+        raise ClipfuseError(f"{where} must be a mapping")
+    _check_keys(data, SPEC_KEYS, where)
+    name = data.get("name") or (path.stem if path else None)
+    if not name or not _NAME.match(str(name)):
+        raise ClipfuseError(f"{where}: 'name' must be a folder-safe name, got {name!r}")
+    if "base" not in data:
+        raise ClipfuseError(f"{where}: 'base' (the config every run starts from) is missing")
+    base = _where(path, data["base"])
+    overrides = _strings(data.get("overrides"), f"{where}: overrides")
+    replace = _mapping(data.get("replace"), f"{where}: replace")
+    seeds = _seeds(data.get("seeds", [0]), f"{where}: seeds")
+    eval_size = data.get("eval_size", list(DEFAULT_EVAL_SIZE))
+    if (
+        not isinstance(eval_size, Sequence)
+        or len(eval_size) != 2
+        or not all(isinstance(s, int) and s >= 32 for s in eval_size)
+    ):
+        raise ClipfuseError(f"{where}: eval_size must be [H, W], each >= 32, got {eval_size!r}")
+    latency = {**DEFAULT_LATENCY, **_mapping(data.get("latency"), f"{where}: latency")}
+    _check_keys(latency, LATENCY_KEYS, f"{where}: latency")
+    if latency["warmup"] < 0 or latency["repeats"] < 1:
+        raise ClipfuseError(f"{where}: latency needs warmup >= 0 and repeats >= 1")
+    runs_data = data.get("runs")
+    if not isinstance(runs_data, Mapping) or not runs_data:
+        raise ClipfuseError(f"{where}: 'runs' must be a non-empty mapping of name -> run")
+    runs = []
+    for run_name, run_data in runs_data.items():
+        run_where = f"{where}: run {run_name!r}"
+        if not _NAME.match(str(run_name)):
+            raise ClipfuseError(f"{run_where}: the name must be folder-safe ([A-Za-z0-9_.-])")
+        run_data = _mapping(run_data, run_where)
+        _check_keys(run_data, RUN_KEYS, run_where)
+        run = RunSpec(
+            name=str(run_name),
+            base=_where(path, run_data["base"]) if "base" in run_data else base,
+            overrides=overrides + _strings(run_data.get("overrides"), f"{run_where}: overrides"),
+            replace={**replace, **_mapping(run_data.get("replace"), f"{run_where}: replace")},
+            seeds=_seeds(run_data["seeds"], f"{run_where}: seeds")
+            if "seeds" in run_data
+            else seeds,
+        )
+        run.config(run.seeds[0])  # fail early on a bad base, key or value
+        runs.append(run)
+    return ExperimentSpec(
+        name=str(name),
+        runs=tuple(runs),
+        eval_size=(int(eval_size[0]), int(eval_size[1])),
+        latency={key: int(value) for key, value in latency.items()},
+        out=Path(data["out"]) if data.get("out") else None,
+        report_dir=Path(data["report_dir"]) if data.get("report_dir") else None,
+        path=path,
+        base=base,
+        overrides=overrides,
+    )
+
+
+def load_spec(path: str | Path) -> ExperimentSpec:
+    """Read and check an experiment spec file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ClipfuseError(f"experiment spec {path} not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ClipfuseError(f"experiment spec {path} is not valid YAML: {error}") from error
+    return parse_spec(data or {}, path)

@@ -1,0 +1,105 @@
+"""``clipfuse bench``: the table and JSON structure on tiny configs (a few seconds)."""
+
+import json
+
+import pytest
+import yaml
+from helpers import tiny_config
+
+from clipfuse.analysis.bench import bench, format_bench
+from clipfuse.cli import main
+from clipfuse.errors import ClipfuseError
+
+TINY = {"size": (64, 64), "batches": (1, 2), "threads": 1, "repeats": 2, "warmup": 1}
+
+
+@pytest.fixture
+def config_files(folder_dataset, tmp_path):
+    paths = []
+    for method in ("fpn", "convformer"):
+        path = tmp_path / f"tiny-{method}.yaml"
+        path.write_text(yaml.safe_dump(tiny_config(folder_dataset, method)))
+        paths.append(path)
+    return paths
+
+
+def check_rows(result: dict, names: list[str], batches=("1", "2")) -> None:
+    assert [row["name"] for row in result["rows"]] == names
+    first = result["rows"][0]
+    assert first["ratios"] and all(value == 1.0 for value in first["ratios"].values())
+    assert result["machine"]["matmul_gflops"] > 0
+    assert result["machine"]["threads"] == 1
+    for row in result["rows"]:
+        assert row["gmacs"] > 0 and row["params_m"] > 0
+        assert set(row["latency_ms"]) == set(batches)
+        for summary in row["latency_ms"].values():
+            assert summary["median"] > 0 and summary["iqr"] >= 0
+            assert len(summary["samples"]) == result["settings"]["repeats"]
+        for batch in batches:
+            expected = 2 * row["gmacs"] * int(batch) / (row["latency_ms"][batch]["median"] / 1e3)
+            assert row["achieved_gflops"][batch] == pytest.approx(expected)
+            assert row["peak_fraction"][batch] == pytest.approx(
+                expected / result["machine"]["matmul_gflops"]
+            )
+        ratio = row["latency_ms"]["1"]["median"] / first["latency_ms"]["1"]["median"]
+        assert row["ratios"]["latency_b1"] == pytest.approx(ratio)
+
+
+def test_bench_rows_ratios_and_table(config_files):
+    result = bench(config_files, train_batch=2, train_steps=1, memory=False, **TINY)
+    check_rows(result, ["tiny-fpn", "tiny-convformer"])
+    convformer = result["rows"][1]
+    assert convformer["method"] == "convformer" and "fusion" in convformer["groups"]
+    assert convformer["ratios"]["gmacs"] > 1.0  # the fusion module costs something
+    for row in result["rows"]:
+        assert row["train_images_per_s"] > 0
+        assert len(row["train_step_ms"]["samples"]) == 1
+        assert "memory_mb" not in row and "onnx_latency_ms" not in row
+    table = format_bench(result)
+    assert "tiny-fpn" in table and "tiny-convformer" in table
+    assert "matmul peak" in table and "b2 ms/img" in table and "train img/s" in table
+    json.dumps(result)  # JSON-able
+
+
+def test_bench_onnx_and_smp_reference(config_files):
+    result = bench(
+        config_files[:1], train_steps=0, memory=False, onnx=True, smp_reference=True, **TINY
+    )
+    check_rows(result, ["tiny-fpn", "smp-FPN"])
+    smp = result["rows"][1]
+    assert smp["method"] == "smp-fpn" and smp["num_classes"] == 3
+    for row in result["rows"]:
+        assert set(row["onnx_latency_ms"]) == {"1", "2"}
+        assert row["ratios"]["onnx_latency_b1"] > 0
+    assert "ort b1 ms" in format_bench(result)
+
+
+def test_bench_memory_in_a_subprocess(config_files):
+    result = bench(config_files[1:], train_batch=2, train_steps=1, memory=True, **TINY)
+    check_rows(result, ["tiny-convformer"])
+    row = result["rows"][0]
+    memory = row["memory_mb"]
+    # parameters and buffers (BatchNorm statistics, the text embeddings), fp32
+    assert memory["weights"] == pytest.approx(row["params_m"] * 1e6 * 4 / 2**20, rel=0.1)
+    assert memory["inference"] >= 0 and memory["train"] > 0
+    assert "infer MB b2" in format_bench(result)
+
+
+def test_bench_cli_json(config_files, capsys):
+    args = ["bench", "--configs", *map(str, config_files), "--size", "64", "64"]
+    args += ["--batch", "1", "2", "--threads", "1", "--repeats", "2", "--warmup", "0"]
+    args += ["--train-steps", "0", "--no-memory", "--json"]
+    assert main(args) == 0
+    result = json.loads(capsys.readouterr().out)
+    check_rows(result, ["tiny-fpn", "tiny-convformer"])
+    assert result["settings"]["train_batch"] == 0
+    assert "train_images_per_s" not in result["rows"][0]
+
+
+def test_bench_errors(config_files, tmp_path, capsys):
+    with pytest.raises(ClipfuseError, match="not found"):
+        bench([tmp_path / "missing.yaml"], **TINY)
+    with pytest.raises(ClipfuseError, match="batch"):
+        bench(config_files, **{**TINY, "batches": (0,)})
+    assert main(["bench", "--configs", str(tmp_path / "missing.yaml")]) == 2
+    assert "not found" in capsys.readouterr().err

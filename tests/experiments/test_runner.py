@@ -1,0 +1,269 @@
+"""The experiment runner on the tiny folder dataset: a 2-run x 2-seed grid at 2 steps, an
+interrupted run resumed, a finished grid skipped, and the report's numbers and files."""
+
+import csv
+import json
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+import yaml
+from helpers import tiny_config, write_folder_dataset
+
+from clipfuse.cli import main
+from clipfuse.config import dump_config
+from clipfuse.errors import ClipfuseError
+from clipfuse.experiments import RunSpec, format_mean_std, load_spec, mean_std, summarize
+from clipfuse.experiments import runner as runner_module
+from clipfuse.experiments.report import results_markdown
+from clipfuse.experiments.runner import Status, plan, run_experiment
+from clipfuse.experiments.spec import ExperimentSpec
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+# Resuming mid-epoch is what an interrupted run does; Lightning warns about it.
+pytestmark = pytest.mark.filterwarnings("ignore:You're resuming from a checkpoint")
+
+
+class CrashAt(L.Callback):
+    """Simulates a crash (power cut, pre-emption) once ``step`` is reached, before that step's
+    checkpoint is written (Lightning runs checkpoint callbacks last)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        if trainer.global_step == self.step:
+            raise RuntimeError("simulated crash")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One thread: on a busy 2-core machine two threads make these tiny steps 30x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def write_spec(folder: Path, data_root: Path, **changes) -> Path:
+    """A base config (tiny Conv-Former) and a spec of 2 runs x 2 seeds at 2 steps."""
+    base = tiny_config(
+        data_root, "convformer", max_steps=2, val_every=2, checkpoint_every=1, progress_bar=False
+    )
+    dump_config(base, folder / "base.yaml")
+    spec = {
+        "name": "tiny",
+        "base": str(folder / "base.yaml"),
+        "overrides": ["train.log_every=1"],
+        "seeds": [0, 1],
+        "eval_size": [32, 32],
+        "latency": {"warmup": 0, "repeats": 1},
+        "runs": {
+            # fpn takes no head options: only a replaced (not merged) head_kwargs builds
+            "fpn": {"overrides": ["model.method=fpn"], "replace": {"model.head_kwargs": {}}},
+            "convformer": {},
+        },
+        **changes,
+    }
+    path = folder / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory):
+    """Run the grid twice: the first attempt crashes in the last (run, seed), the second
+    resumes it. Records every train() call of the second attempt."""
+    folder = tmp_path_factory.mktemp("experiment")
+    data_root = write_folder_dataset(folder / "tiny")
+    spec_path = write_spec(folder, data_root)
+    out = folder / "out"
+    victim = out / "convformer" / "seed1"
+    real_train = runner_module.train
+
+    def crash_in_victim(config, out_dir, resume=False, callbacks=None):
+        if Path(out_dir) == victim:
+            callbacks = [*(callbacks or []), CrashAt(step=2)]
+        return real_train(config, out_dir, resume=resume, callbacks=callbacks)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(runner_module, "train", crash_in_victim)
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            run_experiment(spec_path, out=out, progress=None)
+    partial_rows = list(csv.DictReader((out / "results.csv").open()))
+    (victim / "metrics.json").unlink(missing_ok=True)  # an interrupted run: no final metrics
+    interrupted_step = torch.load(victim / "checkpoints" / "last.ckpt", weights_only=True)[
+        "global_step"
+    ]
+    statuses = {(job.run, job.seed): job.status for job in plan(load_spec(spec_path), out)}
+
+    calls = []
+
+    def spy(config, out_dir, resume=False, callbacks=None):
+        calls.append({"dir": Path(out_dir), "resume": resume, "config": config})
+        return real_train(config, out_dir, resume=resume, callbacks=callbacks)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(runner_module, "train", spy)
+        run_experiment(spec_path, out=out, progress=None)
+    return {
+        "spec": spec_path,
+        "out": out,
+        "victim": victim,
+        "partial_rows": partial_rows,
+        "interrupted_step": interrupted_step,
+        "statuses": statuses,
+        "calls": calls,
+    }
+
+
+def test_all_runs_finish_and_the_results_have_one_row_per_run_and_seed(grid):
+    out = grid["out"]
+    for name in ("fpn", "convformer"):
+        for seed in (0, 1):
+            run_dir = out / name / f"seed{seed}"
+            assert json.loads((run_dir / "metrics.json").read_text())["step"] == 2
+            saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+            assert saved["seed"] == seed and saved["model"]["method"] == name
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert [(r["run"], r["seed"]) for r in rows] == [
+        ("fpn", "0"),
+        ("fpn", "1"),
+        ("convformer", "0"),
+        ("convformer", "1"),
+    ]
+    for row in rows:
+        assert 0 <= float(row["mIoU"]) <= 100
+        assert float(row["gmacs"]) > 0 and float(row["params_m"]) > 0
+        assert float(row["latency_ms"]) > 0 and float(row["train_seconds"]) > 0
+        assert {"IoU.sky", "IoU.road", "IoU.car"} <= set(row)
+        assert row["config"].endswith(f"{row['run']}/seed{row['seed']}/config.yaml")
+    data = json.loads((out / "results.json").read_text())
+    assert len(data["rows"]) == 4 and [s["n"] for s in data["summary"]] == [2, 2]
+    assert set(data["rows"][0]["per_class"]) == {"sky", "road", "car"}
+    fpn, convformer = data["rows"][0], data["rows"][2]
+    assert convformer["gmacs"] > fpn["gmacs"]  # the language head costs something
+    markdown = (out / "results.md").read_text()
+    assert "| fpn | fpn | 2 |" in markdown and "| convformer | convformer | 2 |" in markdown
+    assert "finished: 4 of 4" in markdown and "![val mIoU against GMACs](results.png)" in markdown
+    assert (out / "results.png").read_bytes().startswith(PNG_MAGIC)
+
+
+def test_a_partial_grid_already_has_a_report(grid):
+    assert [(r["run"], r["seed"]) for r in grid["partial_rows"]] == [
+        ("fpn", "0"),
+        ("fpn", "1"),
+        ("convformer", "0"),
+    ]
+
+
+def test_the_interrupted_run_is_resumed_and_nothing_else_is_trained(grid):
+    assert grid["interrupted_step"] == 1  # < max_steps
+    assert grid["statuses"] == {
+        ("fpn", 0): Status.DONE,
+        ("fpn", 1): Status.DONE,
+        ("convformer", 0): Status.DONE,
+        ("convformer", 1): Status.RESUME,
+    }
+    assert grid["calls"] == [{"dir": grid["victim"], "resume": True, "config": None}]
+    final = torch.load(grid["victim"] / "checkpoints" / "last.ckpt", weights_only=True)
+    assert final["global_step"] == 2
+    result = json.loads((grid["victim"] / "result.json").read_text())
+    assert result["resumed"] is True and result["step"] == 2
+
+
+def test_running_a_finished_grid_again_trains_and_measures_nothing(grid, monkeypatch, capsys):
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a finished run was trained or measured again")
+
+    monkeypatch.setattr(runner_module, "train", forbidden)
+    monkeypatch.setattr(runner_module, "measure_model", forbidden)
+    before = (grid["out"] / "results.csv").read_text()
+    jobs = run_experiment(grid["spec"], out=grid["out"])
+    assert [job.status for job in jobs] == [Status.DONE] * 4
+    assert (grid["out"] / "results.csv").read_text() == before
+    assert "4 done, 0 to measure, 0 to resume, 0 to run" in capsys.readouterr().out
+
+
+def test_dry_run_and_only_through_the_cli(grid, capsys):
+    assert main(["experiment", str(grid["spec"]), "--out", str(grid["out"]), "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    assert "4 (run, seed) pairs" in printed and "4 done" in printed
+    args = ["experiment", str(grid["spec"]), "--out", str(grid["out"] / "new"), "--dry-run"]
+    assert main([*args, "--only", "convformer"]) == 0
+    printed = capsys.readouterr().out
+    assert "2 (run, seed) pairs" in printed and "2 to run" in printed and "fpn" not in printed
+    assert not (grid["out"] / "new").exists()  # a dry run writes nothing
+    assert main([*args, "--only", "nope"]) == 2
+    assert "no run 'nope'" in capsys.readouterr().err
+
+
+def test_a_folder_with_another_config_is_an_error_not_mixed_in(grid, tmp_path):
+    spec = yaml.safe_load(grid["spec"].read_text())
+    spec["overrides"].append("train.lr=0.5")
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(yaml.safe_dump(spec, sort_keys=False))
+    with pytest.raises(ClipfuseError, match="another config.*train.lr"):
+        plan(load_spec(changed), grid["out"])
+
+
+def test_mean_and_sample_std_over_seeds_in_the_table():
+    def row(run, seed, miou, gmacs=10.0):
+        return {
+            "run": run,
+            "seed": seed,
+            "method": "convformer",
+            "mIoU": miou,
+            "mAcc": 50.0,
+            "aAcc": 80.0,
+            "gmacs": gmacs,
+            "params_m": 5.0,
+            "latency_ms": 100.0 + seed,
+            "train_seconds": 600.0,
+            "per_class": {"sky": miou, "car": None},
+            "config": f"out/{run}/seed{seed}/config.yaml",
+        }
+
+    rows = [row("a", 0, 40.0), row("a", 1, 44.0), row("a", 2, 42.0), row("b", 0, 30.0, 5.0)]
+    a, b = summarize(rows)
+    assert a["n"] == 3 and a["mIoU"]["mean"] == pytest.approx(42.0)
+    assert a["mIoU"]["std"] == pytest.approx(2.0)  # sample std (n - 1) of 40, 44, 42
+    assert a["latency_ms"]["std"] == pytest.approx(1.0)
+    assert a["train_minutes"]["mean"] == pytest.approx(10.0)
+    assert a["per_class"] == {"sky": pytest.approx(42.0), "car": None}
+    assert b["n"] == 1 and b["mIoU"]["std"] is None
+    assert mean_std([1.0, None, 3.0]) == (2.0, pytest.approx(2**0.5))
+    assert format_mean_std(42.0, 2.0) == "42.00 ± 2.00"
+    assert format_mean_std(5.0, 0.0) == "5.00" and format_mean_std(None, None) == "–"
+    runs = tuple(RunSpec(name, Path("base.yaml"), (), {}, (0, 1, 2)) for name in "ab")
+    spec = ExperimentSpec(name="known", runs=runs, eval_size=(64, 96))
+    markdown = results_markdown(spec, Path("out"), rows)
+    table = [line for line in markdown.splitlines() if line.startswith("| a |")]
+    assert table == [
+        "| a | convformer | 3 | 42.00 ± 2.00 | 50.00 | 80.00 | 10.00 | 5.00 | 101.0 ± 1.0 | 10.0 |",
+        "| a | 42.0 | – |",  # per-class IoU means; car was never present
+    ]
+    assert "| b | convformer | 1 | 30.00 |" in markdown
+    assert "missing: b seed 1, b seed 2" in markdown
+    assert "Best single run: `a` seed 1, mIoU 44.00" in markdown
+
+
+def test_spec_errors_are_clear(tmp_path):
+    data_root = write_folder_dataset(tmp_path / "tiny")
+    path = write_spec(tmp_path, data_root)
+    spec = load_spec(path)
+    fpn = spec.run("fpn").config(1)
+    assert fpn["model"]["head_kwargs"] == {} and fpn["seed"] == 1
+    assert spec.run("convformer").config(0)["model"]["head_kwargs"]["dim"] == 32
+    for change, message in [
+        ({"colour": "red"}, "unknown key"),
+        ({"overrides": ["seed=3"]}, "set seeds with"),
+        ({"seeds": []}, "non-empty list"),
+        ({"runs": {"x": {"overrides": ["model.nope=1"]}}}, "unknown config key 'model.nope'"),
+        ({"runs": {"x": {"replace": {"model.nope": {}}}}}, "replace key 'model.nope'"),
+        ({"runs": {"bad/name": {}}}, "folder-safe"),
+        ({"base": str(tmp_path / "missing.yaml")}, "not found"),
+    ]:
+        with pytest.raises(ClipfuseError, match=message):
+            load_spec(write_spec(tmp_path, data_root, **change))

@@ -1,0 +1,109 @@
+"""``clipfuse export --format onnx``: onnxruntime reproduces PyTorch, vocabulary baked in,
+dynamic batch / height / width."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from helpers import require_shared, tiny_config, write_folder_dataset
+from PIL import Image
+
+from clipfuse.cli import main
+from clipfuse.engine import build_model, load_checkpoint, train
+from clipfuse.errors import ClipfuseError
+from clipfuse.inference.export import ExportableSegmentor, OnnxSegmentor, export_checkpoint
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny Conv-Former trained a few steps (text ``random:32``) and its model."""
+    root = tmp_path_factory.mktemp("export")
+    data = write_folder_dataset(root / "data")
+    train(tiny_config(data, "convformer", max_steps=4, log_every=1), root / "run")
+    checkpoint = root / "run" / "checkpoints" / "last.ckpt"
+    config, class_names, state = load_checkpoint(checkpoint)
+    model = build_model(
+        config, class_names, text_embeddings=state["head.text_embeddings"], pretrained=False
+    )
+    model.load_state_dict(state)
+    return checkpoint, model.eval(), class_names
+
+
+@pytest.fixture(scope="module", params=["dynamo", "torchscript"])
+def exported(request, trained, tmp_path_factory):
+    checkpoint = trained[0]
+    out = tmp_path_factory.mktemp(request.param) / "model.onnx"
+    if request.param == "dynamo":  # through the command line
+        assert main(["export", "--checkpoint", str(checkpoint), "--out", str(out)]) == 0
+    else:
+        export_checkpoint(checkpoint, out, size=(64, 96), exporter="torchscript")
+    return OnnxSegmentor(out, threads=1)
+
+
+def torch_logits(model, images: torch.Tensor) -> np.ndarray:
+    with torch.inference_mode():
+        return model(images)["logits"].numpy()
+
+
+def assert_close(onnx_logits: np.ndarray, reference: np.ndarray, every_pixel: bool = False) -> None:
+    """Logits equal to float rounding; the same argmax wherever the top two classes are not
+    tied within that rounding (``every_pixel``: everywhere)."""
+    assert onnx_logits.shape == reference.shape
+    scale = max(1.0, float(np.abs(reference).max()))
+    tolerance = 1e-4 * scale
+    assert np.abs(onnx_logits - reference).max() <= tolerance
+    same = onnx_logits.argmax(1) == reference.argmax(1)
+    if not every_pixel:
+        top2 = np.sort(reference, axis=1)[:, -2:]
+        same |= top2[:, 1] - top2[:, 0] <= 2 * tolerance  # a near tie: either class is right
+    assert same.all()
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 32, 32), (2, 3, 64, 96), (3, 3, 160, 128)])
+def test_onnx_matches_pytorch_at_dynamic_sizes(exported, trained, shape):
+    """Batch, height and width are dynamic; at multiples of 32 the graph is the model."""
+    model = trained[1]
+    images = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
+    assert_close(exported.logits(images.numpy()), torch_logits(model, images))
+
+
+def test_onnx_other_sizes_pad_to_32(exported, trained):
+    """Other sizes are padded to a multiple of 32 in the graph and cropped back."""
+    model = trained[1]
+    images = torch.randn(1, 3, 40, 48, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        reference = ExportableSegmentor(model)(images).numpy()
+    assert_close(exported.logits(images.numpy()), reference)
+
+
+def test_vocabulary_and_normalisation_are_in_the_model(exported, trained):
+    model, class_names = trained[1], trained[2]
+    assert exported.class_names == class_names == ["sky", "road", "car"]
+    assert exported.mean == pytest.approx(list(model.backbone.mean))
+    assert exported.std == pytest.approx(list(model.backbone.std))
+    names = [node.name for node in exported.session.get_inputs()]
+    assert names == ["images"]  # no text input: the embeddings are constants
+    meta = exported.session.get_modelmeta().custom_metadata_map
+    assert json.loads(meta["pad_to"]) == 32 and meta["method"] == "convformer"
+
+
+def test_real_image_same_labels(exported, trained):
+    model = trained[1]
+    path = require_shared("samples/cityscapes_segmentation.bmp")
+    image = np.asarray(Image.open(path).convert("RGB").resize((128, 64), Image.BILINEAR))
+    labels = exported(image)
+    mean = torch.tensor(model.backbone.mean).view(1, 3, 1, 1)
+    std = torch.tensor(model.backbone.std).view(1, 3, 1, 1)
+    tensor = (torch.from_numpy(image.copy()).permute(2, 0, 1)[None].float() - mean) / std
+    reference = torch_logits(model, tensor)
+    assert_close(exported.logits(tensor.numpy()), reference, every_pixel=True)
+    assert labels.shape == (64, 128) and (labels == reference[0].argmax(0)).all()
+
+
+def test_export_errors(trained, tmp_path, capsys):
+    with pytest.raises(ClipfuseError, match="format"):
+        export_checkpoint(trained[0], tmp_path / "m.onnx", format="tflite")
+    missing = tmp_path / "missing.ckpt"
+    assert main(["export", "--checkpoint", str(missing), "--out", str(tmp_path / "m.onnx")]) == 2
+    assert "not found" in capsys.readouterr().err
