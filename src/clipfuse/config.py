@@ -155,13 +155,18 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     return _deep_update(merged, loaded)
 
 
+def apply_overrides(config: dict, overrides: Sequence[str]) -> dict:
+    """``config`` with ``section.key=value`` overrides applied, every key validated."""
+    return _merge(config, parse_overrides(overrides), "")
+
+
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> dict:
     """Defaults, then the YAML file (and its ``_base_`` files), then the overrides; every key
     validated."""
     config = copy.deepcopy(DEFAULTS)
     if path is not None:
         config = _merge(config, _read_yaml(Path(path)), "")
-    return _merge(config, parse_overrides(overrides), "")
+    return apply_overrides(config, overrides)
 
 
 def resolve_path(value: str | Path | None) -> str | None:

@@ -12,7 +12,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-from clipfuse.config import dump_config, load_config, resolve_path, resolve_spec
+from clipfuse.config import apply_overrides, dump_config, load_config, resolve_path, resolve_spec
 from clipfuse.data import dataset_classes
 from clipfuse.engine.datamodule import SegmentationDataModule
 from clipfuse.engine.task import SegmentationTask
@@ -280,9 +280,7 @@ def evaluate(
     """Evaluate a checkpoint on its dataset's val split (``data.*`` / ``eval.*`` overridable)."""
     config, class_names, state = load_checkpoint(checkpoint)
     if overrides:
-        from clipfuse.config import _merge, parse_overrides
-
-        config = _merge(config, parse_overrides(overrides), "")
+        config = apply_overrides(config, overrides)
     dataset_classes = class_names_of(config)
     if dataset_classes != class_names:
         raise ClipfuseError(

@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from clipfuse.config import DEFAULTS, _merge, load_config, parse_overrides
+from clipfuse.config import DEFAULTS, _merge, apply_overrides, load_config
 from clipfuse.errors import ClipfuseError
 
 SPEC_KEYS = {
@@ -66,7 +66,7 @@ class RunSpec:
             _replace(config, dotted, value, self.name)
         config = _merge(copy.deepcopy(DEFAULTS), config, "")  # validates what was replaced
         try:
-            config = _merge(config, parse_overrides(self.overrides), "")
+            config = apply_overrides(config, self.overrides)
         except ClipfuseError as error:
             raise ClipfuseError(f"experiment run {self.name!r}: {error}") from error
         config["seed"] = int(seed)

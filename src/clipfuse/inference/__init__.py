@@ -4,7 +4,6 @@ prediction results and overlays. The web demo lives in :mod:`clipfuse.inference.
 from clipfuse.inference.labels import LabelChoice, parse_labels, resolve_labels
 from clipfuse.inference.predict import (
     Prediction,
-    Predictor,
     as_rgb,
     expand_inputs,
     read_image,
@@ -17,7 +16,6 @@ __all__ = [
     "ClipfuseModel",
     "LabelChoice",
     "Prediction",
-    "Predictor",
     "as_rgb",
     "colorize",
     "expand_inputs",

@@ -13,7 +13,6 @@ from clipfuse.data import build_eval_transform
 from clipfuse.errors import ClipfuseError
 from clipfuse.evaluation import InferenceConfig, infer_logits
 from clipfuse.inference.visualize import overlay_with_legend
-from clipfuse.models import Segmentor
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
@@ -176,30 +175,3 @@ class BatchRunner:
             for i in range(len(batch)):
                 yield labels[i], (probabilities[i] if probabilities is not None else None)
             start = end
-
-
-class Predictor:
-    """Runs a :class:`Segmentor` on full images with the eval transform of its config
-    (kept for callers of the first API; :func:`clipfuse.load` is the user-facing one)."""
-
-    def __init__(self, model: Segmentor, config: dict, device: str = "cpu") -> None:
-        self.model = model.eval().to(device)
-        self.device = torch.device(device)
-        self.runner = BatchRunner(model.backbone.mean, model.backbone.std, config)
-
-    def __call__(self, image: np.ndarray) -> np.ndarray:
-        labels, _ = next(
-            self.runner.run(
-                lambda x: self.model(x)["logits"],
-                [image],
-                self.model.num_classes,
-                self.device,
-                scores=False,
-            )
-        )
-        return labels
-
-    def predict_files(self, paths: list[Path]) -> Iterator[tuple[Path, np.ndarray, np.ndarray]]:
-        for path in paths:
-            image = read_image(path)
-            yield path, image, self(image)
