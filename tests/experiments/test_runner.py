@@ -148,6 +148,10 @@ def test_all_runs_finish_and_the_results_have_one_row_per_run_and_seed(grid):
     assert "| fpn | fpn | 2 |" in markdown and "| convformer | convformer | 2 |" in markdown
     assert "finished: 4 of 4" in markdown and "![val mIoU against GMACs](results.png)" in markdown
     assert (out / "results.png").read_bytes().startswith(PNG_MAGIC)
+    best = max(rows, key=lambda row: float(row["mIoU"]))
+    best_config = (out / best["run"] / f"seed{best['seed']}" / "config.yaml").read_text()
+    assert (out / "best_config.yaml").read_text() == best_config
+    assert f"retrain it with `clipfuse train --config {out}/best_config.yaml" in markdown
 
 
 def test_a_partial_grid_already_has_a_report(grid):
@@ -247,6 +251,7 @@ def test_mean_and_sample_std_over_seeds_in_the_table():
     assert "| b | convformer | 1 | 30.00 |" in markdown
     assert "missing: b seed 1, b seed 2" in markdown
     assert "Best single run: `a` seed 1, mIoU 44.00" in markdown
+    assert "`clipfuse train --config out/best_config.yaml --out runs/a`" in markdown
 
 
 def test_spec_errors_are_clear(tmp_path):

@@ -5,7 +5,8 @@ Written into each report folder (atomically, file by file):
 * ``results.json`` and ``results.csv``: one row per (run, seed) with val mIoU / mAcc / aAcc,
   per-class IoU, GMACs, parameters, CPU latency, training wall time and the run's config path;
 * ``results.md``: mean ± sample standard deviation (n - 1) over seeds per run, per-class IoU
-  means, the best run's config and the command that reproduces the grid;
+  means, the best run and the commands that reproduce the grid and retrain the best run;
+* ``best_config.yaml``: the full config of the best single run (highest val mIoU);
 * ``results.png``: val mIoU against GMACs, one labelled point per run, error bars = the std.
 """
 
@@ -20,6 +21,7 @@ from pathlib import Path
 from clipfuse.experiments.spec import ExperimentSpec
 
 RESULT_FILE = "result.json"  # one per (run, seed) folder, written by the runner
+BEST_CONFIG_FILE = "best_config.yaml"
 # (key, column title, digits) of the per-run table
 SUMMARY_COLUMNS = (
     ("mIoU", "mIoU", 2),
@@ -196,20 +198,23 @@ def results_markdown(spec: ExperimentSpec, out: Path, rows: Sequence[dict]) -> s
         for summary in summaries:
             cells = [format_mean_std(summary["per_class"].get(name), None, 1) for name in classes]
             lines.append(f"| {summary['run']} | " + " | ".join(cells) + " |")
-    best = max(
-        (row for row in rows if row.get("mIoU") is not None),
-        key=lambda row: row["mIoU"],
-        default=None,
-    )
+    best = best_row(rows)
     if best is not None:
+        best_config = Path(spec.report_dir or out) / BEST_CONFIG_FILE
         lines += [
             "",
             f"Best single run: `{best['run']}` seed {best['seed']}, mIoU {best['mIoU']:.2f}; "
-            f"its full config is `{best['config']}`, retrain it with "
-            f"`clipfuse train --config {best['config']} --out runs/{best['run']}`.",
+            f"its full config is `{best_config}` (a copy of `{best['config']}`), retrain it with "
+            f"`clipfuse train --config {best_config} --out runs/{best['run']}`.",
         ]
     lines += ["", "![val mIoU against GMACs](results.png)", ""]
     return "\n".join(lines)
+
+
+def best_row(rows: Sequence[dict]) -> dict | None:
+    """The finished (run, seed) with the highest val mIoU, or None."""
+    finished = [row for row in rows if row.get("mIoU") is not None]
+    return max(finished, key=lambda row: row["mIoU"], default=None)
 
 
 def results_plot(spec: ExperimentSpec, rows: Sequence[dict]) -> bytes:
@@ -283,6 +288,11 @@ def write_report(spec: ExperimentSpec, out: Path, folders: Sequence[Path] = ()) 
         "results.md": results_markdown(spec, out, rows),
         "results.png": results_plot(spec, rows),
     }
+    best = best_row(rows)
+    if best is not None:
+        files[BEST_CONFIG_FILE] = (
+            out / best["run"] / f"seed{best['seed']}" / "config.yaml"
+        ).read_text()
     written = []
     for folder in [out, *folders]:
         folder = Path(folder)
