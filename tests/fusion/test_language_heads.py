@@ -171,6 +171,26 @@ def test_heads_reject_bad_text_embeddings(text):
         DenseCLIPHead(IN_CHANNELS, text)
 
 
+def test_text_scale_rms_makes_the_head_independent_of_the_text_norm():
+    """Unit-norm CLIP vectors and the same vectors x 30 give one output with ``rms``; the
+    literal ``none`` sees the scale (at unit norm the attention output swamps the text)."""
+    torch.manual_seed(0)
+    text = F.normalize(torch.randn(K, 16), dim=-1)
+    c5 = torch.randn(2, IN_CHANNELS, 6, 6)
+    outputs = {}
+    for scale in ("rms", "none"):
+        for factor in (1.0, 30.0):
+            torch.manual_seed(1)
+            head = ConvFormerHead(
+                IN_CHANNELS, text * factor, dim=16, num_blocks=2, heads=2, text_scale=scale
+            ).eval()
+            outputs[scale, factor] = head(c5)[1]
+    torch.testing.assert_close(outputs["rms", 1.0], outputs["rms", 30.0], atol=1e-4, rtol=1e-4)
+    assert (outputs["none", 1.0] - outputs["none", 30.0]).abs().max() > 0.05
+    with pytest.raises(ClipfuseError, match="text_scale must be 'rms' or 'none'"):
+        ConvFormerHead(IN_CHANNELS, text, dim=16, num_blocks=1, heads=2, text_scale="l2")
+
+
 def test_default_pool_heads_follow_clip_head_width():
     assert default_pool_heads(2048) == 32
     assert default_pool_heads(320) == 5

@@ -46,17 +46,16 @@ def torch_logits(model, images: torch.Tensor) -> np.ndarray:
         return model(images)["logits"].numpy()
 
 
-def assert_close(onnx_logits: np.ndarray, reference: np.ndarray, every_pixel: bool = False) -> None:
+def assert_close(onnx_logits: np.ndarray, reference: np.ndarray) -> None:
     """Logits equal to float rounding; the same argmax wherever the top two classes are not
-    tied within that rounding (``every_pixel``: everywhere)."""
+    tied within that rounding."""
     assert onnx_logits.shape == reference.shape
     scale = max(1.0, float(np.abs(reference).max()))
     tolerance = 1e-4 * scale
     assert np.abs(onnx_logits - reference).max() <= tolerance
     same = onnx_logits.argmax(1) == reference.argmax(1)
-    if not every_pixel:
-        top2 = np.sort(reference, axis=1)[:, -2:]
-        same |= top2[:, 1] - top2[:, 0] <= 2 * tolerance  # a near tie: either class is right
+    top2 = np.sort(reference, axis=1)[:, -2:]
+    same |= top2[:, 1] - top2[:, 0] <= 2 * tolerance  # a near tie: either class is right
     assert same.all()
 
 
@@ -97,8 +96,13 @@ def test_real_image_same_labels(exported, trained):
     std = torch.tensor(model.backbone.std).view(1, 3, 1, 1)
     tensor = (torch.from_numpy(image.copy()).permute(2, 0, 1)[None].float() - mean) / std
     reference = torch_logits(model, tensor)
-    assert_close(exported.logits(tensor.numpy()), reference, every_pixel=True)
-    assert labels.shape == (64, 128) and (labels == reference[0].argmax(0)).all()
+    assert_close(exported.logits(tensor.numpy()), reference)
+    # A 4-step model has near ties: a pixel whose top two logits are within float rounding
+    # may take either label (rare: at most 1% of the image).
+    top2 = np.sort(reference[0], axis=0)[-2:]
+    tied = top2[1] - top2[0] <= 2e-4 * max(1.0, float(np.abs(reference).max()))
+    assert labels.shape == (64, 128) and tied.mean() <= 0.01
+    assert (labels == reference[0].argmax(0))[~tied].all()
 
 
 def test_export_errors(trained, tmp_path, capsys):
