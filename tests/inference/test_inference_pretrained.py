@@ -88,7 +88,7 @@ def test_pretrained_folder_contents(tiny_run):
     from safetensors.torch import load_file
 
     meta = json.loads((tiny_run.pretrained / "config.json").read_text())
-    assert meta["format"] == "clipfuse-pretrained" and meta["format_version"] == 1
+    assert meta["format"] == "clipfuse-pretrained" and meta["format_version"] == 2
     assert meta["method"] == "convformer" and meta["backbone"] == "mobilenetv2_100"
     assert meta["class_names"] == ["sky", "road", "car"]
     assert meta["text"]["encoder"] == "random:32" and "template" in meta["text"]
@@ -239,3 +239,25 @@ def test_save_pretrained_round_trip_and_refusals(tiny_model, tmp_path):
     afile.write_text("x")
     with pytest.raises(ClipfuseError, match="it is a file"):
         tiny_model.save_pretrained(afile)
+
+
+def test_models_saved_before_text_scale_load_with_unscaled_text(tiny_run, tmp_path):
+    """Checkpoints without a format version and version-1 folders were trained with the text
+    unscaled: they must load as ``text_scale="none"``, not with today's default ``"rms"``."""
+    assert clipfuse.load(tiny_run.checkpoint, device="cpu").segmentor.head.text_scale == "rms"
+    assert clipfuse.load(tiny_run.pretrained, device="cpu").segmentor.head.text_scale == "rms"
+
+    def drop_text_scale(config):
+        config["model"]["head_kwargs"].pop("text_scale", None)
+
+    old_folder = broken_copy(tiny_run, tmp_path, "version1")
+    edit_config(
+        old_folder, lambda meta: (meta.update(format_version=1), drop_text_scale(meta["config"]))
+    )
+    assert clipfuse.load(old_folder, device="cpu").segmentor.head.text_scale == "none"
+
+    checkpoint = torch.load(tiny_run.checkpoint, map_location="cpu", weights_only=True)
+    del checkpoint["clipfuse"]["format_version"]
+    drop_text_scale(checkpoint["clipfuse"]["config"])
+    torch.save(checkpoint, tmp_path / "old.ckpt")
+    assert clipfuse.load(tmp_path / "old.ckpt", device="cpu").segmentor.head.text_scale == "none"

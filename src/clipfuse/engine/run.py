@@ -18,11 +18,13 @@ from clipfuse.engine.datamodule import SegmentationDataModule
 from clipfuse.engine.task import SegmentationTask
 from clipfuse.errors import ClipfuseError
 from clipfuse.evaluation import InferenceConfig, format_table, results_to_json
-from clipfuse.models import Segmentor, create_model, method_uses_text
+from clipfuse.models import Segmentor, create_model, method_uses_text, with_legacy_head_defaults
 from clipfuse.text import build_prompt_encoder, embed_class_names
 from clipfuse.text.bank import resolve_bank_path
 
 CHECKPOINT_KEY = "clipfuse"
+# 2: Conv-Former's text_scale exists (checkpoints without a version were trained without it)
+CHECKPOINT_VERSION = 2
 
 # Lightning advertises a cloud logger on every run; keep its other info lines.
 logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
@@ -138,7 +140,11 @@ class _RunTask(SegmentationTask):
             )
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint[CHECKPOINT_KEY] = {"config": self.run_config, "class_names": self.class_names}
+        checkpoint[CHECKPOINT_KEY] = {
+            "config": self.run_config,
+            "class_names": self.class_names,
+            "format_version": CHECKPOINT_VERSION,
+        }
 
 
 def _datamodule(config: dict, model: Segmentor) -> SegmentationDataModule:
@@ -263,12 +269,15 @@ def load_checkpoint(path: str | Path) -> tuple[dict, list[str], dict]:
             f"checkpoint {path} was not written by clipfuse (no '{CHECKPOINT_KEY}' entry)"
         )
     meta = checkpoint[CHECKPOINT_KEY]
+    config = meta["config"]
+    if meta.get("format_version", 1) < 2:
+        config = with_legacy_head_defaults(config)
     state = {
         k.removeprefix("model."): v
         for k, v in checkpoint["state_dict"].items()
         if k.startswith("model.")
     }
-    return meta["config"], list(meta["class_names"]), state
+    return config, list(meta["class_names"]), state
 
 
 def evaluate(

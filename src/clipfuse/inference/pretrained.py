@@ -31,10 +31,10 @@ from safetensors.torch import load_file, save_file
 from clipfuse.errors import ClipfuseError, one_line
 from clipfuse.inference.labels import LabelChoice, LabelsArg, resolve_labels
 from clipfuse.inference.predict import BatchRunner, ImageInput, Prediction, as_rgb
-from clipfuse.models import Segmentor, method_uses_text
+from clipfuse.models import Segmentor, method_uses_text, with_legacy_head_defaults
 
 FORMAT = "clipfuse-pretrained"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: Conv-Former's text_scale exists; version 1 folders are read as "none"
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 MAX_LABELS = 255  # label maps are uint8 and 255 is the ignore index
@@ -357,14 +357,16 @@ def _read_pretrained(directory: Path) -> tuple[dict, dict[str, torch.Tensor]]:
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ClipfuseError(f"{config_path} is not a clipfuse model config (no format {FORMAT!r})")
     version = meta.get("format_version")
-    if version != FORMAT_VERSION:
+    if version not in (1, FORMAT_VERSION):
         raise ClipfuseError(
-            f"{config_path} has format version {version!r}; this clipfuse reads version "
-            f"{FORMAT_VERSION} (a newer clipfuse wrote it? upgrade clipfuse)"
+            f"{config_path} has format version {version!r}; this clipfuse reads versions 1 "
+            f"to {FORMAT_VERSION} (a newer clipfuse wrote it? upgrade clipfuse)"
         )
     missing = [key for key in ("config", "class_names") if not meta.get(key)]
     if missing:
         raise ClipfuseError(f"{config_path} lacks {', '.join(missing)}")
+    if version == 1:
+        meta = {**meta, "config": with_legacy_head_defaults(meta["config"])}
     if not weights_path.is_file():
         raise ClipfuseError(f"{directory} has {CONFIG_FILE} but no {WEIGHTS_FILE}")
     try:

@@ -1,4 +1,15 @@
-from clipfuse.models.factory import METHODS, create_model, method_uses_text
+from clipfuse.models.factory import (
+    METHODS,
+    create_model,
+    method_uses_text,
+    with_legacy_head_defaults,
+)
 from clipfuse.models.segmentor import Segmentor
 
-__all__ = ["METHODS", "Segmentor", "create_model", "method_uses_text"]
+__all__ = [
+    "METHODS",
+    "Segmentor",
+    "create_model",
+    "method_uses_text",
+    "with_legacy_head_defaults",
+]

@@ -37,6 +37,16 @@ METHODS: dict[str, tuple[Callable[..., nn.Module | None], bool]] = {
 }
 
 
+def with_legacy_head_defaults(config: dict) -> dict:
+    """``config`` of a model saved before ``ConvFormerHead(text_scale=...)`` existed: such a
+    model was trained with unscaled text (``text_scale="none"``), not with today's default."""
+    model = config["model"]
+    if model.get("method") != "convformer" or "text_scale" in (model.get("head_kwargs") or {}):
+        return config
+    head_kwargs = {**(model.get("head_kwargs") or {}), "text_scale": "none"}
+    return {**config, "model": {**model, "head_kwargs": head_kwargs}}
+
+
 def method_uses_text(method: str) -> bool:
     """Whether ``method`` needs class-name embeddings."""
     if method not in METHODS:

@@ -110,11 +110,15 @@ class ConvFormerHead(LanguageHead):
             dim, num_blocks, heads, bridge, downsample, ffn_ratio, expand_ratio
         )
 
-    def forward(self, c5: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``c5`` B x Cin x h x w -> ``(x, S)``: B x (dim + K) x h x w and B x K x h x w."""
+    def text_tokens(self) -> torch.Tensor:
+        """``T0``: the class embeddings projected to ``dim`` and scaled (K x dim)."""
         text = self.text_proj(self.text_embeddings)
         if self.text_scale == "rms":
             text = text * torch.rsqrt(text.pow(2).mean(dim=-1, keepdim=True) + 1e-6)
-        image, text = self.fusion(self.image_proj(c5), text)
+        return text
+
+    def forward(self, c5: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``c5`` B x Cin x h x w -> ``(x, S)``: B x (dim + K) x h x w and B x K x h x w."""
+        image, text = self.fusion(self.image_proj(c5), self.text_tokens())
         score_map = cosine_score_map(image, text)
         return torch.cat([image, score_map], dim=1), score_map
