@@ -227,25 +227,15 @@ def results_plot(spec: ExperimentSpec, rows: Sequence[dict]) -> bytes:
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
     colours = {"fpn": "tab:gray", "denseclip": "tab:orange", "convformer": "tab:blue"}
-    labelled_at: dict[float, int] = {}
-    xs = [s["gmacs"]["mean"] or 0.0 for s in summaries]
-    middle = (min(xs) + max(xs)) / 2 if xs else 0.0
     for summary in summaries:
-        x = summary["gmacs"]["mean"] or 0.0
-        y = summary["mIoU"]["mean"]
-        error = summary["mIoU"]["std"] or 0.0
         colour = colours.get(str(summary["method"]), "tab:green")
-        axes.errorbar(x, y, yerr=error, fmt="o", color=colour, capsize=4)
-        stack = labelled_at.get(round(x, 1), 0)  # runs at the same cost: stack their labels
-        labelled_at[round(x, 1)] = stack + 1
-        right = x <= middle or len(xs) == 1  # labels point inwards, never off the axes
-        axes.annotate(
-            f"{summary['run']} (n={summary['n']})",
-            (x, y),
-            textcoords="offset points",
-            xytext=(6 if right else -6, 4 - 11 * stack),
-            ha="left" if right else "right",
-            fontsize=8,
+        axes.errorbar(
+            summary["gmacs"]["mean"] or 0.0,
+            summary["mIoU"]["mean"],
+            yerr=summary["mIoU"]["std"] or 0.0,
+            fmt="o",
+            color=colour,
+            capsize=4,
         )
     for method, colour in colours.items():
         if any(s["method"] == method for s in summaries):
@@ -259,9 +249,46 @@ def results_plot(spec: ExperimentSpec, rows: Sequence[dict]) -> bytes:
     axes.set_title(f"{spec.name}: mIoU vs GMACs (error bars: std over seeds)")
     axes.grid(alpha=0.3)
     figure.tight_layout()
+    _label_points(axes, summaries)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=120)
     return buffer.getvalue()
+
+
+def _label_points(axes, summaries: Sequence[dict]) -> None:
+    """Names every point ("run (n=seeds)"); a label that would overlap one already placed is
+    moved up or down in line steps (boxes estimated from the text length)."""
+    axes.autoscale_view()
+    points_per_pixel = 72 / axes.figure.dpi
+    right_end = axes.bbox.x1 * points_per_pixel
+    placed: list[tuple[float, float, float, float]] = []
+    for summary in sorted(summaries, key=lambda s: -s["mIoU"]["mean"]):
+        x, y = summary["gmacs"]["mean"] or 0.0, summary["mIoU"]["mean"]
+        text = f"{summary['run']} (n={summary['n']})"
+        px, py = axes.transData.transform((x, y)) * points_per_pixel
+        width = 4.6 * len(text)
+        right = px + 6 + width <= right_end  # on the right unless that leaves the axes
+        left_edge = px + 6 if right else px - 6 - width
+        for step in (0, -1, 1, -2, 2, -3, 3, -4, 4):
+            dy = 11 * step
+            box = (left_edge, py + dy - 5, left_edge + width, py + dy + 5)
+            if not any(_overlap(box, other) for other in placed):
+                break
+        placed.append(box)
+        axes.annotate(
+            text,
+            (x, y),
+            textcoords="offset points",
+            xytext=(6 if right else -6, dy),
+            ha="left" if right else "right",
+            va="center",
+            fontsize=8,
+            arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.5} if step else None,
+        )
+
+
+def _overlap(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
 def _json_safe(value):
