@@ -256,12 +256,18 @@ def results_plot(spec: ExperimentSpec, rows: Sequence[dict]) -> bytes:
 
 
 def _label_points(axes, summaries: Sequence[dict]) -> None:
-    """Names every point ("run (n=seeds)"); a label that would overlap one already placed is
-    moved up or down in line steps (boxes estimated from the text length)."""
+    """Names every point ("run (n=seeds)"); a label that would cover a marker or a label already
+    placed is moved up or down in line steps (boxes estimated from the text length)."""
     axes.autoscale_view()
     points_per_pixel = 72 / axes.figure.dpi
     right_end = axes.bbox.x1 * points_per_pixel
-    placed: list[tuple[float, float, float, float]] = []
+    placed = []  # boxes in points: the markers first, then each label placed
+    for summary in summaries:
+        px, py = axes.transData.transform(
+            (summary["gmacs"]["mean"] or 0.0, summary["mIoU"]["mean"])
+        )
+        px, py = px * points_per_pixel, py * points_per_pixel
+        placed.append((px - 4, py - 4, px + 4, py + 4))
     for summary in sorted(summaries, key=lambda s: -s["mIoU"]["mean"]):
         x, y = summary["gmacs"]["mean"] or 0.0, summary["mIoU"]["mean"]
         text = f"{summary['run']} (n={summary['n']})"
