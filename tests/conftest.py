@@ -1,6 +1,9 @@
 """Fixtures shared by every test folder (helpers live in tests/helpers.py)."""
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -8,6 +11,13 @@ import torch
 from helpers import require_shared, write_folder_dataset
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing may be downloaded in the tests
+# The suite never reads or writes the user's caches: one empty folder for the whole run
+# (subprocesses inherit it), so a test cannot pass on what an earlier run left behind.
+_TEST_CACHE = tempfile.mkdtemp(prefix="clipfuse-test-cache-")
+atexit.register(shutil.rmtree, _TEST_CACHE, ignore_errors=True)
+os.environ["CLIPFUSE_CACHE"] = _TEST_CACHE
+for _variable in ("HF_HOME", "TORCH_HOME"):
+    os.environ[_variable] = os.path.join(_TEST_CACHE, _variable.lower())
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 

@@ -35,3 +35,11 @@ def test_seed_changes_vectors_and_template_is_ignored() -> None:
 def test_bad_specs(spec: str) -> None:
     with pytest.raises(ClipfuseError, match="random:"):
         build_text_encoder(spec)
+
+
+def test_vectors_are_real_cpu_data_inside_a_meta_device_block() -> None:
+    """Models are built on the meta device to count costs; T0 must still be computed."""
+    expected = RandomEncoder(8).encode(["sky", "road"])
+    with torch.device("meta"):
+        inside = RandomEncoder(8).encode(["sky", "road"])
+    assert inside.device.type == "cpu" and torch.equal(inside, expected)

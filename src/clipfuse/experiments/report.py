@@ -261,17 +261,14 @@ def _label_points(axes, summaries: Sequence[dict]) -> None:
     axes.autoscale_view()
     points_per_pixel = 72 / axes.figure.dpi
     right_end = axes.bbox.x1 * points_per_pixel
-    placed = []  # boxes in points: the markers first, then each label placed
+    anchors = []  # (summary, x, y, px, py): data coordinates, then points on the figure
     for summary in summaries:
-        px, py = axes.transData.transform(
-            (summary["gmacs"]["mean"] or 0.0, summary["mIoU"]["mean"])
-        )
-        px, py = px * points_per_pixel, py * points_per_pixel
-        placed.append((px - 4, py - 4, px + 4, py + 4))
-    for summary in sorted(summaries, key=lambda s: -s["mIoU"]["mean"]):
         x, y = summary["gmacs"]["mean"] or 0.0, summary["mIoU"]["mean"]
-        text = f"{summary['run']} (n={summary['n']})"
         px, py = axes.transData.transform((x, y)) * points_per_pixel
+        anchors.append((summary, x, y, px, py))
+    placed = [(px - 4, py - 4, px + 4, py + 4) for *_, px, py in anchors]  # markers, then labels
+    for summary, x, y, px, py in sorted(anchors, key=lambda anchor: -anchor[2]):
+        text = f"{summary['run']} (n={summary['n']})"
         width = 4.6 * len(text)
         right = px + 6 + width <= right_end  # on the right unless that leaves the axes
         left_edge = px + 6 if right else px - 6 - width

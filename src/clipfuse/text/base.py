@@ -76,7 +76,8 @@ class TextEncoder(ABC):
         """
         names = validate_class_names(class_names)
         templates = template_list(template)
-        with torch.no_grad():
+        # On the CPU even inside a ``torch.device("meta")`` block: T0 is real data.
+        with torch.no_grad(), torch.device("cpu"):
             embeddings = self._encode(names, templates)
         embeddings = embeddings.detach().to(device="cpu", dtype=torch.float32).contiguous()
         if embeddings.shape != (len(names), self.dim):
