@@ -115,3 +115,27 @@ def test_bad_datasets_stop_training_with_one_line(folder_dataset, tmp_path, caps
         capsys, ["train", "--config", str(config_path), "--out", str(tmp_path / "r")]
     )
     assert expected in err
+
+
+def test_eval_split_test(trained_run, folder_dataset, tmp_path, capsys):
+    """``--split test``: the metrics of the test split (here: masks that hold only sky)."""
+    for kind in ("images", "masks"):
+        (folder_dataset / kind / "test").mkdir()
+    for image in sorted((folder_dataset / "images" / "val").iterdir())[:2]:
+        (folder_dataset / "images" / "test" / image.name).write_bytes(image.read_bytes())
+        Image.fromarray(np.zeros((40, 48), dtype=np.uint8)).save(
+            folder_dataset / "masks" / "test" / image.name
+        )
+    checkpoint = str(trained_run / "checkpoints" / "last.ckpt")
+    capsys.readouterr()
+    assert main(["eval", "--checkpoint", checkpoint, "--json", "--split", "test"]) == 0
+    test = json.loads(capsys.readouterr().out)
+    assert main(["eval", "--checkpoint", checkpoint, "--json"]) == 0
+    val = json.loads(capsys.readouterr().out)
+    assert (test["split"], val["split"]) == ("test", "val")
+    accuracy = {
+        split: {row["name"]: row["Acc"] for row in r["per_class"]}
+        for split, r in (("test", test), ("val", val))
+    }
+    assert accuracy["test"]["road"] is None and accuracy["val"]["road"] is not None
+    assert "nope" in one_line_error(capsys, ["eval", "--checkpoint", checkpoint, "--split", "nope"])

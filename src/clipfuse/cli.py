@@ -28,7 +28,8 @@ def _train(args: argparse.Namespace) -> None:
 def _eval(args: argparse.Namespace) -> None:
     from clipfuse.engine import evaluate
 
-    results = evaluate(args.checkpoint, args.overrides, json_path=args.output, quiet=args.json)
+    overrides = [*args.overrides, *([f"data.eval_split={args.split}"] if args.split else [])]
+    results = evaluate(args.checkpoint, overrides, json_path=args.output, quiet=args.json)
     if args.json:
         print(json.dumps(results, indent=2))
 
@@ -89,6 +90,10 @@ def _flops(args: argparse.Namespace) -> None:
     print(f"{'total':<10}{cost['gmacs']:>10.2f}{cost['params_m']:>12.2f}")
 
 
+def _layouts(formats: list[str] | None) -> list[bool] | None:
+    return None if formats is None else [name == "channels_last" for name in formats]
+
+
 def _bench(args: argparse.Namespace) -> None:
     from clipfuse.analysis.bench import bench, format_bench
 
@@ -107,6 +112,8 @@ def _bench(args: argparse.Namespace) -> None:
         smp_reference=args.smp_reference,
         memory=not args.no_memory,
         channels_last=args.channels_last,
+        train_precisions=args.train_precision,
+        train_channels_last=_layouts(args.train_memory_format),
         device=args.device,
         overrides=args.set,
         progress=progress,
@@ -159,6 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("eval", help="evaluate a checkpoint on its dataset's val split")
     evaluate.add_argument("--checkpoint", required=True, help="a clipfuse .ckpt file")
+    evaluate.add_argument(
+        "--split", help="the split to evaluate: val (default: the run's data.eval_split) or test"
+    )
     evaluate.add_argument("--json", action="store_true", help="print the metrics as JSON")
     evaluate.add_argument("--output", help="also write the per-class metrics to this JSON file")
     evaluate.add_argument(
@@ -255,6 +265,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench_cmd.add_argument(
         "--channels-last", action="store_true", help="run every model channels-last"
+    )
+    bench_cmd.add_argument(
+        "--train-precision",
+        nargs="+",
+        default=["32-true"],
+        metavar="P",
+        help="time training in each: 32-true (default), bf16-mixed, 16-mixed",
+    )
+    bench_cmd.add_argument(
+        "--train-memory-format",
+        nargs="+",
+        choices=["contiguous", "channels_last"],
+        help="time training in each layout (default: that of --channels-last)",
     )
     bench_cmd.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     bench_cmd.add_argument(

@@ -52,6 +52,7 @@ DEFAULTS: dict[str, Any] = {
         "batch_size": 8,
         "val_batch_size": 1,
         "num_workers": 2,
+        "eval_split": "val",
     },
     "train": {
         "max_steps": 1000,
@@ -60,11 +61,13 @@ DEFAULTS: dict[str, Any] = {
         "weight_decay": 5e-4,
         "momentum": 0.9,
         "backbone_lr_mult": 0.1,
+        "head_lr_mult": 1.0,
         "warmup_steps": 0,
         "poly_power": 0.9,
         "aux_weight": 0.4,
         "aux_temperature": 0.07,
-        "precision": "32-true",
+        "precision": "auto",  # bf16-mixed where the CPU / GPU has native bf16, else 32-true
+        "channels_last": "auto",  # follows precision: channels-last under mixed precision
         "accelerator": "auto",
         "devices": 1,
         "num_nodes": 1,
@@ -80,6 +83,7 @@ DEFAULTS: dict[str, Any] = {
         "stride": None,
         "flip": False,
         "scales": [1.0],
+        "precision": "auto",
     },
 }
 
@@ -158,6 +162,12 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
 def apply_overrides(config: dict, overrides: Sequence[str]) -> dict:
     """``config`` with ``section.key=value`` overrides applied, every key validated."""
     return _merge(config, parse_overrides(overrides), "")
+
+
+def with_defaults(config: dict) -> dict:
+    """A saved config (a checkpoint's, a run folder's) completed with the keys added to
+    :data:`DEFAULTS` since it was written; every key validated."""
+    return _merge(copy.deepcopy(DEFAULTS), config, "")
 
 
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> dict:

@@ -103,3 +103,25 @@ def test_bench_errors(config_files, tmp_path, capsys):
         bench(config_files, **{**TINY, "batches": (0,)})
     assert main(["bench", "--configs", str(tmp_path / "missing.yaml")]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_training_is_timed_per_precision_and_layout(config_files, capsys):
+    main(
+        ["bench", "--configs", *map(str, config_files), "--size", "64", "64", "--batch", "1"]
+        + ["--threads", "1", "--repeats", "1", "--warmup", "0", "--no-memory"]
+        + ["--train-batch", "2", "--train-steps", "1", "--train-precision", "32-true"]
+        + ["bf16-mixed", "--train-memory-format", "contiguous", "channels_last", "--json"]
+    )
+    result = json.loads(capsys.readouterr().out)
+    modes = ["32-true", "32-true+channels_last", "bf16-mixed", "bf16-mixed+channels_last"]
+    assert result["settings"]["train_modes"] == modes
+    for row in result["rows"]:
+        assert list(row["train"]) == modes
+        assert row["train"]["32-true"]["speedup"] == 1.0
+        for entry in row["train"].values():
+            assert entry["images_per_s"] == pytest.approx(2000 / entry["step_ms"]["median"])
+            assert entry["speedup"] == pytest.approx(
+                row["train"]["32-true"]["step_ms"]["median"] / entry["step_ms"]["median"]
+            )
+    table = format_bench(result)
+    assert "speed-up over 32-true" in table and "bf16-mixed+channels_last ms" in table

@@ -56,3 +56,21 @@ def test_interrupted_run_resumes_from_its_last_checkpoint(folder_dataset, tmp_pa
 def test_resume_without_a_run_is_a_clear_error(tmp_path):
     with pytest.raises(ClipfuseError, match="cannot resume"):
         train(None, tmp_path / "nothing", resume=True)
+
+
+def test_auto_precision_is_announced_recorded_and_progress_is_printed(
+    folder_dataset, tmp_path, capsys, monkeypatch
+):
+    from clipfuse import precision
+
+    monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda: True)
+    out = tmp_path / "run"
+    train(tiny_config(folder_dataset, "convformer", log_every=2), out)
+    printed = capsys.readouterr().out
+    assert "training in bf16-mixed with channels-last tensors" in printed
+    saved = (out / "config.yaml").read_text()
+    assert "precision: bf16-mixed" in saved and "channels_last: true" in saved
+    # stdout is not a terminal here: plain progress lines instead of a bar
+    lines = [line for line in printed.splitlines() if line.startswith("step ")]
+    assert [line.split()[1] for line in lines] == ["2/4", "4/4"]
+    assert all("img/s" in line and "ETA" in line and "loss" in line for line in lines)

@@ -147,7 +147,7 @@ def test_config_kwargs_are_exactly_infer_logits_keywords(
         mode="slide", crop_size=(8, 8), stride=(4, 4), flip=True, scales=(1.0, 0.5)
     )
     kwargs = config.as_kwargs()
-    assert list(kwargs) == ["mode", "crop_size", "stride", "flip", "scales"]
+    assert list(kwargs) == ["mode", "crop_size", "stride", "flip", "scales", "precision"]
     with torch.inference_mode():
         assert infer_logits(conv, images, K, **kwargs).shape == (2, K, 13, 17)
 

@@ -44,6 +44,27 @@ def test_outer_residual_of_eq1():
     torch.testing.assert_close(out_text, block_text + text)
 
 
+def test_gated_branches_start_at_the_identity_and_learn():
+    torch.manual_seed(0)
+    model = ConvFormer(DIM, num_blocks=2, heads=HEADS, gate_init=0.0).eval()
+    image, text = torch.randn(2, DIM, 5, 7), torch.randn(2, K, DIM)
+    out_image, out_text = model(image, text)
+    torch.testing.assert_close(out_image, image)  # at step 0: [I', T'] = [I0, T0]
+    torch.testing.assert_close(out_text, text)
+    (out_image.square().sum() + out_text.square().sum()).backward()
+    assert model.image_gate.grad.abs().sum() > 0 and model.text_gate.grad.abs().sum() > 0
+    with torch.no_grad():
+        model.image_gate.fill_(0.5)
+        model.text_gate.fill_(2.0)
+    block_image, block_text = image, text
+    for block in model.blocks:
+        block_image, block_text = block(block_image, block_text)
+    out_image, out_text = model(image, text)
+    torch.testing.assert_close(out_image, 0.5 * block_image + image)
+    torch.testing.assert_close(out_text, 2.0 * block_text + text)
+    assert ConvFormer(DIM, num_blocks=1, heads=HEADS).image_gate is None  # the paper: no gate
+
+
 def test_block_order_conv2former_and_conv_see_block_input():
     torch.manual_seed(0)
     block = ConvFormerBlock(DIM, HEADS)

@@ -27,6 +27,7 @@ models instead of biasing the ones timed last. Ratios are to the first model.
 """
 
 import contextlib
+import copy
 import json
 import math
 import os
@@ -41,10 +42,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from clipfuse.errors import ClipfuseError
+from clipfuse.losses import segmentation_loss
+from clipfuse.precision import inference_dtype
 
 DEFAULT_BATCHES = (1, 4)
 SMP_NAME = "smp-FPN"
@@ -156,16 +158,29 @@ def matmul_peak(
 
 
 def _train_step(
-    model: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor, labels: torch.Tensor
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    loss_args: dict | None = None,
+    dtype: torch.dtype | None = None,
 ) -> None:
+    """One step as the engine trains: forward (under autocast when ``dtype`` is given), the
+    engine's loss with the config's ``aux_weight`` / ``aux_temperature``, backward, step."""
     optimizer.zero_grad(set_to_none=True)
-    outputs = model(images)
-    loss = F.cross_entropy(_logits(outputs), labels, ignore_index=255)
-    if isinstance(outputs, dict) and "score_map" in outputs:  # as the engine: 0.4 x CE(S / 0.07)
-        score = F.interpolate(outputs["score_map"] / 0.07, size=labels.shape[-2:], mode="bilinear")
-        loss = loss + 0.4 * F.cross_entropy(score, labels, ignore_index=255)
+    with torch.autocast(images.device.type, dtype=dtype, enabled=dtype is not None):
+        outputs = model(images)
+        if not isinstance(outputs, dict):
+            outputs = {"logits": outputs}
+        loss = segmentation_loss(outputs, labels, **(loss_args or {}))["loss"]
     loss.backward()
     optimizer.step()
+
+
+def _loss_args(spec: dict) -> dict:
+    """The loss settings of a candidate's config (smp has none)."""
+    train = spec.get("config", {}).get("train", {})
+    return {key: train[key] for key in ("aux_weight", "aux_temperature") if key in train}
 
 
 def _optimizer(model: nn.Module) -> torch.optim.Optimizer:
@@ -246,7 +261,7 @@ def memory_worker(spec_path: str) -> None:
         model.train()
         optimizer = _optimizer(model)
         base = start_phase()
-        _train_step(model, optimizer, train_images, train_labels)
+        _train_step(model, optimizer, train_images, train_labels, _loss_args(job["spec"]))
         result["train"] = peak_mb() - base
     if not _reset_peak_rss():
         result["peak_not_reset"] = True
@@ -366,6 +381,8 @@ def bench(
     smp_reference: bool = False,
     memory: bool = True,
     channels_last: bool = False,
+    train_precisions: Sequence[str] = ("32-true",),
+    train_channels_last: Sequence[bool] | None = None,
     device: str = "cpu",
     overrides: Sequence[str] | None = None,
     matmul_n: int | None = None,
@@ -375,7 +392,10 @@ def bench(
     ``name``) side by side; returns the JSON-able result (see :func:`format_bench`).
 
     ``train_batch=0`` or ``train_steps=0`` skips training; ``memory=False`` skips memory.
-    ``overrides`` (``section.key=value``) apply to every config file.
+    ``overrides`` (``section.key=value``) apply to every config file. Training is timed in
+    every combination of ``train_precisions`` (``32-true``, ``bf16-mixed``, ``16-mixed``) and
+    ``train_channels_last`` (default: ``[channels_last]``), interleaved; ``x`` compares each
+    combination with the first.
     """
     from clipfuse.analysis import count_macs, segmentor_cost
     from clipfuse.models import Segmentor
@@ -462,23 +482,17 @@ def bench(
             if candidate.name in sessions:
                 onnx_latency[candidate.name][batch] = samples[f"onnx/{candidate.name}"]
 
-    train_seconds: dict[str, list[float]] = {}
+    train_modes = [
+        (precision, layout)
+        for precision in train_precisions
+        for layout in (train_channels_last if train_channels_last is not None else [channels_last])
+    ]
+    train_seconds: dict[str, dict[str, list[float]]] = {}
     if training:
-        say(f"training, batch {train_batch}")
-        images, labels = _inputs(train_batch, size, torch_device, classes)
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        runners = []
-        for candidate in candidates:
-            model = candidate.model
-            optimizer = _optimizer(model)
-
-            def step(model=model, optimizer=optimizer) -> None:
-                model.train()
-                _train_step(model, optimizer, images, labels)
-
-            runners.append((candidate.name, step))
-        train_seconds = _round_robin(runners, 1, train_steps, sync)
+        say(f"training, batch {train_batch}, {len(train_modes)} precision / layout setting(s)")
+        train_seconds = _train_round_robin(
+            candidates, train_modes, train_batch, size, torch_device, classes, train_steps, sync
+        )
         for candidate in candidates:
             candidate.model.eval()
 
@@ -512,9 +526,18 @@ def bench(
                 summary["per_image"] = summary["median"] / batch
                 row["onnx_latency_ms"][str(batch)] = summary
         if train_seconds:
-            summary = _summary(train_seconds[candidate.name])
-            row["train_step_ms"] = summary
-            row["train_images_per_s"] = train_batch / (summary["median"] / 1000)
+            row["train"] = {}
+            for mode, seconds in train_seconds[candidate.name].items():
+                summary = _summary(seconds)
+                row["train"][mode] = {
+                    "step_ms": summary,
+                    "images_per_s": train_batch / (summary["median"] / 1000),
+                }
+            first = row["train"][_mode_name(*train_modes[0])]
+            for entry in row["train"].values():
+                entry["speedup"] = first["step_ms"]["median"] / entry["step_ms"]["median"]
+            row["train_step_ms"] = first["step_ms"]
+            row["train_images_per_s"] = first["images_per_s"]
         if candidate.name in memory_mb:
             row["memory_mb"] = memory_mb[candidate.name]
         rows.append(row)
@@ -533,6 +556,7 @@ def bench(
             "onnx": onnx,
             "onnx_exporter": onnx_exporter if onnx else None,
             "channels_last": channels_last,
+            "train_modes": [_mode_name(*mode) for mode in train_modes] if training else [],
             "memory": (
                 "peak RSS (ru_maxrss, reset per phase) delta, one subprocess per model"
                 if torch_device.type == "cpu"
@@ -543,6 +567,53 @@ def bench(
         },
         "rows": rows,
     }
+
+
+def _mode_name(precision: str, channels_last: bool) -> str:
+    return f"{precision}+channels_last" if channels_last else precision
+
+
+def _train_round_robin(
+    candidates: list[Candidate],
+    modes: list[tuple[str, bool]],
+    batch: int,
+    size,
+    device: torch.device,
+    classes: int,
+    steps: int,
+    sync,
+) -> dict[str, dict[str, list[float]]]:
+    """Seconds of ``steps`` training steps per candidate and (precision, channels-last) mode,
+    timed round-robin after one untimed step each. A layout the model is not in gets its
+    own copy of the model (and optimiser)."""
+    images, labels = _inputs(batch, size, device, classes)
+    runners = []
+    for candidate in candidates:
+        loss_args = _loss_args(candidate.spec)
+        copies: dict[bool, tuple[nn.Module, torch.optim.Optimizer]] = {}
+        for precision, layout in modes:
+            if layout not in copies:
+                model = copy.deepcopy(candidate.model).train()
+                model.to(memory_format=torch.channels_last if layout else torch.contiguous_format)
+                copies[layout] = (model, _optimizer(model))
+            model, optimizer = copies[layout]
+            inputs = images.contiguous(
+                memory_format=torch.channels_last if layout else torch.contiguous_format
+            )
+            dtype = inference_dtype(precision, device)
+
+            def step(
+                model=model, optimizer=optimizer, inputs=inputs, dtype=dtype, loss_args=loss_args
+            ) -> None:
+                _train_step(model, optimizer, inputs, labels, loss_args, dtype)
+
+            runners.append((f"{candidate.name}|{_mode_name(precision, layout)}", step))
+    samples = _round_robin(runners, 1, steps, sync)
+    result: dict[str, dict[str, list[float]]] = {c.name: {} for c in candidates}
+    for key, seconds in samples.items():
+        name, mode = key.split("|")
+        result[name][mode] = seconds
+    return result
 
 
 def _torch_runner(model: nn.Module, images: torch.Tensor) -> Callable[[], None]:
@@ -729,5 +800,28 @@ def format_bench(result: dict) -> str:
             line += (
                 f"{row['achieved_gflops'][batch]:>13.1f}{100 * row['peak_fraction'][batch]:>8.1f}"
             )
+        lines.append(line)
+    modes = settings.get("train_modes", [])
+    if len(modes) > 1:
+        lines += ["", _format_train_modes(rows, modes, settings, name_width)]
+    return "\n".join(lines)
+
+
+def _format_train_modes(rows: list[dict], modes: list[str], settings: dict, width: int) -> str:
+    """Training step time per precision / memory layout; x = speed-up over the first."""
+    lines = [
+        f"training step, batch {settings['train_batch']}: median ms of {settings['train_steps']} "
+        f"steps after 1 warm-up, interleaved; x = speed-up over {modes[0]}"
+    ]
+    header = f"{'model':<{width}}"
+    for mode in modes:
+        header += f"{mode + ' ms':>{max(12, len(mode) + 5)}}{'x':>6}"
+    lines.append(header)
+    for row in rows:
+        line = f"{row['name']:<{width}}"
+        for mode in modes:
+            entry = row["train"][mode]
+            line += f"{entry['step_ms']['median']:>{max(12, len(mode) + 5)}.0f}"
+            line += f"{entry['speedup']:>6.2f}"
         lines.append(line)
     return "\n".join(lines)

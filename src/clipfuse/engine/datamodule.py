@@ -20,6 +20,8 @@ class SegmentationDataModule(L.LightningDataModule):
             resized back to the full-resolution mask.
         batch_size, val_batch_size, num_workers: loaders.
         dataset_kwargs: extra dataset arguments.
+        eval_split: the split validated during training and by ``clipfuse eval`` (``val``;
+            ``test`` where the dataset has one, e.g. CamVid's 233 test images).
     """
 
     def __init__(
@@ -37,6 +39,7 @@ class SegmentationDataModule(L.LightningDataModule):
         val_batch_size: int = 1,
         num_workers: int = 2,
         dataset_kwargs: dict | None = None,
+        eval_split: str = "val",
     ) -> None:
         super().__init__()
         self.name = dataset
@@ -55,6 +58,7 @@ class SegmentationDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.val_batch_size = val_batch_size
         self.num_workers = num_workers
+        self.eval_split = eval_split
 
     def dataset(self, split: str, train: bool = False) -> Dataset:
         transform = self.train_transform if train else self.eval_transform
@@ -76,4 +80,4 @@ class SegmentationDataModule(L.LightningDataModule):
         return self._loader(self.dataset("train", train=True), self.batch_size, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.dataset("val"), self.val_batch_size, shuffle=False)
+        return self._loader(self.dataset(self.eval_split), self.val_batch_size, shuffle=False)

@@ -1,6 +1,8 @@
 """Optimiser and schedule of the paper's recipe (method.md Sec. 5).
 
-Backbone learning rate = ``backbone_lr_mult`` x the rest; no weight decay on normalisation
+Backbone learning rate = ``backbone_lr_mult`` x the rest, the language head's (``head.*``: the
+Conv-Former or DenseCLIP modules, all freshly initialised) ``head_lr_mult`` x the rest [choice,
+1 = the paper; mmseg trains SegFormer's head at x10]; no weight decay on normalisation
 layers and biases; poly decay (power 0.9) after a linear warm-up, stepped every iteration.
 """
 
@@ -18,29 +20,36 @@ _NORMS = (
 
 
 def parameter_groups(
-    model: nn.Module, lr: float, weight_decay: float, backbone_lr_mult: float
+    model: nn.Module,
+    lr: float,
+    weight_decay: float,
+    backbone_lr_mult: float,
+    head_lr_mult: float = 1.0,
 ) -> list[dict]:
-    """Four groups: (backbone or not) x (decayed or not), the head's decayed group first (its
-    learning rate is the one logged). Frozen parameters are left out."""
+    """Up to six groups: (decoder, language head, backbone) x (decayed or not), the decoder's
+    decayed group first (its learning rate is the one logged). Frozen parameters are left
+    out."""
     no_decay: set[int] = set()
     for module in model.modules():
         for name, parameter in module.named_parameters(recurse=False):
             if isinstance(module, _NORMS) or name.endswith("bias") or parameter.ndim <= 1:
                 no_decay.add(id(parameter))
-    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    parts = {"backbone.": ("backbone", backbone_lr_mult), "head.": ("language_head", head_lr_mult)}
+    groups: dict[tuple[int, bool], list[nn.Parameter]] = {}
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
             continue
-        key = (name.startswith("backbone."), id(parameter) in no_decay)
-        groups.setdefault(key, []).append(parameter)
+        part = next((i + 1 for i, prefix in enumerate(parts) if name.startswith(prefix)), 0)
+        groups.setdefault((part, id(parameter) in no_decay), []).append(parameter)
+    names_and_mults = [("decoder", 1.0), *parts.values()]
     return [
         {
             "params": params,
-            "lr": lr * (backbone_lr_mult if is_backbone else 1.0),
+            "lr": lr * names_and_mults[part][1],
             "weight_decay": 0.0 if is_no_decay else weight_decay,
-            "name": f"{'backbone' if is_backbone else 'head'}{'_no_decay' if is_no_decay else ''}",
+            "name": f"{names_and_mults[part][0]}{'_no_decay' if is_no_decay else ''}",
         }
-        for (is_backbone, is_no_decay), params in sorted(groups.items())
+        for (part, is_no_decay), params in sorted(groups.items())
     ]
 
 
@@ -51,9 +60,10 @@ def build_optimizer(
     weight_decay: float = 5e-4,
     momentum: float = 0.9,
     backbone_lr_mult: float = 0.1,
+    head_lr_mult: float = 1.0,
 ) -> torch.optim.Optimizer:
     """SGD (momentum) for CNN backbones, AdamW for transformer backbones."""
-    groups = parameter_groups(model, lr, weight_decay, backbone_lr_mult)
+    groups = parameter_groups(model, lr, weight_decay, backbone_lr_mult, head_lr_mult)
     if optimizer == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=momentum)
     if optimizer == "adamw":

@@ -2,6 +2,7 @@
 
 import json
 import logging
+import sys
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,13 +13,22 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-from clipfuse.config import apply_overrides, dump_config, load_config, resolve_path, resolve_spec
+from clipfuse.config import (
+    apply_overrides,
+    dump_config,
+    load_config,
+    resolve_path,
+    resolve_spec,
+    with_defaults,
+)
 from clipfuse.data import dataset_classes
 from clipfuse.engine.datamodule import SegmentationDataModule
+from clipfuse.engine.progress import ProgressLines
 from clipfuse.engine.task import SegmentationTask
 from clipfuse.errors import ClipfuseError
 from clipfuse.evaluation import InferenceConfig, format_table, results_to_json
 from clipfuse.models import Segmentor, create_model, method_uses_text, with_legacy_head_defaults
+from clipfuse.precision import with_resolved_precision
 from clipfuse.text import build_prompt_encoder, embed_class_names
 from clipfuse.text.bank import resolve_bank_path
 
@@ -121,12 +131,14 @@ class _RunTask(SegmentationTask):
             weight_decay=train["weight_decay"],
             momentum=train["momentum"],
             backbone_lr_mult=train["backbone_lr_mult"],
+            head_lr_mult=train.get("head_lr_mult", 1.0),
             max_steps=train["max_steps"],
             warmup_steps=train["warmup_steps"],
             poly_power=train["poly_power"],
             aux_weight=train["aux_weight"],
             aux_temperature=train["aux_temperature"],
             inference=InferenceConfig.from_dict(config["eval"]),
+            channels_last=train.get("channels_last", False) is True,
         )
         self.run_config = config
         self.report_path = report_path
@@ -153,7 +165,12 @@ def _datamodule(config: dict, model: Segmentor) -> SegmentationDataModule:
 
 
 def _trainer(config: dict, out_dir: Path, callbacks: list | None = None) -> L.Trainer:
+    """The Lightning trainer of a run: a progress bar on a terminal, else plain lines."""
     train = config["train"]
+    progress_bar = train["progress_bar"] and sys.stdout.isatty()
+    callbacks = list(callbacks or [])
+    if not progress_bar:
+        callbacks.append(ProgressLines(train["log_every"]))
     return L.Trainer(
         max_steps=train["max_steps"],
         accelerator=train["accelerator"],
@@ -164,8 +181,8 @@ def _trainer(config: dict, out_dir: Path, callbacks: list | None = None) -> L.Tr
         val_check_interval=train["val_every"],
         check_val_every_n_epoch=None,
         log_every_n_steps=train["log_every"],
-        enable_progress_bar=train["progress_bar"],
-        callbacks=callbacks or [],
+        enable_progress_bar=progress_bar,
+        callbacks=callbacks,
         logger=[
             # A new version_N per (re)start: a resumed run never overwrites earlier logs.
             TensorBoardLogger(out_dir / "logs", name="tensorboard"),
@@ -184,6 +201,7 @@ def _expected_warnings() -> Iterator[None]:
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
         warnings.filterwarnings("ignore", ".*module\\(s\\) in eval mode.*")  # frozen BatchNorm
         warnings.filterwarnings("ignore", ".*LeafSpec.*")  # Lightning vs torch 2.14, harmless
+        warnings.filterwarnings("ignore", ".*overridden `on_after_batch_transfer`.*")  # ours
         yield
 
 
@@ -213,6 +231,9 @@ def train(
         raise ClipfuseError(
             f"{out_dir} already holds a run: pass --resume to continue it, or another --out"
         )
+    config, note = with_resolved_precision(config)
+    if note:
+        announce(f"{note}; set train.precision and train.channels_last to choose")
     L.seed_everything(config["seed"], workers=True, verbose=False)
     class_names = class_names_of(config)
     model = build_model(config, class_names)
@@ -269,7 +290,7 @@ def load_checkpoint(path: str | Path) -> tuple[dict, list[str], dict]:
             f"checkpoint {path} was not written by clipfuse (no '{CHECKPOINT_KEY}' entry)"
         )
     meta = checkpoint[CHECKPOINT_KEY]
-    config = meta["config"]
+    config = with_defaults(meta["config"])
     if meta.get("format_version", 1) < 2:
         config = with_legacy_head_defaults(config)
     state = {
@@ -286,7 +307,8 @@ def evaluate(
     json_path: str | Path | None = None,
     quiet: bool = False,
 ) -> dict:
-    """Evaluate a checkpoint on its dataset's val split (``data.*`` / ``eval.*`` overridable)."""
+    """Evaluate a checkpoint on its dataset's ``data.eval_split`` (``val`` unless overridden;
+    ``data.*`` / ``eval.*`` overridable)."""
     config, class_names, state = load_checkpoint(checkpoint)
     if overrides:
         config = apply_overrides(config, overrides)
@@ -306,9 +328,14 @@ def evaluate(
         )
     report_path = Path(json_path) if json_path else None
     task = _RunTask(model, class_names, config, report_path=report_path, quiet=quiet)
-    single = {"devices": 1, "num_nodes": 1, "strategy": "auto", "progress_bar": not quiet}
+    # Autocast comes from eval.precision (in infer_logits), not from how the run was trained.
+    single = {"devices": 1, "num_nodes": 1, "strategy": "auto", "precision": "32-true"}
+    single["progress_bar"] = not quiet
     config = {**config, "train": {**config["train"], **single}}
     trainer = _trainer(config, Path(checkpoint).resolve().parent.parent / "eval")
     with _expected_warnings():
         trainer.validate(task, datamodule=_datamodule(config, model), verbose=False)
-    return results_to_json(task.last_results, class_names)
+    return {
+        **results_to_json(task.last_results, class_names),
+        "split": config["data"]["eval_split"],
+    }

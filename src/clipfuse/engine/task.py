@@ -4,10 +4,10 @@ from collections.abc import Sequence
 
 import lightning as L
 import torch
-from torch.nn import functional as F
 
 from clipfuse.engine.optim import PolyWithWarmup, build_optimizer
 from clipfuse.evaluation import InferenceConfig, SegmentationMetrics, infer_logits
+from clipfuse.losses import segmentation_loss
 from clipfuse.models import Segmentor
 
 
@@ -19,10 +19,14 @@ class SegmentationTask(L.LightningModule):
     Args:
         model: the network.
         class_names: K names, in label order.
-        optimizer, lr, weight_decay, momentum, backbone_lr_mult: see ``build_optimizer``.
+        optimizer, lr, weight_decay, momentum, backbone_lr_mult, head_lr_mult: see
+            ``build_optimizer``.
         max_steps, warmup_steps, poly_power: the poly schedule with linear warm-up.
         aux_weight, aux_temperature: the auxiliary loss (0 turns it off).
-        inference: how validation images are predicted (whole / slide, flip, scales).
+        inference: how validation images are predicted (whole / slide, flip, scales,
+            precision).
+        channels_last: keep the model's weights and the images in channels-last memory
+            format (NHWC), the fast layout of bf16 convolutions.
     """
 
     def __init__(
@@ -34,6 +38,7 @@ class SegmentationTask(L.LightningModule):
         weight_decay: float = 5e-4,
         momentum: float = 0.9,
         backbone_lr_mult: float = 0.1,
+        head_lr_mult: float = 1.0,
         max_steps: int = 1000,
         warmup_steps: int = 0,
         poly_power: float = 0.9,
@@ -41,6 +46,7 @@ class SegmentationTask(L.LightningModule):
         aux_temperature: float = 0.07,
         inference: InferenceConfig | None = None,
         ignore_index: int = 255,
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
         self.model = model
@@ -51,38 +57,43 @@ class SegmentationTask(L.LightningModule):
             weight_decay=weight_decay,
             momentum=momentum,
             backbone_lr_mult=backbone_lr_mult,
+            head_lr_mult=head_lr_mult,
         )
         self.schedule = PolyWithWarmup(max_steps, warmup_steps, poly_power)
         self.aux_weight = aux_weight
         self.aux_temperature = aux_temperature
         self.inference = inference or InferenceConfig()
         self.ignore_index = ignore_index
+        self.channels_last = channels_last
         self.val_metrics = SegmentationMetrics(len(self.class_names), ignore_index)
         self.last_results: dict | None = None
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.model(images)
 
+    def setup(self, stage: str) -> None:
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+
+    def on_after_batch_transfer(self, batch: tuple, dataloader_idx: int) -> tuple:
+        images, masks = batch
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return images, masks
+
     def training_step(
         self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
     ) -> torch.Tensor:
         images, masks = batch
-        outputs = self.model(images)
-        loss = F.cross_entropy(outputs["logits"], masks, ignore_index=self.ignore_index)
-        self.log("train/loss_seg", loss, prog_bar=False)
-        if "score_map" in outputs and self.aux_weight > 0:
-            scores = F.interpolate(
-                outputs["score_map"] / self.aux_temperature,
-                size=masks.shape[-2:],
-                mode="bilinear",
-                align_corners=False,
-            )
-            aux = F.cross_entropy(scores, masks, ignore_index=self.ignore_index)
-            self.log("train/loss_aux", aux)
-            loss = loss + self.aux_weight * aux
-        self.log("train/loss", loss, prog_bar=True)
+        losses = segmentation_loss(
+            self.model(images), masks, self.aux_weight, self.aux_temperature, self.ignore_index
+        )
+        self.log("train/loss_seg", losses["loss_seg"], prog_bar=False)
+        if "loss_aux" in losses:
+            self.log("train/loss_aux", losses["loss_aux"])
+        self.log("train/loss", losses["loss"], prog_bar=True)
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], prog_bar=False)
-        return loss
+        return losses["loss"]
 
     def _logits(self, images: torch.Tensor) -> torch.Tensor:
         return self.model(images)["logits"]

@@ -14,6 +14,7 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from clipfuse.errors import ClipfuseError
+from clipfuse.precision import inference_dtype
 
 MODES = ("whole", "slide")
 
@@ -78,6 +79,7 @@ def infer_logits(
     stride: tuple[int, int] | None = None,
     flip: bool = False,
     scales: Sequence[float] = (1.0,),
+    precision: str = "32-true",
 ) -> Tensor:
     """Class probabilities of a batch, averaged over scales and flips (mmseg's aug-test).
 
@@ -92,6 +94,9 @@ def infer_logits(
         stride: (height, width) step of the sliding window (``mode="slide"`` only).
         flip: also predict the horizontally flipped images.
         scales: resize factors of the input; each is predicted and averaged.
+        precision: ``32-true`` (fp32, autocast off), ``bf16-mixed`` / ``16-mixed`` (the
+            model under autocast) or ``auto`` (bf16 where the device computes it natively,
+            :func:`clipfuse.precision.inference_dtype`). Resizing and softmax stay fp32.
 
     Returns:
         B x K x output_height x output_width float32 probabilities.
@@ -110,12 +115,14 @@ def infer_logits(
         raise ValueError(f"images must be B x 3 x H x W, got shape {tuple(images.shape)}")
     input_size = (images.shape[-2], images.shape[-1])
     output_size = tuple(output_size) if output_size is not None else input_size
+    dtype = inference_dtype(precision, images.device)
 
     def predict(batch: Tensor) -> Tensor:
-        if mode == "slide":
-            logits = slide_logits(model_fn, batch, num_classes, crop_size, stride)
-        else:
-            logits = _predict(model_fn, batch, num_classes)
+        with torch.autocast(batch.device.type, dtype=dtype, enabled=dtype is not None):
+            if mode == "slide":
+                logits = slide_logits(model_fn, batch, num_classes, crop_size, stride)
+            else:
+                logits = _predict(model_fn, batch, num_classes)
         if logits.shape[-2:] != output_size:
             logits = F.interpolate(logits, size=output_size, mode="bilinear", align_corners=False)
         return logits.softmax(dim=1)
@@ -160,8 +167,10 @@ class InferenceConfig:
     stride: tuple[int, int] | None = None
     flip: bool = False
     scales: tuple[float, ...] = (1.0,)
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
+        inference_dtype(self.precision, "cpu")  # raises on an unknown value
         if self.mode not in MODES:
             raise ClipfuseError(
                 f"eval.mode {self.mode!r} is unknown: expected one of {', '.join(MODES)}"

@@ -35,6 +35,7 @@ from clipfuse.errors import ClipfuseError
 from clipfuse.experiments.measure import measure_model
 from clipfuse.experiments.report import RESULT_FILE, write_report
 from clipfuse.experiments.spec import ExperimentSpec, load_spec
+from clipfuse.precision import with_resolved_precision
 
 TIMING_FILE = "timing.json"
 LOCK_FILE = ".experiment.lock"
@@ -118,7 +119,8 @@ def job_status(folder: Path, config: dict) -> tuple[Status, int | None]:
     saved = folder / "config.yaml"
     started = saved.is_file() or (folder / "checkpoints" / "last.ckpt").exists()
     if saved.is_file():
-        differences = _differences(load_config(saved), config)
+        # auto precision is compared as this machine resolves it (as the saved run did)
+        differences = _differences(load_config(saved), with_resolved_precision(config)[0])
         if differences:
             raise ClipfuseError(
                 f"{folder} holds a run with another config ({'; '.join(differences[:4])}): "

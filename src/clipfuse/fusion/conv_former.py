@@ -252,6 +252,13 @@ class ConvFormer(nn.Module):
 
     ``num_blocks`` stacked :class:`ConvFormerBlock` (N = 6 is the paper's best) of width
     ``dim`` (512 [choice], 256 the small setting) with ``heads`` heads [choice: 8].
+
+    ``gate_init`` [deviation, not in the paper; None = the paper]: a learnable per-channel
+    scale on each branch, ``[I', T'] = [g_I * blocks(I0), g_T * blocks(T0)] + [I0, T0]``, both
+    initialised to ``gate_init`` (LayerScale, Touvron et al. 2021; DenseCLIP gates its text
+    update the same way with 1e-4). With a small value the model starts as Semantic FPN on
+    ``[I0, S]``: the freshly initialised blocks do not replace the backbone's features with
+    noise at step 0, and enter as they learn.
     """
 
     def __init__(
@@ -263,6 +270,7 @@ class ConvFormer(nn.Module):
         downsample: Downsample = "dense",
         ffn_ratio: int = 2,
         expand_ratio: int = 6,
+        gate_init: float | None = None,
     ) -> None:
         super().__init__()
         if num_blocks < 1:
@@ -272,6 +280,10 @@ class ConvFormer(nn.Module):
             ConvFormerBlock(dim, heads, bridge, downsample, ffn_ratio, expand_ratio)
             for _ in range(num_blocks)
         )
+        self.image_gate = self.text_gate = None
+        if gate_init is not None:
+            self.image_gate = nn.Parameter(torch.full((dim,), float(gate_init)))
+            self.text_gate = nn.Parameter(torch.full((dim,), float(gate_init)))
 
     def forward(self, image: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``image`` B x C x h x w, ``text`` B x K x C or K x C (shared by the batch) ->
@@ -281,4 +293,7 @@ class ConvFormer(nn.Module):
         fused_image, fused_text = image, text
         for block in self.blocks:
             fused_image, fused_text = block(fused_image, fused_text)
+        if self.image_gate is not None:
+            fused_image = self.image_gate.view(-1, 1, 1) * fused_image
+            fused_text = self.text_gate * fused_text
         return fused_image + image, fused_text + text

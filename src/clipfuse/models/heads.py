@@ -1,7 +1,7 @@
 """Language heads: they take c5 and the frozen class-name embeddings and return the map that
 replaces c5 in the decoder plus the cosine score map (method.md sections 1 and 4).
 
-Contract (docs/contracts.md): ``out_channels: int`` and ``forward(c5) -> (x, score_map)``;
+Contract: ``out_channels: int`` and ``forward(c5) -> (x, score_map)``;
 the text embeddings are a non-trainable buffer ``text_embeddings`` (K x Ct).
 """
 
@@ -78,6 +78,8 @@ class ConvFormerHead(LanguageHead):
     scale (``"none"``, the paper read literally) the first Conv2Former's attention output swamps
     them and the K text tokens collapse into one: on CamVid after 140 steps their pairwise
     cosine was 0.9996 and the auxiliary loss stayed at ln K (docs/results.md).
+
+    ``gate_init`` [choice, not in the paper]: see :class:`~clipfuse.fusion.ConvFormer`.
     """
 
     def __init__(
@@ -92,6 +94,7 @@ class ConvFormerHead(LanguageHead):
         ffn_ratio: int = 2,
         expand_ratio: int = 6,
         text_scale: Literal["rms", "none"] = "rms",
+        gate_init: float | None = None,
     ) -> None:
         super().__init__(text_embeddings, visual_channels=dim)
         if text_scale not in ("rms", "none"):
@@ -107,7 +110,7 @@ class ConvFormerHead(LanguageHead):
         self.image_proj.apply(init_weights)
         self.text_proj.apply(init_weights)
         self.fusion = ConvFormer(
-            dim, num_blocks, heads, bridge, downsample, ffn_ratio, expand_ratio
+            dim, num_blocks, heads, bridge, downsample, ffn_ratio, expand_ratio, gate_init
         )
 
     def text_tokens(self) -> torch.Tensor:

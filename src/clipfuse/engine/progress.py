@@ -1,0 +1,52 @@
+"""Plain progress lines for a run whose output goes to a file or a pipe, where a progress
+bar prints nothing readable."""
+
+import sys
+import time
+
+import lightning as L
+
+
+def _duration(seconds: float) -> str:
+    minutes, seconds = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m{seconds:02d}s" if hours else f"{minutes}m{seconds:02d}s"
+
+
+class ProgressLines(L.Callback):
+    """Every ``every`` optimiser steps, one line on stdout (rank 0):
+    ``step 20/140  loss 1.2345  lr 1.00e-03  9.8 img/s  ETA 3m25s``.
+
+    Images/s and the ETA are measured over the steps since the previous line.
+    """
+
+    def __init__(self, every: int) -> None:
+        self.every = max(1, int(every))
+        self._start: tuple[float, int] | None = None
+        self._images = 0
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start = (time.perf_counter(), trainer.global_step)
+        self._images = 0
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int
+    ) -> None:
+        self._images += batch[0].shape[0] * trainer.world_size
+        step = trainer.global_step
+        if step % self.every != 0 or self._start is None or not trainer.is_global_zero:
+            return
+        started, first_step = self._start
+        elapsed = time.perf_counter() - started
+        steps = max(step - first_step, 1)
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        lr = trainer.optimizers[0].param_groups[0]["lr"]
+        remaining = max(trainer.max_steps - step, 0) * elapsed / steps
+        print(
+            f"step {step}/{trainer.max_steps}  loss {float(loss):.4f}  lr {lr:.2e}  "
+            f"{self._images / elapsed:.1f} img/s  ETA {_duration(remaining)}",
+            file=sys.stdout,
+            flush=True,
+        )
+        self._start = (time.perf_counter(), step)
+        self._images = 0

@@ -1,0 +1,78 @@
+"""Precision and memory format: what ``auto`` resolves to, and what stays fp32 under autocast."""
+
+import pytest
+import torch
+
+from clipfuse import precision as precision_module
+from clipfuse.errors import ClipfuseError
+from clipfuse.evaluation import infer_logits
+from clipfuse.fusion.score_map import cosine_score_map
+from clipfuse.losses import segmentation_loss
+from clipfuse.precision import inference_dtype, resolve_precision
+
+
+@pytest.mark.parametrize("fast, expected", [(True, "bf16-mixed"), (False, "32-true")])
+def test_auto_follows_the_cpu(monkeypatch, fast, expected):
+    monkeypatch.setattr(precision_module, "cpu_has_fast_bf16", lambda: fast)
+    precision, channels_last, note = resolve_precision("auto", "auto", accelerator="cpu")
+    assert (precision, channels_last) == (expected, fast)
+    assert expected in note and ("channels-last" if fast else "contiguous") in note
+    assert inference_dtype("auto", "cpu") == (torch.bfloat16 if fast else None)
+
+
+def test_explicit_settings_win_and_are_not_announced(monkeypatch):
+    monkeypatch.setattr(precision_module, "cpu_has_fast_bf16", lambda: True)
+    assert resolve_precision("32-true", False, "cpu") == ("32-true", False, None)
+    assert resolve_precision("32-true", "auto", "cpu")[:2] == ("32-true", False)
+    assert resolve_precision("bf16-mixed", False, "cpu") == ("bf16-mixed", False, None)
+
+
+@pytest.mark.parametrize("bad", ["yes", 3])
+def test_bad_channels_last_is_a_clear_error(bad):
+    with pytest.raises(ClipfuseError, match="train.channels_last"):
+        resolve_precision("auto", bad)
+
+
+def test_unknown_eval_precision_is_a_clear_error():
+    with pytest.raises(ClipfuseError, match="eval.precision 'fp8'"):
+        inference_dtype("fp8", "cpu")
+
+
+def test_loss_and_score_map_stay_fp32_under_autocast():
+    generator = torch.Generator().manual_seed(0)
+    image = torch.randn(2, 8, 4, 4, generator=generator)
+    text = torch.randn(3, 8, generator=generator)
+    masks = torch.randint(0, 3, (2, 16, 16), generator=generator)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        scores = cosine_score_map(image.bfloat16(), text)
+        logits = torch.nn.functional.interpolate(image[:, :3].bfloat16(), size=(16, 16))
+        losses = segmentation_loss({"logits": logits, "score_map": scores}, masks)
+    assert scores.dtype == torch.float32
+    assert torch.allclose(scores, cosine_score_map(image.bfloat16().float(), text), atol=1e-6)
+    assert all(value.dtype == torch.float32 for value in losses.values())
+    assert set(losses) == {"loss", "loss_seg", "loss_aux"}
+
+
+def test_bf16_inference_agrees_with_fp32_and_returns_fp32():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(16, 5, 1)
+    ).eval()
+    images = torch.randn(2, 3, 24, 32)
+    with torch.no_grad():
+        fp32 = infer_logits(model, images, 5, precision="32-true")
+        bf16 = infer_logits(model, images, 5, precision="bf16-mixed")
+        inner = torch.autocast("cpu", dtype=torch.bfloat16)
+        with inner:  # an outer autocast (Lightning's) does not override 32-true
+            assert infer_logits(model, images, 5, precision="32-true").equal(fp32)
+    assert bf16.dtype == torch.float32 and not bf16.equal(fp32)
+    assert (bf16 - fp32).abs().max() < 0.05
+    assert (bf16.argmax(1) == fp32.argmax(1)).float().mean() > 0.95
+
+
+@pytest.mark.parametrize("bf16, expected", [(True, "bf16-mixed"), (False, "16-mixed")])
+def test_auto_on_a_gpu(monkeypatch, bf16, expected):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: bf16)
+    assert resolve_precision("auto", "auto", accelerator="auto")[:2] == (expected, True)
+    assert resolve_precision("auto", "auto", accelerator="cpu")[0] != "16-mixed"
