@@ -10,6 +10,7 @@ import base64
 import html
 import io
 import json
+import socket
 import warnings
 
 from PIL import Image, UnidentifiedImageError
@@ -35,9 +36,10 @@ def decode_upload(data: bytes, max_pixels: int, max_bytes: int) -> Image.Image:
     a person can act on. The size is checked from the header, before the pixels are decoded."""
     if not data:
         raise UploadError("the upload is empty: choose an image file", 422)
-    if len(data) > max_bytes:
+    if len(data) > max_bytes:  # the read stops at max_bytes + 1: the true size is unknown
         raise UploadError(
-            f"the file is {len(data) / 1e6:.1f} MB: the limit is {max_bytes / 1e6:.1f} MB", 413
+            f"the file is larger than the limit of {max_bytes / 1e6:.1f} MB ({max_bytes:,} bytes)",
+            413,
         )
     try:
         with warnings.catch_warnings():
@@ -81,7 +83,10 @@ def predict_upload(
     max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> dict:
     """The JSON answer to one upload (raises :class:`UploadError`)."""
-    image = pil_to_rgb(decode_upload(data, max_pixels, max_bytes))
+    try:
+        image = pil_to_rgb(decode_upload(data, max_pixels, max_bytes), "the uploaded image")
+    except ClipfuseError as error:
+        raise UploadError(one_line(error), 422) from None
     try:
         result = model.predict(image, labels.strip() or None, open_vocab=open_vocab, scores=False)
     except ClipfuseError as error:
@@ -148,7 +153,8 @@ def create_app(
         length = request.headers.get("content-length")
         if length and length.isdigit() and int(length) > max_bytes + 64 * 1024:
             return error(
-                f"the upload is {int(length) / 1e6:.1f} MB: the limit is {max_bytes / 1e6:.1f} MB",
+                f"the upload is {int(length) / 1e6:.1f} MB: the limit is {max_bytes / 1e6:.1f} MB "
+                f"({max_bytes:,} bytes)",
                 413,
             )
         try:
@@ -193,8 +199,27 @@ def serve(
 
     model = load(model_path, device=device)
     app = create_app(model, max_bytes=max_bytes, max_pixels=max_pixels)
+    listening = bind_socket(host, port)  # fails before "serving on" when the port is taken
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
     print(f"clipfuse: serving {model} on http://{host}:{port}/ (Ctrl+C stops)", flush=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    server.run(sockets=[listening])
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port``, or a one-line error when it cannot be had."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listening = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listening.bind((host, port))
+        listening.listen(128)
+    except OSError as error:
+        listening.close()
+        raise ClipfuseError(
+            f"cannot serve on {host}:{port}: {error.strerror or error} (is another server using "
+            "the port? choose another with --port)"
+        ) from error
+    return listening
 
 
 def _page(info: dict) -> str:
