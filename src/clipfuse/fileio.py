@@ -59,6 +59,9 @@ def prepare_file(path: str | os.PathLike, what: str = "output file") -> Path:
     path = Path(path)
     if path.is_dir():
         raise ClipfuseError(f"{what} {path} is a folder: expected a file path")
+    parent = next((p for p in path.parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise ClipfuseError(f"cannot write the {what} {path}: {parent} is a file, not a folder")
     prepare_dir(path.parent, f"folder of the {what}")
     return path
 

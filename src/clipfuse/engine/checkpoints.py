@@ -40,8 +40,8 @@ def _read_error(path: Path, error: Exception) -> ClipfuseError:
         )
     if isinstance(error, pickle.UnpicklingError) and zip_magic:
         return ClipfuseError(
-            f"checkpoint {path} holds Python objects other than tensors and plain data and was "
-            "refused (loading it could run code): clipfuse checkpoints hold tensors only"
+            f"checkpoint {path} holds Python objects other than tensors and plain data: "
+            "refused (loading it could run code; clipfuse checkpoints hold only those)"
         )
     return ClipfuseError(f"checkpoint {path} is not a PyTorch checkpoint: {_EXPECTED}")
 
@@ -82,7 +82,7 @@ def load_weights(model: nn.Module, state: dict[str, torch.Tensor], fits: str) ->
     missing = [key for key in expected if key not in state]
     unexpected = [key for key in state if key not in expected]
     misshapen = [
-        f"{key} {tuple(state[key].shape)} vs {tuple(value.shape)}"
+        f"{key} is {tuple(state[key].shape)}, the config's model has {tuple(value.shape)}"
         for key, value in expected.items()
         if key in state and tuple(state[key].shape) != tuple(value.shape)
     ]
