@@ -46,20 +46,30 @@ def _read_error(path: Path, error: Exception) -> ClipfuseError:
     return ClipfuseError(f"checkpoint {path} is not a PyTorch checkpoint: {_EXPECTED}")
 
 
+def _load(path: Path) -> Any:
+    """``torch.load(weights_only=True)`` on the CPU, with one-line errors."""
+    if not path.is_file():
+        raise ClipfuseError(f"checkpoint {path} not found: {_EXPECTED}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise _read_error(path, error) from error
+
+
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """The whole checkpoint dict (tensors on the CPU), checked to be a clipfuse checkpoint of
     a format version this clipfuse reads."""
     path = Path(path)
-    if not path.is_file():
-        raise ClipfuseError(f"checkpoint {path} not found: {_EXPECTED}")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise _read_error(path, error) from error
+    checkpoint = _load(path)
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get(CHECKPOINT_KEY), dict):
         raise ClipfuseError(
             f"checkpoint {path} was not written by clipfuse (no '{CHECKPOINT_KEY}' entry)"
         )
+    _check_meta(path, checkpoint)
+    return checkpoint
+
+
+def _check_meta(path: Path, checkpoint: dict[str, Any]) -> None:
     meta = checkpoint[CHECKPOINT_KEY]
     version = meta.get("format_version", 1)
     if not isinstance(version, int) or not 1 <= version <= CHECKPOINT_VERSION:
@@ -72,7 +82,6 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         missing.append("state_dict")
     if missing:
         raise ClipfuseError(f"checkpoint {path} lacks {', '.join(missing)}: {_EXPECTED}")
-    return checkpoint
 
 
 def load_weights(model: nn.Module, state: dict[str, torch.Tensor], fits: str) -> None:
@@ -112,4 +121,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def load_checkpoint(
         self, path: str | os.PathLike, map_location: Any = None, weights_only: bool | None = None
     ) -> dict[str, Any]:
-        return read_checkpoint(path)
+        """Also Lightning's own files (ddp_spawn's weight transfer), which have no clipfuse
+        entry; a clipfuse checkpoint is checked as :func:`read_checkpoint` does."""
+        path = Path(path)
+        checkpoint = _load(path)
+        if isinstance(checkpoint, dict) and isinstance(checkpoint.get(CHECKPOINT_KEY), dict):
+            _check_meta(path, checkpoint)
+        return checkpoint
