@@ -229,7 +229,7 @@ def _bad_checkpoint(kind: str, good: Path, path: Path) -> str:
         return "is not a PyTorch checkpoint"
     if kind == "malicious":
         torch.save({"payload": _Exploit(path.parent / "pwned")}, path)
-        return "refused (loading it could run code)"
+        return "plain data: refused (loading it could run code"
     checkpoint = torch.load(good, weights_only=True)
     if kind == "version99":
         checkpoint["clipfuse"]["format_version"] = 99
@@ -341,6 +341,8 @@ def test_output_paths_that_cannot_be_written_are_one_line(world, tmp_path, capsy
         (["predict", image, "--model", ckpt, "--out", str(a_file / "sub")], "is a file"),
         (["train", "--config", str(world.config), "--out", str(a_file)], "is a file"),
         (["train", "--config", str(world.config), "--out", str(a_file / "run")], "is a file"),
+        (["eval", "--checkpoint", ckpt, "--output", str(folder)], "is a folder"),
+        (["eval", "--checkpoint", ckpt, "--output", str(a_file / "m.json")], "is a file"),
     ]
     for argv, fragment in cases:
         refused(capsys, argv, str(a_file if "a_file" in argv[-1] else folder), fragment)

@@ -86,7 +86,10 @@ def _flops(args: argparse.Namespace) -> None:
 
 def _bench(args: argparse.Namespace) -> None:
     from clipfuse.analysis.bench import bench, format_bench
+    from clipfuse.fileio import atomic_write_text, prepare_file
 
+    if args.output:
+        prepare_file(args.output, "output file")  # before the measurements, not after them
     progress = None if args.json else (lambda message: print(f"... {message}", file=sys.stderr))
     result = bench(
         args.configs,
@@ -107,8 +110,6 @@ def _bench(args: argparse.Namespace) -> None:
         progress=progress,
     )
     if args.output:
-        from clipfuse.fileio import atomic_write_text
-
         atomic_write_text(args.output, json.dumps(result, indent=2))
     print(json.dumps(result, indent=2) if args.json else format_bench(result))
 

@@ -27,7 +27,7 @@ from clipfuse.engine.lock import RunLock
 from clipfuse.engine.task import SegmentationTask
 from clipfuse.errors import ClipfuseError
 from clipfuse.evaluation import InferenceConfig, format_table, results_to_json
-from clipfuse.fileio import atomic_write_text, remove_partial_files
+from clipfuse.fileio import atomic_write_text, prepare_file, remove_partial_files
 from clipfuse.models import Segmentor, create_model, method_uses_text, with_legacy_head_defaults
 from clipfuse.text import build_prompt_encoder, embed_class_names
 from clipfuse.text.bank import resolve_bank_path
@@ -365,6 +365,8 @@ def evaluate(
     quiet: bool = False,
 ) -> dict:
     """Evaluate a checkpoint on its dataset's val split (``data.*`` / ``eval.*`` overridable)."""
+    if json_path is not None:
+        prepare_file(json_path, "metrics file")  # before the evaluation, not after it
     config, class_names, state = load_checkpoint(checkpoint)
     if overrides:
         config = apply_overrides(config, overrides)
