@@ -29,10 +29,7 @@ import clipfuse
 from clipfuse.cli import main
 from clipfuse.config import load_config
 from clipfuse.engine import train
-from clipfuse.engine.checkpoints import AtomicCheckpointIO
-from clipfuse.engine.lock import RunLock
 from clipfuse.errors import ClipfuseError
-from clipfuse.fileio import partial_files
 
 ROOT_USER = hasattr(os, "geteuid") and os.geteuid() == 0  # root writes into read-only folders
 
@@ -139,6 +136,8 @@ def test_second_training_into_a_busy_folder_is_refused_naming_the_first(world, t
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=60)
         first.stderr.close()
+    from clipfuse.engine.lock import RunLock
+
     with RunLock(out):  # kill -9 leaves no stale lock: the kernel released it
         pass
 
@@ -284,6 +283,9 @@ def test_resume_on_a_damaged_last_checkpoint_is_one_line(run_copy, capsys, kind)
 
 
 def test_checkpoint_write_is_atomic_next_to_the_target(world, tmp_path, monkeypatch):
+    from clipfuse.engine.checkpoints import AtomicCheckpointIO
+    from clipfuse.fileio import partial_files
+
     io_plugin = AtomicCheckpointIO()
     target = tmp_path / "checkpoints" / "last.ckpt"
     io_plugin.save_checkpoint({"step": 1}, target)
@@ -304,6 +306,7 @@ def test_checkpoint_write_is_atomic_next_to_the_target(world, tmp_path, monkeypa
 
 
 def test_failed_export_keeps_the_earlier_model(world, tmp_path, monkeypatch):
+    from clipfuse.fileio import partial_files
     from clipfuse.inference import export
 
     out = tmp_path / "model.onnx"
