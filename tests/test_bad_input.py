@@ -327,6 +327,31 @@ def test_failed_export_keeps_the_earlier_model(world, tmp_path, monkeypatch):
     assert not partial_files(tmp_path)
 
 
+def test_kill_9_during_export_keeps_the_earlier_model(world, tmp_path):
+    from clipfuse.fileio import partial_files
+
+    out = tmp_path / "model.onnx"
+    out.write_bytes(b"the good model of an earlier export")
+    before = snapshot(out)
+    export = subprocess.Popen(
+        [sys.executable, "-m", "clipfuse.cli", "export", "--checkpoint", str(world.checkpoint)]
+        + ["--out", str(out), "--exporter", "torchscript"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while not list(tmp_path.glob(".model.onnx.*.partial.onnx")):  # the write has begun
+            assert export.poll() is None, "the export ended before it was killed"
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+    finally:
+        export.send_signal(signal.SIGKILL)
+        export.wait(timeout=60)
+    assert snapshot(out) == before
+    assert [p.name.startswith(".model.onnx.") for p in partial_files(tmp_path)] == [True]
+
+
 # -- 5. file-system errors ----------------------------------------------------------------------
 
 
