@@ -530,6 +530,20 @@ def test_an_oversized_streamed_upload_does_not_claim_a_size(model):
     assert str(error.value) == "the file is larger than the limit of 21.0 MB (21,000,000 bytes)"
 
 
+def test_an_oversized_declared_upload_gives_both_sizes_exactly(model):
+    from fastapi.testclient import TestClient
+
+    from clipfuse.inference.serve import create_app
+
+    client = TestClient(create_app(model, max_bytes=20 * 1024 * 1024))
+    length = 20 * 1024 * 1024 + 64 * 1024 + 1  # rounds to 21.0 MB, as the limit does
+    answer = client.post("/api/predict", content=b"x" * length)
+    assert answer.status_code == 413
+    assert answer.json()["error"] == (
+        "the upload is 21.0 MB (21,037,057 bytes): the limit is 21.0 MB (20,971,520 bytes)"
+    )
+
+
 def test_empty_labels_on_the_command_line_do_not_speak_python(world, tmp_path, capsys):
     image = str(sorted((world.data / "images" / "val").glob("*.png"))[0])
     err = refused(

@@ -56,29 +56,24 @@ def validate_classes(classes: Sequence[str], source: str) -> tuple[str, ...]:
     return names
 
 
-_WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
-
-
 def to_8bit(values: np.ndarray, what: str) -> np.ndarray:
-    """8-bit or 16-bit intensities as uint8 (16-bit scaled by 255 / 65535, rounded); a
-    :class:`ClipfuseError` naming ``what`` for other value types."""
+    """uint8 intensities as they are; 16-bit ones (uint16, or PIL's integer "I" mode holding
+    0..65535) scaled by 255 / 65535, rounded. Values beyond 16 bits are a :class:`ClipfuseError`
+    naming ``what``."""
     if values.dtype == np.uint8:
         return values
-    if values.dtype.kind in "iu" and (
-        values.size == 0 or 0 <= values.min() <= values.max() <= 65535
-    ):
-        return ((values.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
-    raise ClipfuseError(
-        f"{what} has {values.dtype} values"
-        + (f" {values.min()}..{values.max()}" if values.size and values.dtype.kind in "iuf" else "")
-        + ": expected 8-bit (uint8) or 16-bit (uint16) intensities"
-    )
+    if values.size and (values.min() < 0 or values.max() > 65535):
+        raise ClipfuseError(
+            f"{what} has values {values.min()}..{values.max()}: expected 8-bit or 16-bit "
+            "intensities (0..65535)"
+        )
+    return ((values.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
 
 
 def image_to_rgb(image: Image.Image, what: str = "image") -> np.ndarray:
     """A PIL image as RGB uint8 ``H x W x 3``. 16-bit greyscale is scaled to 8 bits (PIL's
     ``convert("RGB")`` would saturate it to white); 32-bit float images are refused."""
-    if image.mode in _WIDE_MODES:
+    if image.mode.startswith("I"):  # I;16, I;16B, ... and I (32-bit integer)
         grey = to_8bit(np.asarray(image), what)
         return np.repeat(grey[:, :, None], 3, axis=2)
     if image.mode == "F":

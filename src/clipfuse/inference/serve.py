@@ -37,10 +37,7 @@ def decode_upload(data: bytes, max_pixels: int, max_bytes: int) -> Image.Image:
     if not data:
         raise UploadError("the upload is empty: choose an image file", 422)
     if len(data) > max_bytes:  # the read stops at max_bytes + 1: the true size is unknown
-        raise UploadError(
-            f"the file is larger than the limit of {max_bytes / 1e6:.1f} MB ({max_bytes:,} bytes)",
-            413,
-        )
+        raise UploadError(f"the file is larger than the limit of {_size(max_bytes)}", 413)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -66,6 +63,11 @@ def decode_upload(data: bytes, max_pixels: int, max_bytes: int) -> Image.Image:
             422,
         ) from None
     return image
+
+
+def _size(n: int) -> str:
+    """``21.0 MB (20,971,520 bytes)``: the bytes tell apart sizes that round alike."""
+    return f"{n / 1e6:.1f} MB ({n:,} bytes)"
 
 
 def _png_data_url(image: Image.Image) -> str:
@@ -153,9 +155,7 @@ def create_app(
         length = request.headers.get("content-length")
         if length and length.isdigit() and int(length) > max_bytes + 64 * 1024:
             return error(
-                f"the upload is {int(length) / 1e6:.1f} MB: the limit is {max_bytes / 1e6:.1f} MB "
-                f"({max_bytes:,} bytes)",
-                413,
+                f"the upload is {_size(int(length))}: the limit is {_size(max_bytes)}", 413
             )
         try:
             form = await request.form(max_files=1, max_fields=8)
@@ -285,8 +285,8 @@ form.addEventListener("submit", async (event) => {
   const file = document.getElementById("image").files[0];
   if (!file) { errorLine.textContent = "Choose an image first."; return; }
   if (file.size > info.max_bytes) {
-    errorLine.textContent = `The file is ${(file.size / 1e6).toFixed(1)} MB: ` +
-      `the limit is ${(info.max_bytes / 1e6).toFixed(1)} MB.`;
+    const size = (n) => `${(n / 1e6).toFixed(1)} MB (${n.toLocaleString("en-US")} bytes)`;
+    errorLine.textContent = `The file is ${size(file.size)}: the limit is ${size(info.max_bytes)}.`;
     return;
   }
   const body = new FormData();
