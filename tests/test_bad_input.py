@@ -378,8 +378,9 @@ def test_output_paths_that_cannot_be_written_are_one_line(world, tmp_path, capsy
 
 
 def test_read_only_folders_are_one_line(world, tmp_path, capsys, monkeypatch):
-    locked = tmp_path / "read-only"
-    locked.mkdir()
+    locked = tmp_path / "read-only"  # holds a copy of the run, e.g. a shared model folder
+    shutil.copytree(world.run / "checkpoints", locked / "checkpoints")
+    before = snapshot(locked)
     if ROOT_USER:  # root ignores permissions: refuse the write where the OS would
         real = tempfile.TemporaryFile
 
@@ -392,17 +393,19 @@ def test_read_only_folders_are_one_line(world, tmp_path, capsys, monkeypatch):
     else:
         locked.chmod(0o555)
     try:
-        ckpt = str(world.checkpoint)
+        ckpt = str(locked / "checkpoints" / "last.ckpt")
         image = str(sorted((world.data / "images" / "val").glob("*.png"))[0])
         for argv in (
             ["export", "--checkpoint", ckpt, "--out", str(locked / "m.onnx")],
             ["predict", image, "--model", ckpt, "--out", str(locked)],
             ["train", "--config", str(world.config), "--out", str(locked)],
+            ["eval", "--checkpoint", ckpt],  # its logs would go to read-only/eval
         ):
             refused(capsys, argv, str(locked), "permission denied")
     finally:
         locked.chmod(0o755)
-    assert not list(locked.iterdir())
+    assert snapshot(locked) == before
+    assert {p.name for p in locked.iterdir()} <= {"checkpoints", "eval"}
 
 
 # -- 2. 16-bit images -----------------------------------------------------------------------------

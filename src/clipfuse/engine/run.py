@@ -27,7 +27,7 @@ from clipfuse.engine.lock import RunLock
 from clipfuse.engine.task import SegmentationTask
 from clipfuse.errors import ClipfuseError
 from clipfuse.evaluation import InferenceConfig, format_table, results_to_json
-from clipfuse.fileio import atomic_write_text, prepare_file, remove_partial_files
+from clipfuse.fileio import atomic_write_text, prepare_dir, prepare_file, remove_partial_files
 from clipfuse.models import Segmentor, create_model, method_uses_text, with_legacy_head_defaults
 from clipfuse.text import build_prompt_encoder, embed_class_names
 from clipfuse.text.bank import resolve_bank_path
@@ -384,7 +384,10 @@ def evaluate(
     task = _RunTask(model, class_names, config, report_path=report_path, quiet=quiet)
     single = {"devices": 1, "num_nodes": 1, "strategy": "auto", "progress_bar": not quiet}
     config = {**config, "train": {**config["train"], **single}}
-    trainer = _trainer(config, Path(checkpoint).resolve().parent.parent / "eval")
+    log_dir = prepare_dir(
+        Path(checkpoint).resolve().parent.parent / "eval", "evaluation log folder"
+    )
+    trainer = _trainer(config, log_dir)
     with _expected_warnings():
         trainer.validate(task, datamodule=_datamodule(config, model), verbose=False)
     return results_to_json(task.last_results, class_names)
