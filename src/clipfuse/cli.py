@@ -13,15 +13,10 @@ def _train(args: argparse.Namespace) -> None:
     from clipfuse.config import load_config
     from clipfuse.engine import train
 
-    if args.resume:
-        config = None
-    else:
-        if args.config is None:
-            raise ClipfuseError(
-                "train needs --config FILE (or --resume with --out of an existing run)"
-            )
-        config = load_config(args.config, args.overrides)
-    results = train(config, args.out, resume=args.resume)
+    if args.config is None and not args.resume:
+        raise ClipfuseError("train needs --config FILE (or --resume with --out of an existing run)")
+    config = load_config(args.config) if args.config is not None else None
+    results = train(config, args.out, resume=args.resume, overrides=args.overrides)
     print(f"mIoU {results['mIoU']:.2f}")
 
 
@@ -96,7 +91,10 @@ def _layouts(formats: list[str] | None) -> list[bool] | None:
 
 def _bench(args: argparse.Namespace) -> None:
     from clipfuse.analysis.bench import bench, format_bench
+    from clipfuse.fileio import atomic_write_text, prepare_file
 
+    if args.output:
+        prepare_file(args.output, "output file")  # before the measurements, not after them
     progress = None if args.json else (lambda message: print(f"... {message}", file=sys.stderr))
     result = bench(
         args.configs,
@@ -119,9 +117,7 @@ def _bench(args: argparse.Namespace) -> None:
         progress=progress,
     )
     if args.output:
-        from pathlib import Path
-
-        Path(args.output).write_text(json.dumps(result, indent=2))
+        atomic_write_text(args.output, json.dumps(result, indent=2))
     print(json.dumps(result, indent=2) if args.json else format_bench(result))
 
 
@@ -159,7 +155,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--config", help="YAML config (see configs/)")
     train.add_argument("--out", default="runs/latest", help="run folder (default: runs/latest)")
     train.add_argument(
-        "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its last checkpoint, with its saved config "
+        "(overrides may change train.max_steps, val_every, checkpoint_every, log_every)",
     )
     train.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
     train.set_defaults(func=_train)

@@ -9,6 +9,10 @@ A config has five sections whose keys are the arguments of the objects they buil
 A file may start from others with ``_base_: [relative.yaml, ...]`` (merged in order, then
 the file itself on top), as mmseg's configs do.
 
+An override that gives a free-form mapping (``*_kwargs``, ``text.aliases``) as a whole
+replaces it: ``text.aliases={}`` (or ``null``) clears the aliases, while
+``model.head_kwargs.dim=256`` sets one key and keeps the others.
+
 Paths may start with ``shared:`` to mean the shared folder (``$CLIPFUSE_SHARED`` or
 ``../shared``), e.g. ``shared:weights/mobilenetv2_100_in1k.pth``.
 """
@@ -21,6 +25,7 @@ from typing import Any
 import yaml
 
 from clipfuse.errors import ClipfuseError
+from clipfuse.fileio import atomic_write_text
 from clipfuse.paths import shared_root
 
 DEFAULTS: dict[str, Any] = {
@@ -91,6 +96,11 @@ DEFAULTS: dict[str, Any] = {
 _FREE_FORM = {"backbone_kwargs", "head_kwargs", "decoder_kwargs", "dataset_kwargs", "aliases"}
 
 
+class _Replace(dict):
+    """An override's whole mapping for a free-form key (``text.aliases={...}``): it replaces
+    the mapping, where ``model.head_kwargs.dim=256`` sets one key in it."""
+
+
 def _merge(base: dict, update: dict, where: str) -> dict:
     merged = copy.deepcopy(base)
     for key, value in update.items():
@@ -103,7 +113,12 @@ def _merge(base: dict, update: dict, where: str) -> dict:
                 raise ClipfuseError(f"config key {path!r} must be a mapping, got {value!r}")
             merged[key] = _merge(base[key], value, path)
         elif key in _FREE_FORM:
-            merged[key] = {**base[key], **(value or {})}
+            if value is not None and not isinstance(value, dict):
+                raise ClipfuseError(f"config key {path!r} must be a mapping or null, got {value!r}")
+            if value is None or isinstance(value, _Replace):  # {} or null clears it
+                merged[key] = copy.deepcopy(dict(value or {}))
+            else:
+                merged[key] = {**base[key], **value}
         else:
             merged[key] = value
     return merged
@@ -116,6 +131,8 @@ def _set(config: dict, dotted: str, value: Any) -> None:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise ClipfuseError(f"override {dotted!r}: {part!r} is not a section")
+    if leaf in _FREE_FORM and (value is None or isinstance(value, dict)):
+        value = _Replace(value or {})
     node[leaf] = value
 
 
@@ -198,5 +215,5 @@ def resolve_spec(spec: str) -> str:
 
 
 def dump_config(config: dict, path: str | Path) -> None:
-    """Write the full config as YAML (written beside every run's results)."""
-    Path(path).write_text(yaml.safe_dump(config, sort_keys=False))
+    """Write the full config as YAML (written beside every run's results), atomically."""
+    atomic_write_text(path, yaml.safe_dump(config, sort_keys=False))

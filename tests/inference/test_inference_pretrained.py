@@ -237,8 +237,11 @@ def test_save_pretrained_round_trip_and_refusals(tiny_model, tmp_path):
         assert torch.equal(a, b)
     afile = tmp_path / "afile"
     afile.write_text("x")
-    with pytest.raises(ClipfuseError, match="it is a file"):
+    with pytest.raises(ClipfuseError, match="afile is a file: expected a folder"):
         tiny_model.save_pretrained(afile)
+    with pytest.raises(ClipfuseError, match="afile is a file, not a folder"):
+        tiny_model.save_pretrained(afile / "model")
+    assert afile.read_text() == "x"
 
 
 def test_models_saved_before_text_scale_load_with_unscaled_text(tiny_run, tmp_path):

@@ -56,11 +56,38 @@ def validate_classes(classes: Sequence[str], source: str) -> tuple[str, ...]:
     return names
 
 
+def to_8bit(values: np.ndarray, what: str) -> np.ndarray:
+    """uint8 intensities as they are; 16-bit ones (uint16, or PIL's integer "I" mode holding
+    0..65535) scaled by 255 / 65535, rounded. Values beyond 16 bits are a :class:`ClipfuseError`
+    naming ``what``."""
+    if values.dtype == np.uint8:
+        return values
+    if values.size and (values.min() < 0 or values.max() > 65535):
+        raise ClipfuseError(
+            f"{what} has values {values.min()}..{values.max()}: expected 8-bit or 16-bit "
+            "intensities (0..65535)"
+        )
+    return ((values.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+
+
+def image_to_rgb(image: Image.Image, what: str = "image") -> np.ndarray:
+    """A PIL image as RGB uint8 ``H x W x 3``. 16-bit greyscale is scaled to 8 bits (PIL's
+    ``convert("RGB")`` would saturate it to white); 32-bit float images are refused."""
+    if image.mode.startswith("I"):  # I;16, I;16B, ... and I (32-bit integer)
+        grey = to_8bit(np.asarray(image), what)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    if image.mode == "F":
+        raise ClipfuseError(
+            f"{what} holds 32-bit floating-point pixels: expected an 8-bit or 16-bit image"
+        )
+    return np.array(image.convert("RGB"))
+
+
 def read_rgb(path: Path) -> np.ndarray:
     """The image at ``path`` as RGB uint8 ``H x W x 3``; a one-line error when unreadable."""
     try:
         with Image.open(path) as image:
-            return np.array(image.convert("RGB"))
+            return image_to_rgb(image, f"image {path}")
     except FileNotFoundError as error:
         raise ClipfuseError(f"image {path} not found") from error
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
@@ -117,6 +144,26 @@ def _reason(error: BaseException) -> str:
         return "unrecognised file format"
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
+
+
+def _header_problem(image_path: Path, mask_path: Path) -> str | None:
+    """What is wrong with a sample's files as far as their headers tell, or None."""
+    sizes = []
+    for path, what in ((image_path, "image"), (mask_path, "mask")):
+        try:
+            with Image.open(path) as opened:
+                sizes.append(opened.size)
+                mode = opened.mode
+        except FileNotFoundError:
+            return f"{what} {path} not found"
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+            return f"{what} {path} could not be read ({_reason(error)})"
+        if what == "mask" and mode not in ("L", "P", *_INTEGER_MASK_MODES):
+            return f"mask {path} has mode {mode}: expected a single-channel label PNG"
+    (iw, ih), (mw, mh) = sizes
+    if (iw, ih) != (mw, mh):
+        return f"mask {mask_path} is {mw}x{mh} but image {image_path} is {iw}x{ih}"
+    return None
 
 
 class SegmentationDataset(Dataset):
@@ -195,6 +242,22 @@ class SegmentationDataset(Dataset):
         mask = self.map_labels(raw)
         self._check_labels(mask, raw, mask_path)
         return image, mask
+
+    def check_files(self) -> None:
+        """Read the header of every image and mask (cheap: no pixels are decoded) and raise
+        one :class:`ClipfuseError` listing every unreadable file, mask of the wrong mode and
+        image / mask pair of different sizes, instead of failing on the first one mid-epoch.
+        Mask values are checked when a mask is loaded."""
+        problems = [
+            problem for image, mask in self.samples if (problem := _header_problem(image, mask))
+        ]
+        if problems:
+            more = "; ".join(problems[:20]) + (
+                f"; ... {len(problems) - 20} more" if len(problems) > 20 else ""
+            )
+            raise ClipfuseError(
+                f"dataset {self.name}: {len(problems)} of {len(self.samples)} samples are bad: {more}"
+            )
 
     def _check_labels(self, mask: np.ndarray, raw: np.ndarray, path: Path) -> None:
         counts = np.bincount(mask.ravel(), minlength=256)

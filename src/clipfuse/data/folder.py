@@ -57,6 +57,17 @@ def _pair_with_masks(images: list[Path], mask_dir: Path) -> list[tuple[Path, Pat
     return samples
 
 
+def _refuse_orphan_masks(mask_dir: Path, images: dict[str, Path], image_dir: Path) -> None:
+    """A mask without an image is a misnamed or missing image: an error, not ignored."""
+    orphans = sorted(p for p in mask_dir.glob("*.png") if p.stem not in images)
+    if orphans:
+        more = f" (and {len(orphans) - 1} more)" if len(orphans) > 1 else ""
+        raise ClipfuseError(
+            f"mask {orphans[0]}{more} has no image: expected {image_dir / orphans[0].stem}"
+            ".<jpg|png|...> (or remove the mask)"
+        )
+
+
 class FolderDataset(SegmentationDataset):
     """A dataset in the custom folder format described in this module's docstring.
 
@@ -90,8 +101,10 @@ class FolderDataset(SegmentationDataset):
                     f"split {split!r} of {root} not found: expected the folder {image_dir} or "
                     f"the list {split_file} ({self.layout})"
                 )
-            images = list(_images_by_stem(image_dir).values())
-            samples = _pair_with_masks(images, root / "masks" / split)
+            images = _images_by_stem(image_dir)
+            mask_dir = root / "masks" / split
+            samples = _pair_with_masks(list(images.values()), mask_dir)
+            _refuse_orphan_masks(mask_dir, images, image_dir)
             where = image_dir
         super().__init__(
             samples, classes, None, transform, where=where, classes_source=str(classes_file)

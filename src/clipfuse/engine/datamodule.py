@@ -66,6 +66,12 @@ class SegmentationDataModule(L.LightningDataModule):
             self.name, split, root=self.root, transform=transform, **self.dataset_kwargs
         )
 
+    def check_files(self, splits: Sequence[str] = ("train", "val")) -> None:
+        """Check every image and mask header of ``splits`` before training (see
+        :meth:`SegmentationDataset.check_files`): one error lists every bad file."""
+        for split in splits:
+            self.dataset(split).check_files()
+
     def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
         return DataLoader(
             dataset,

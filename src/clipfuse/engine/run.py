@@ -2,10 +2,11 @@
 
 import json
 import logging
+import os
 import sys
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import lightning as L
@@ -22,19 +23,33 @@ from clipfuse.config import (
     with_defaults,
 )
 from clipfuse.data import dataset_classes
+from clipfuse.engine.checkpoints import (
+    CHECKPOINT_KEY,
+    CHECKPOINT_VERSION,
+    AtomicCheckpointIO,
+    load_weights,
+    read_checkpoint,
+)
 from clipfuse.engine.datamodule import SegmentationDataModule
+from clipfuse.engine.lock import RunLock
 from clipfuse.engine.progress import ProgressLines
 from clipfuse.engine.task import SegmentationTask
 from clipfuse.errors import ClipfuseError
 from clipfuse.evaluation import InferenceConfig, format_table, results_to_json
+from clipfuse.fileio import atomic_write_text, prepare_dir, prepare_file, remove_partial_files
 from clipfuse.models import Segmentor, create_model, method_uses_text, with_legacy_head_defaults
 from clipfuse.precision import with_resolved_precision
 from clipfuse.text import build_prompt_encoder, embed_class_names
 from clipfuse.text.bank import resolve_bank_path
 
-CHECKPOINT_KEY = "clipfuse"
-# 2: Conv-Former's text_scale exists (checkpoints without a version were trained without it)
-CHECKPOINT_VERSION = 2
+# What may change when a run is resumed: when to stop, validate, checkpoint, log and show.
+RESUMABLE_KEYS = (
+    "train.max_steps",
+    "train.val_every",
+    "train.checkpoint_every",
+    "train.log_every",
+    "train.progress_bar",
+)
 
 # Lightning advertises a cloud logger on every run; keep its other info lines.
 logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
@@ -183,6 +198,7 @@ def _trainer(config: dict, out_dir: Path, callbacks: list | None = None) -> L.Tr
         log_every_n_steps=train["log_every"],
         enable_progress_bar=progress_bar,
         callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],
         logger=[
             # A new version_N per (re)start: a resumed run never overwrites earlier logs.
             TensorBoardLogger(out_dir / "logs", name="tensorboard"),
@@ -202,63 +218,143 @@ def _expected_warnings() -> Iterator[None]:
         warnings.filterwarnings("ignore", ".*module\\(s\\) in eval mode.*")  # frozen BatchNorm
         warnings.filterwarnings("ignore", ".*LeafSpec.*")  # Lightning vs torch 2.14, harmless
         warnings.filterwarnings("ignore", ".*overridden `on_after_batch_transfer`.*")  # ours
+        # Logging counts steps across epochs (max_steps runs): short epochs are fine.
+        warnings.filterwarnings("ignore", ".*smaller than the logging interval.*")
         yield
 
 
+def _launching_process() -> bool:
+    """Whether this is the process that started the run (not a DDP worker launched for it):
+    only that one locks and checks the run folder."""
+    return all(int(os.environ.get(name, 0)) == 0 for name in ("RANK", "LOCAL_RANK", "NODE_RANK"))
+
+
+def _changed_keys(old: dict, new: dict, where: str = "") -> dict[str, tuple]:
+    """Dotted key -> (old, new) for every setting that differs."""
+    changed: dict[str, tuple] = {}
+    for key in sorted(set(old) | set(new)):
+        path = f"{where}.{key}" if where else key
+        before, after = old.get(key), new.get(key)
+        if isinstance(before, dict) and isinstance(after, dict) and before and after:
+            changed.update(_changed_keys(before, after, path))
+        elif before != after:
+            changed[path] = (before, after)
+    return changed
+
+
+def _run_config(
+    config: dict | None, out_dir: Path, resume: bool, overrides: Sequence[str], check: bool
+) -> dict:
+    """The config to train with. A new run refuses a folder that holds one; a resumed run
+    starts from the saved config, applies the changes in ``RESUMABLE_KEYS`` (announced) and
+    refuses any other change."""
+    saved_path = out_dir / "config.yaml"
+    last = out_dir / "checkpoints" / "last.ckpt"
+    if not resume:
+        if config is None:
+            raise ClipfuseError("train needs a config (or resume=True with the folder of a run)")
+        if check and last.exists():
+            raise ClipfuseError(
+                f"{out_dir} already holds a run: pass --resume to continue it, or another --out"
+            )
+        if check and saved_path.exists():
+            raise ClipfuseError(
+                f"{out_dir} already holds a run that stopped before its first checkpoint "
+                f"({saved_path}, no {last}): pass --resume to start it again from step 0, or "
+                "another --out"
+            )
+        return apply_overrides(config, overrides)
+    if not saved_path.is_file():
+        raise ClipfuseError(
+            f"cannot resume: {saved_path} not found (no run was started in {out_dir})"
+        )
+    # auto precision compared as this machine resolves it (as the saved run did)
+    saved = with_resolved_precision(load_config(saved_path))[0]
+    wanted = with_resolved_precision(
+        apply_overrides(saved if config is None else config, overrides)
+    )[0]
+    changed = _changed_keys(saved, wanted)
+    refused = {key: change for key, change in changed.items() if key not in RESUMABLE_KEYS}
+    if refused:
+        listed = ", ".join(f"{key} ({old!r} -> {new!r})" for key, (old, new) in refused.items())
+        raise ClipfuseError(
+            f"cannot resume {out_dir} with changed settings {listed}: only "
+            f"{', '.join(RESUMABLE_KEYS)} may change on resume (train into another --out to "
+            "change the others)"
+        )
+    listed = "".join(f", {key} {old!r} -> {new!r}" for key, (old, new) in changed.items())
+    announce(f"resuming with the config saved in {saved_path}{listed}")
+    return wanted
+
+
 def train(
-    config: dict | None, out_dir: str | Path, resume: bool = False, callbacks: list | None = None
+    config: dict | None,
+    out_dir: str | Path,
+    resume: bool = False,
+    callbacks: list | None = None,
+    overrides: Sequence[str] = (),
 ) -> dict:
     """Train (or continue) the run in ``out_dir``; evaluate on val; return the metrics.
 
-    The full config is written to ``out_dir/config.yaml`` before training; checkpoints go to
+    The run holds ``out_dir/.lock`` while it lives: a second training into the same folder is
+    refused. A new run refuses a folder that already holds one (``config.yaml``). The full
+    config is written to ``out_dir/config.yaml`` before training; checkpoints go to
     ``out_dir/checkpoints`` (``last.ckpt`` every ``train.checkpoint_every`` steps, written
     atomically); ``resume=True`` continues from ``last.ckpt`` with its step, optimiser and
-    schedule (``config`` is then read from the run folder and may be None). Extra Lightning
-    ``callbacks`` are added to the trainer. Metrics go to ``out_dir/metrics.json``.
+    schedule, from the config saved in the folder (``config``, if given, and ``overrides``
+    may change only ``RESUMABLE_KEYS``). ``overrides`` (``section.key=value``) apply on top
+    of ``config``. Extra Lightning ``callbacks`` are added to the trainer. Metrics go to
+    ``out_dir/metrics.json``.
     """
     out_dir = Path(out_dir)
     checkpoint_dir = out_dir / "checkpoints"
     last = checkpoint_dir / "last.ckpt"
-    if resume:
-        saved = out_dir / "config.yaml"
-        if not saved.is_file():
-            raise ClipfuseError(
-                f"cannot resume: {saved} not found (no run was started in {out_dir})"
-            )
-        config = load_config(saved)
-        announce(f"resuming with the config saved in {saved}")
-    elif last.exists():
-        raise ClipfuseError(
-            f"{out_dir} already holds a run: pass --resume to continue it, or another --out"
-        )
-    config, note = with_resolved_precision(config)
-    if note:
-        announce(f"{note}; set train.precision and train.channels_last to choose")
+    launching = _launching_process()
+    with RunLock(out_dir) if launching else nullcontext():
+        if launching:
+            for folder in (out_dir, checkpoint_dir):
+                remove_partial_files(folder)
+        config = _run_config(config, out_dir, resume, overrides, check=launching)
+        config, note = with_resolved_precision(config)
+        if note and launching:
+            announce(f"{note}; set train.precision and train.channels_last to choose")
+        return _fit(config, out_dir, last, resume, callbacks)
+
+
+def _fit(config: dict, out_dir: Path, last: Path, resume: bool, callbacks: list | None) -> dict:
     L.seed_everything(config["seed"], workers=True, verbose=False)
     class_names = class_names_of(config)
     model = build_model(config, class_names)
     task = _RunTask(model, class_names, config, report_path=out_dir / "metrics.json")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    datamodule = _datamodule(config, model)
+    datamodule.check_files()
     dump_config(config, out_dir / "config.yaml")
     checkpoints = ModelCheckpoint(  # only last.ckpt: a Conv-Former checkpoint with AdamW is ~0.7 GB
-        dirpath=checkpoint_dir,
+        dirpath=last.parent,
         every_n_train_steps=config["train"]["checkpoint_every"],
         save_last=True,
         save_top_k=0,
+        enable_version_counter=False,  # the run lock makes last.ckpt this run's own
     )
     trainer = _trainer(config, out_dir, [checkpoints, *(callbacks or [])])
-    datamodule = _datamodule(config, model)
     ckpt_path = None
     if resume and last.exists():
         ckpt_path = str(last)
     elif resume:
-        announce(f"no checkpoint in {checkpoint_dir} yet: starting from step 0")
+        announce(f"no checkpoint in {last.parent} yet: starting from step 0")
     with _expected_warnings():
         trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         trainer.save_checkpoint(last, weights_only=False)  # full state, so --resume can continue
-        trainer.validate(task, datamodule=datamodule, verbose=False)
+        if _reported_step(out_dir) != config["train"]["max_steps"]:  # else fit just validated
+            trainer.validate(task, datamodule=datamodule, verbose=False)
     # Read back what rank 0 wrote: with ddp_spawn the workers hold the results, not this process.
     return json.loads((out_dir / "metrics.json").read_text())
+
+
+def _reported_step(out_dir: Path) -> int | None:
+    """The step of the last validation written to ``metrics.json``, if any."""
+    path = out_dir / "metrics.json"
+    return json.loads(path.read_text()).get("step") if path.is_file() else None
 
 
 def _report(
@@ -268,27 +364,12 @@ def _report(
         print(f"\nvalidation at step {step}\n{format_table(results, class_names)}", flush=True)
     if path is not None:
         payload = {**results_to_json(results, class_names), "step": step}
-        temporary = path.with_suffix(".tmp")
-        temporary.write_text(json.dumps(payload, indent=2))
-        temporary.replace(path)
+        atomic_write_text(path, json.dumps(payload, indent=2))
 
 
 def load_checkpoint(path: str | Path) -> tuple[dict, list[str], dict]:
     """``(config, class_names, model_state_dict)`` of a clipfuse checkpoint (tensors only)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ClipfuseError(f"checkpoint {path} not found")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise ClipfuseError(
-            f"checkpoint {path} could not be read as a clipfuse checkpoint: {reason}"
-        ) from error
-    if not isinstance(checkpoint, dict) or CHECKPOINT_KEY not in checkpoint:
-        raise ClipfuseError(
-            f"checkpoint {path} was not written by clipfuse (no '{CHECKPOINT_KEY}' entry)"
-        )
+    checkpoint = read_checkpoint(path)
     meta = checkpoint[CHECKPOINT_KEY]
     config = with_defaults(meta["config"])
     if meta.get("format_version", 1) < 2:
@@ -309,6 +390,8 @@ def evaluate(
 ) -> dict:
     """Evaluate a checkpoint on its dataset's ``data.eval_split`` (``val`` unless overridden;
     ``data.*`` / ``eval.*`` overridable)."""
+    if json_path is not None:
+        prepare_file(json_path, "metrics file")  # before the evaluation, not after it
     config, class_names, state = load_checkpoint(checkpoint)
     if overrides:
         config = apply_overrides(config, overrides)
@@ -321,18 +404,17 @@ def evaluate(
         )
     text_embeddings = state.get("head.text_embeddings")
     model = build_model(config, class_names, text_embeddings=text_embeddings, pretrained=False)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise ClipfuseError(
-            f"checkpoint {checkpoint} does not fit its config: missing {missing[:3]}, unexpected {unexpected[:3]}"
-        )
+    load_weights(model, state, f"checkpoint {checkpoint} does not fit its config")
     report_path = Path(json_path) if json_path else None
     task = _RunTask(model, class_names, config, report_path=report_path, quiet=quiet)
     # Autocast comes from eval.precision (in infer_logits), not from how the run was trained.
     single = {"devices": 1, "num_nodes": 1, "strategy": "auto", "precision": "32-true"}
     single["progress_bar"] = not quiet
     config = {**config, "train": {**config["train"], **single}}
-    trainer = _trainer(config, Path(checkpoint).resolve().parent.parent / "eval")
+    log_dir = prepare_dir(
+        Path(checkpoint).resolve().parent.parent / "eval", "evaluation log folder"
+    )
+    trainer = _trainer(config, log_dir)
     with _expected_warnings():
         trainer.validate(task, datamodule=_datamodule(config, model), verbose=False)
     return {

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from clipfuse.experiments.spec import ExperimentSpec
+from clipfuse.fileio import atomic_write_bytes, prepare_dir
 
 RESULT_FILE = "result.json"  # one per (run, seed) folder, written by the runner
 BEST_CONFIG_FILE = "best_config.yaml"
@@ -115,14 +116,8 @@ def _minutes(seconds: float | None) -> float | None:
     return None if seconds is None else seconds / 60
 
 
-def _write(path: Path, data: bytes | str) -> None:
-    """Write atomically: a reader never sees half a file."""
-    temporary = path.with_name(path.name + ".tmp")
-    if isinstance(data, bytes):
-        temporary.write_bytes(data)
-    else:
-        temporary.write_text(data)
-    temporary.replace(path)
+def _as_bytes(data: bytes | str) -> bytes:
+    return data if isinstance(data, bytes) else data.encode("utf-8")
 
 
 def results_csv(rows: Sequence[dict]) -> str:
@@ -325,9 +320,7 @@ def write_report(spec: ExperimentSpec, out: Path, folders: Sequence[Path] = ()) 
         ).read_text()
     written = []
     for folder in [out, *folders]:
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
+        folder = prepare_dir(folder, "report folder")
         for name, data in files.items():
-            _write(folder / name, data)
-            written.append(folder / name)
+            written.append(atomic_write_bytes(folder / name, _as_bytes(data)))
     return written

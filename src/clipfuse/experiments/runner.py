@@ -35,6 +35,7 @@ from clipfuse.errors import ClipfuseError
 from clipfuse.experiments.measure import measure_model
 from clipfuse.experiments.report import RESULT_FILE, write_report
 from clipfuse.experiments.spec import ExperimentSpec, load_spec
+from clipfuse.fileio import atomic_write_text
 from clipfuse.precision import with_resolved_precision
 
 TIMING_FILE = "timing.json"
@@ -184,7 +185,7 @@ def _train(job: Job) -> None:
     else:
         train(job.config, job.folder, callbacks=[clock])
     timing = {"train_seconds": clock.elapsed(), "resumed": job.status is Status.RESUME}
-    (job.folder / TIMING_FILE).write_text(json.dumps(timing, indent=2))
+    atomic_write_text(job.folder / TIMING_FILE, json.dumps(timing, indent=2))
 
 
 def _record(job: Job, spec: ExperimentSpec) -> dict:
@@ -213,9 +214,7 @@ def _record(job: Job, spec: ExperimentSpec) -> dict:
         "resumed": timing.get("resumed"),
         "config": str(job.folder / "config.yaml"),
     }
-    temporary = job.folder / (RESULT_FILE + ".tmp")
-    temporary.write_text(json.dumps(row, indent=2))
-    temporary.replace(job.folder / RESULT_FILE)
+    atomic_write_text(job.folder / RESULT_FILE, json.dumps(row, indent=2))
     return row
 
 

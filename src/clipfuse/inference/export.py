@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from clipfuse.errors import ClipfuseError
+from clipfuse.fileio import atomic_write, prepare_file
 
 Exporter = Literal["dynamo", "torchscript"]
 EXPORTERS = ("dynamo", "torchscript")
@@ -94,43 +95,47 @@ def export_onnx(
     height, width = (int(s) for s in size)
     if min(height, width) < 32:
         raise ClipfuseError(f"export: size {height}x{width} is too small (at least 32x32)")
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = prepare_file(out, "ONNX file")  # before the export work, which takes a while
     wrapper = ExportableSegmentor(model, pad_to=pad_to).eval()
     reference = next(model.parameters(), None)
     device = reference.device if reference is not None else torch.device("cpu")
     example = torch.randn(2, 3, height, width, device=device)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # tracer and deprecation chatter; the result is tested
-        if exporter == "dynamo":
-            batch = torch.export.Dim("batch", min=1, max=4096)
-            dim_h = torch.export.Dim("height", min=1, max=16384)
-            dim_w = torch.export.Dim("width", min=1, max=16384)
-            program = torch.onnx.export(
-                wrapper,
-                (example,),
-                dynamo=True,
-                opset_version=opset,
-                input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME],
-                dynamic_shapes={"images": {0: batch, 2: dim_h, 3: dim_w}},
-                verbose=False,
-            )
-            program.save(str(out))
-        else:
-            axes = {0: "batch", 2: "height", 3: "width"}
-            torch.onnx.export(
-                wrapper,
-                (example,),
-                str(out),
-                dynamo=False,
-                opset_version=opset,
-                input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME],
-                dynamic_axes={INPUT_NAME: axes, OUTPUT_NAME: axes},
-            )
-    _write_metadata(out, _metadata(model, class_names, {"pad_to": pad_to, **(metadata or {})}))
-    return out
+    meta = _metadata(model, class_names, {"pad_to": pad_to, **(metadata or {})})
+
+    def write(path: Path) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracer and deprecation chatter; the result is tested
+            if exporter == "dynamo":
+                batch = torch.export.Dim("batch", min=1, max=4096)
+                dim_h = torch.export.Dim("height", min=1, max=16384)
+                dim_w = torch.export.Dim("width", min=1, max=16384)
+                program = torch.onnx.export(
+                    wrapper,
+                    (example,),
+                    dynamo=True,
+                    opset_version=opset,
+                    input_names=[INPUT_NAME],
+                    output_names=[OUTPUT_NAME],
+                    dynamic_shapes={"images": {0: batch, 2: dim_h, 3: dim_w}},
+                    verbose=False,
+                )
+                program.save(str(path))
+            else:
+                axes = {0: "batch", 2: "height", 3: "width"}
+                torch.onnx.export(
+                    wrapper,
+                    (example,),
+                    str(path),
+                    dynamo=False,
+                    opset_version=opset,
+                    input_names=[INPUT_NAME],
+                    output_names=[OUTPUT_NAME],
+                    dynamic_axes={INPUT_NAME: axes, OUTPUT_NAME: axes},
+                )
+        _write_metadata(path, meta)
+
+    # Written next to ``out`` and renamed over it: a failed or killed export leaves it intact.
+    return atomic_write(out, write)
 
 
 def _write_metadata(path: Path, data: dict[str, str]) -> None:
@@ -151,19 +156,16 @@ def export_checkpoint(
 ) -> Path:
     """Export a clipfuse training checkpoint; ``size`` defaults to the config's crop size."""
     from clipfuse.engine import build_model, load_checkpoint
+    from clipfuse.engine.checkpoints import load_weights
 
     if format not in FORMATS:
         raise ClipfuseError(f"export: format {format!r}: expected one of {FORMATS}")
+    prepare_file(out, "ONNX file")
     config, class_names, state = load_checkpoint(checkpoint)
     model = build_model(
         config, class_names, text_embeddings=state.get("head.text_embeddings"), pretrained=False
     )
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise ClipfuseError(
-            f"checkpoint {checkpoint} does not fit its config: missing {missing[:3]}, "
-            f"unexpected {unexpected[:3]}"
-        )
+    load_weights(model, state, f"checkpoint {checkpoint} does not fit its config")
     model.eval()
     size = size or config["data"]["crop_size"]
     model_cfg = config["model"]

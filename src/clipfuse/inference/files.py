@@ -10,6 +10,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from clipfuse.errors import ClipfuseError, one_line
+from clipfuse.fileio import atomic_write, atomic_write_text, prepare_dir
 from clipfuse.inference.labels import LabelsArg
 from clipfuse.inference.predict import expand_inputs, read_image
 from clipfuse.inference.pretrained import ClipfuseModel
@@ -50,8 +51,7 @@ def predict_to_folder(
     choice = model.resolve_labels(labels, open_vocab)  # unknown labels fail before any work
     if open_vocab:
         model.embed_labels(choice)  # so do labels the text encoder cannot embed
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = prepare_dir(out_dir, "output folder")
     show = len(paths) > 1 if progress is None else progress
     failures: list[str] = []
     written: list[Path] = []
@@ -74,15 +74,16 @@ def predict_to_folder(
                 for path, result in zip(chunk, results, strict=True):
                     stem = _unique_stem(path, used)
                     overlay = out / f"{stem}_overlay.png"
-                    result.overlay.save(overlay)
-                    Image.fromarray(result.label_map).save(out / f"{stem}_labels.png")
+                    atomic_write(overlay, result.overlay.save)
+                    atomic_write(out / f"{stem}_labels.png", Image.fromarray(result.label_map).save)
                     written.append(overlay)
                     palette = result.palette
                     if not show:
                         print(f"{path} -> {overlay}")
             bar.update(len(paths[start : start + batch_size]))
     if palette is not None:
-        (out / "classes.json").write_text(
+        atomic_write_text(
+            out / "classes.json",
             json.dumps(
                 {
                     "class_names": list(choice.names),
@@ -91,7 +92,7 @@ def predict_to_folder(
                 },
                 indent=2,
             )
-            + "\n"
+            + "\n",
         )
     if show:
         print(f"wrote {len(written)} overlay(s) and label map(s) to {out}")

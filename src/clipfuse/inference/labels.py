@@ -65,7 +65,10 @@ def parse_labels(labels: LabelsArg) -> list[tuple[str, str]] | None:
     else:
         pairs = [_pair(item) for item in labels]
     if not pairs:
-        raise ClipfuseError("labels: none given (pass None, or at least one name)")
+        raise ClipfuseError(
+            "labels: none given: expected at least one name (leave labels out for every "
+            "trained class)"
+        )
     seen: dict[str, str] = {}
     for _, display in pairs:
         key = normalize_name(display)

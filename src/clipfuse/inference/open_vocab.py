@@ -4,12 +4,12 @@ labels, over a dataset split (what ``scripts/open_vocab_eval.py`` runs)."""
 import json
 import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
 from clipfuse.errors import ClipfuseError
+from clipfuse.fileio import atomic_write_text
 
 
 def evaluate_open_vocab(
@@ -94,5 +94,5 @@ def evaluate_open_vocab(
         "gap_mIoU": results["decoder"]["mIoU"] - results["score_map"]["mIoU"],
     }
     if json_path is not None:
-        Path(json_path).write_text(json.dumps(report, indent=2) + "\n")
+        atomic_write_text(json_path, json.dumps(report, indent=2) + "\n")
     return report

@@ -10,6 +10,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from clipfuse.data import build_eval_transform
+from clipfuse.data.base import image_to_rgb, to_8bit
 from clipfuse.errors import ClipfuseError
 from clipfuse.evaluation import InferenceConfig, infer_logits
 from clipfuse.inference.visualize import overlay_with_legend
@@ -17,29 +18,29 @@ from clipfuse.inference.visualize import overlay_with_legend
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
 ImageInput = str | Path | Image.Image | np.ndarray
-"""One image: a file path, a PIL image, or a uint8 array (H x W x 3 RGB, H x W x 4 RGBA or
-H x W grey)."""
+"""One image: a file path, a PIL image, or a uint8 / uint16 array (H x W x 3 RGB, H x W x 4
+RGBA or H x W grey; 16-bit values are scaled to 8 bits)."""
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """RGB uint8 H x W x 3 (EXIF orientation applied); a clear error for a missing or
-    unreadable file."""
+    """RGB uint8 H x W x 3 (EXIF orientation applied, 16-bit scaled to 8 bits); a clear error
+    for a missing or unreadable file."""
     path = Path(path)
     if not path.is_file():
         raise ClipfuseError(f"image {path} not found")
     try:
         with Image.open(path) as image:
-            return pil_to_rgb(image)
+            return pil_to_rgb(image, f"image {path}")
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise ClipfuseError(
             f"image {path} could not be read: expected a PNG/JPEG/BMP/TIFF/WebP image"
         ) from error
 
 
-def pil_to_rgb(image: Image.Image) -> np.ndarray:
-    """A PIL image as RGB uint8 H x W x 3, rotated as its EXIF orientation says."""
-    image = ImageOps.exif_transpose(image)
-    return np.asarray(image.convert("RGB"))
+def pil_to_rgb(image: Image.Image, what: str = "image") -> np.ndarray:
+    """A PIL image as RGB uint8 H x W x 3, rotated as its EXIF orientation says (16-bit
+    greyscale scaled to 8 bits: see :func:`clipfuse.data.base.image_to_rgb`)."""
+    return image_to_rgb(ImageOps.exif_transpose(image), what)
 
 
 def as_rgb(image: ImageInput) -> np.ndarray:
@@ -49,11 +50,12 @@ def as_rgb(image: ImageInput) -> np.ndarray:
     if isinstance(image, Image.Image):
         return pil_to_rgb(image)
     if isinstance(image, np.ndarray):
-        if image.dtype != np.uint8:
+        if image.dtype not in (np.uint8, np.uint16):
             raise ClipfuseError(
-                f"image array has dtype {image.dtype}: expected uint8 RGB values 0-255 "
-                "(e.g. (x * 255).round().astype(np.uint8) for floats in [0, 1])"
+                f"image array has dtype {image.dtype}: expected uint8 (0-255) or uint16 "
+                "(0-65535) values (e.g. (x * 255).round().astype(np.uint8) for floats in [0, 1])"
             )
+        image = to_8bit(image, "image array")
         if image.ndim == 2:
             image = np.repeat(image[:, :, None], 3, axis=2)
         if image.ndim != 3 or image.shape[2] not in (3, 4) or min(image.shape[:2]) < 1:
@@ -64,7 +66,7 @@ def as_rgb(image: ImageInput) -> np.ndarray:
         return np.ascontiguousarray(image[:, :, :3])
     raise ClipfuseError(
         f"cannot predict on a {type(image).__name__}: expected a path, a PIL image or a uint8 "
-        "numpy array"
+        "or uint16 numpy array"
     )
 
 

@@ -17,7 +17,6 @@ config file.
 import hashlib
 import json
 import os
-import tempfile
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,6 +28,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from clipfuse.errors import ClipfuseError, one_line
+from clipfuse.fileio import atomic_write, atomic_write_text, prepare_dir
 from clipfuse.inference.labels import LabelChoice, LabelsArg, resolve_labels
 from clipfuse.inference.predict import BatchRunner, ImageInput, Prediction, as_rgb
 from clipfuse.models import Segmentor, method_uses_text, with_legacy_head_defaults
@@ -312,10 +312,7 @@ class ClipfuseModel:
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
         """Write ``model.safetensors`` and ``config.json`` into ``directory`` (created; files
         replaced atomically). :func:`clipfuse.load` reads it back on any machine."""
-        directory = Path(directory)
-        if directory.exists() and not directory.is_dir():
-            raise ClipfuseError(f"cannot save the model to {directory}: it is a file")
-        directory.mkdir(parents=True, exist_ok=True)
+        directory = prepare_dir(directory, "model folder")
         state = {
             key: value.detach().to("cpu").contiguous().clone()
             for key, value in self.segmentor.state_dict().items()
@@ -323,21 +320,13 @@ class ClipfuseModel:
         if self._trained_text is not None:
             state["head.text_embeddings"] = self._trained_text.cpu().contiguous().clone()
         metadata = {"format": FORMAT, "format_version": str(FORMAT_VERSION)}
-        _atomic(directory / WEIGHTS_FILE, lambda path: save_file(state, path, metadata=metadata))
-        text = json.dumps(self.pretrained_config(), indent=2)
-        _atomic(directory / CONFIG_FILE, lambda path: Path(path).write_text(text + "\n"))
+        atomic_write(
+            directory / WEIGHTS_FILE, lambda path: save_file(state, path, metadata=metadata)
+        )
+        atomic_write_text(
+            directory / CONFIG_FILE, json.dumps(self.pretrained_config(), indent=2) + "\n"
+        )
         return directory
-
-
-def _atomic(path: Path, write) -> None:
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
-    os.close(descriptor)
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 # -- loading -----------------------------------------------------------------------------------
@@ -399,6 +388,7 @@ def load(path: str | os.PathLike, device: str | torch.device | None = None) -> C
     Raises a one-line :class:`~clipfuse.errors.ClipfuseError` for a missing path, an unknown
     format version, a missing file, weights that do not fit the config, or a foreign file.
     """
+    from clipfuse.engine.checkpoints import load_weights
     from clipfuse.engine.run import build_model, load_checkpoint
 
     path = Path(path).expanduser()
@@ -433,14 +423,5 @@ def load(path: str | os.PathLike, device: str | torch.device | None = None) -> C
         raise ClipfuseError(
             f"model {path}: its config is incomplete or invalid ({error!r})"
         ) from error
-    try:
-        missing, unexpected = segmentor.load_state_dict(state, strict=False)
-    except RuntimeError as error:  # shape mismatches
-        reason = " ".join(line.strip() for line in str(error).splitlines()[1:3]) or str(error)
-        raise ClipfuseError(f"{fits}: {reason}") from error
-    if missing or unexpected:
-        raise ClipfuseError(
-            f"{fits}: missing {len(missing)} tensors {missing[:3]}, unexpected {len(unexpected)} "
-            f"{unexpected[:3]}"
-        )
+    load_weights(segmentor, state, fits)
     return ClipfuseModel(segmentor, config, class_names, palette, device, source=str(path))

@@ -10,6 +10,7 @@ import base64
 import html
 import io
 import json
+import socket
 import warnings
 
 from PIL import Image, UnidentifiedImageError
@@ -35,10 +36,8 @@ def decode_upload(data: bytes, max_pixels: int, max_bytes: int) -> Image.Image:
     a person can act on. The size is checked from the header, before the pixels are decoded."""
     if not data:
         raise UploadError("the upload is empty: choose an image file", 422)
-    if len(data) > max_bytes:
-        raise UploadError(
-            f"the file is {len(data) / 1e6:.1f} MB: the limit is {max_bytes / 1e6:.1f} MB", 413
-        )
+    if len(data) > max_bytes:  # the read stops at max_bytes + 1: the true size is unknown
+        raise UploadError(f"the file is larger than the limit of {_size(max_bytes)}", 413)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -66,6 +65,11 @@ def decode_upload(data: bytes, max_pixels: int, max_bytes: int) -> Image.Image:
     return image
 
 
+def _size(n: int) -> str:
+    """``21.0 MB (20,971,520 bytes)``: the bytes tell apart sizes that round alike."""
+    return f"{n / 1e6:.1f} MB ({n:,} bytes)"
+
+
 def _png_data_url(image: Image.Image) -> str:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
@@ -81,7 +85,10 @@ def predict_upload(
     max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> dict:
     """The JSON answer to one upload (raises :class:`UploadError`)."""
-    image = pil_to_rgb(decode_upload(data, max_pixels, max_bytes))
+    try:
+        image = pil_to_rgb(decode_upload(data, max_pixels, max_bytes), "the uploaded image")
+    except ClipfuseError as error:
+        raise UploadError(one_line(error), 422) from None
     try:
         result = model.predict(image, labels.strip() or None, open_vocab=open_vocab, scores=False)
     except ClipfuseError as error:
@@ -148,8 +155,7 @@ def create_app(
         length = request.headers.get("content-length")
         if length and length.isdigit() and int(length) > max_bytes + 64 * 1024:
             return error(
-                f"the upload is {int(length) / 1e6:.1f} MB: the limit is {max_bytes / 1e6:.1f} MB",
-                413,
+                f"the upload is {_size(int(length))}: the limit is {_size(max_bytes)}", 413
             )
         try:
             form = await request.form(max_files=1, max_fields=8)
@@ -193,8 +199,27 @@ def serve(
 
     model = load(model_path, device=device)
     app = create_app(model, max_bytes=max_bytes, max_pixels=max_pixels)
+    listening = bind_socket(host, port)  # fails before "serving on" when the port is taken
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
     print(f"clipfuse: serving {model} on http://{host}:{port}/ (Ctrl+C stops)", flush=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    server.run(sockets=[listening])
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port``, or a one-line error when it cannot be had."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listening = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listening.bind((host, port))
+        listening.listen(128)
+    except OSError as error:
+        listening.close()
+        raise ClipfuseError(
+            f"cannot serve on {host}:{port}: {error.strerror or error} (is another server using "
+            "the port? choose another with --port)"
+        ) from error
+    return listening
 
 
 def _page(info: dict) -> str:
@@ -260,8 +285,8 @@ form.addEventListener("submit", async (event) => {
   const file = document.getElementById("image").files[0];
   if (!file) { errorLine.textContent = "Choose an image first."; return; }
   if (file.size > info.max_bytes) {
-    errorLine.textContent = `The file is ${(file.size / 1e6).toFixed(1)} MB: ` +
-      `the limit is ${(info.max_bytes / 1e6).toFixed(1)} MB.`;
+    const size = (n) => `${(n / 1e6).toFixed(1)} MB (${n.toLocaleString("en-US")} bytes)`;
+    errorLine.textContent = `The file is ${size(file.size)}: the limit is ${size(info.max_bytes)}.`;
     return;
   }
   const body = new FormData();

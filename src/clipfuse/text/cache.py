@@ -9,7 +9,6 @@ the encoder.
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from clipfuse import paths
+from clipfuse.fileio import atomic_write
 from clipfuse.text.aliases import apply_aliases
 from clipfuse.text.base import validate_class_names
 from clipfuse.text.prompts import DEFAULT_TEMPLATE, template_list
@@ -62,16 +62,9 @@ def _read(path: Path, rows: int) -> torch.Tensor | None:
 
 
 def _write(path: Path, embeddings: torch.Tensor, metadata: dict[str, str]) -> None:
-    """Write atomically: a temporary file in the same folder, then ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".safetensors")
-    os.close(descriptor)
-    try:
-        save_file({_TENSOR: embeddings.contiguous()}, temporary, metadata=metadata)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    atomic_write(
+        path, lambda temporary: save_file({_TENSOR: embeddings.contiguous()}, temporary, metadata)
+    )
 
 
 def embed_class_names(

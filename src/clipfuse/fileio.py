@@ -1,0 +1,134 @@
+"""Writing user-facing files: atomically, next to their target, with one-line errors.
+
+Every artefact clipfuse writes (checkpoints, ONNX models, pretrained folders, predictions,
+configs, metrics and reports) goes through :func:`atomic_write`: the data is written to a
+hidden temporary file in the target's own folder (``.<name>.<random>.partial<suffix>``),
+flushed to disk, then renamed over the target with ``os.replace``. A reader sees the old
+file or the new one, never half of one; a failed write removes its temporary file and leaves
+the old file as it was. A process killed mid-write leaves only the hidden temporary file,
+which :func:`remove_partial_files` deletes (``clipfuse train`` does so under its run lock).
+
+File-system errors (a read-only folder, an output path that is a folder, a parent that is a
+file, a full disk) become :class:`~clipfuse.errors.ClipfuseError` naming the path.
+"""
+
+import errno
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from clipfuse.errors import ClipfuseError
+
+PARTIAL = ".partial"
+
+
+def os_error(path: Path, error: OSError, action: str = "write") -> ClipfuseError:
+    """A one-line error for a failed file-system operation on ``path``."""
+    if isinstance(error, FileExistsError | NotADirectoryError) or error.errno == errno.ENOTDIR:
+        parent = next((p for p in path.parents if p.is_file()), path.parent)
+        return ClipfuseError(f"cannot {action} {path}: {parent} is a file, not a folder")
+    if isinstance(error, IsADirectoryError):
+        return ClipfuseError(f"cannot {action} {path}: it is a folder, expected a file path")
+    if isinstance(error, PermissionError) or error.errno in (errno.EROFS, errno.EACCES):
+        return ClipfuseError(
+            f"cannot {action} {path}: permission denied ({error.strerror or 'read-only'}); "
+            "choose a folder you can write to"
+        )
+    reason = error.strerror or type(error).__name__
+    return ClipfuseError(f"cannot {action} {path}: {reason}")
+
+
+def prepare_dir(path: str | os.PathLike, what: str = "output folder") -> Path:
+    """Create the folder ``path`` (and its parents) and check that files can be written in it,
+    before any expensive work; a one-line error when it is a file, under a file, or read-only."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ClipfuseError(f"{what} {path} is a file: expected a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path, prefix=f".probe{PARTIAL}"):
+            pass
+    except OSError as error:
+        raise os_error(path, error, f"write the {what}") from error
+    return path
+
+
+def prepare_file(path: str | os.PathLike, what: str = "output file") -> Path:
+    """Check that ``path`` can be written (see :func:`prepare_dir`); its folder is created."""
+    path = Path(path)
+    if path.is_dir():
+        raise ClipfuseError(f"{what} {path} is a folder: expected a file path")
+    parent = next((p for p in path.parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise ClipfuseError(f"cannot write the {what} {path}: {parent} is a file, not a folder")
+    prepare_dir(path.parent, f"folder of the {what}")
+    return path
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> Path:
+    """Call ``write(temporary_path)``, then move the result over ``path`` atomically.
+
+    The temporary file lies in ``path``'s folder and keeps its suffix (so writers that infer
+    the format from the name still work). On any failure it is removed and ``path`` is left
+    unchanged; ``OSError`` becomes a one-line :class:`ClipfuseError`.
+    """
+    path = prepare_file(path)
+    try:
+        descriptor, name = tempfile.mkstemp(
+            dir=path.parent, prefix=f".{path.name}.", suffix=f"{PARTIAL}{path.suffix}"
+        )
+    except OSError as error:
+        raise os_error(path, error) from error
+    os.close(descriptor)
+    temporary = Path(name)
+    try:
+        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp's 0600 would outlive the rename
+        write(temporary)
+        _fsync(temporary)
+        os.replace(temporary, path)
+        _fsync(path.parent)
+    except OSError as error:
+        temporary.unlink(missing_ok=True)
+        raise os_error(path, error) from error
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    return atomic_write(path, lambda temporary: temporary.write_text(text, encoding="utf-8"))
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    return atomic_write(path, lambda temporary: temporary.write_bytes(data))
+
+
+def partial_files(folder: str | os.PathLike) -> list[Path]:
+    """The temporary files that interrupted :func:`atomic_write` calls left in ``folder``."""
+    folder = Path(folder)
+    return sorted(folder.glob(f".*{PARTIAL}*")) if folder.is_dir() else []
+
+
+def remove_partial_files(folder: str | os.PathLike) -> list[Path]:
+    """Delete the leftovers of interrupted writes in ``folder`` (call it only while no other
+    process writes there, e.g. under the run lock); returns what was removed."""
+    removed = partial_files(folder)
+    for path in removed:
+        path.unlink(missing_ok=True)
+    return removed
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _fsync(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)

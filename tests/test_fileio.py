@@ -1,0 +1,77 @@
+"""The one atomic-write helper: temporary file next to the target, cleaned up on failure."""
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from clipfuse.errors import ClipfuseError
+from clipfuse.fileio import (
+    atomic_write,
+    atomic_write_text,
+    partial_files,
+    prepare_dir,
+    prepare_file,
+    remove_partial_files,
+)
+
+
+def test_replaces_the_target_and_keeps_the_usual_permissions(tmp_path):
+    target = tmp_path / "deep" / "report.json"
+    atomic_write_text(target, "one")
+    atomic_write_text(target, "two")
+    assert target.read_text() == "two"
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~mask  # not mkstemp's 0600
+    assert not partial_files(target.parent)
+
+
+def test_a_failed_write_leaves_the_target_and_no_temporary_file(tmp_path):
+    target = tmp_path / "model.onnx"
+    target.write_text("good")
+    seen: list[Path] = []
+
+    def half_then_fail(path: Path) -> None:
+        seen.append(path)
+        path.write_text("ha")
+        raise RuntimeError("disk gone")
+
+    with pytest.raises(RuntimeError, match="disk gone"):
+        atomic_write(target, half_then_fail)
+    assert target.read_text() == "good"
+    assert seen[0].parent == tmp_path and seen[0].suffix == ".onnx"  # next to it, same suffix
+    assert not seen[0].exists() and not partial_files(tmp_path)
+
+
+def test_an_os_error_while_writing_is_one_line(tmp_path):
+    def full(path: Path) -> None:
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(ClipfuseError, match=r"cannot write .*x\.bin: No space left on device"):
+        atomic_write(tmp_path / "x.bin", full)
+    assert not partial_files(tmp_path)
+
+
+def test_leftovers_of_killed_writes_are_found_and_removed(tmp_path):
+    leftover = tmp_path / ".last.ckpt.abc123.partial.ckpt"
+    leftover.write_bytes(b"x")
+    (tmp_path / "last.ckpt").write_bytes(b"y")
+    assert remove_partial_files(tmp_path) == [leftover]
+    assert not leftover.exists() and (tmp_path / "last.ckpt").exists()
+    assert remove_partial_files(tmp_path / "absent") == []
+
+
+def test_output_paths_are_checked_before_the_work(tmp_path):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    with pytest.raises(ClipfuseError, match="a_file is a file: expected a folder"):
+        prepare_dir(a_file)
+    with pytest.raises(ClipfuseError, match="a_file is a file, not a folder"):
+        prepare_dir(a_file / "sub")
+    with pytest.raises(ClipfuseError, match="a_file is a file, not a folder"):
+        prepare_file(a_file / "sub" / "m.onnx")
+    with pytest.raises(ClipfuseError, match="is a folder: expected a file path"):
+        prepare_file(tmp_path)
+    assert a_file.read_text() == "x"
