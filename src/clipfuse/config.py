@@ -34,7 +34,8 @@ DEFAULTS: dict[str, Any] = {
         "decoder_kwargs": {},
     },
     "text": {
-        "encoder": "bank:shared:text/clip-vitb16",
+        "encoder": "auto",
+        "allow_mismatch": False,
         "template": "a photo of a {}.",
         "aliases": {},
         "fallback": None,
