@@ -6,6 +6,7 @@ import torch
 from timm.data import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 from clipfuse.backbones import clip_model_of, create_backbone
+from clipfuse.errors import ClipfuseError
 from clipfuse.models import create_model
 
 CLIP_BACKBONES = {
@@ -73,6 +74,11 @@ def test_clip_resnet_keeps_its_attention_pool_outside_the_parameters():
     reference = timm.create_model("resnet50_clip.openai", features_only=True)
     backbone.body.load_state_dict(reference.state_dict(), strict=True)
     assert create_backbone("vit_base_patch16_clip_224.openai", img_size=64).attention_pool is None
+
+
+def test_an_unknown_pretrained_tag_is_a_one_line_error():
+    with pytest.raises(ClipfuseError, match=r"unknown pretrained tag \(resnet50_clip.cc12m, "):
+        create_backbone("resnet50_clip.openaii")
 
 
 @pytest.mark.parametrize("method", ["fpn", "denseclip", "convformer"])

@@ -162,6 +162,11 @@ class TimmBackbone(nn.Module):
                 )
                 cfg = self.body.pretrained_cfg
         except RuntimeError as error:
+            if "Invalid pretrained tag" in str(error):
+                tags = ", ".join(timm.list_pretrained(f"{arch}.*"))
+                raise ClipfuseError(
+                    f"backbone {name!r}: unknown pretrained tag ({tags})"
+                ) from error
             if "state_dict" in str(error) or "size mismatch" in str(error):
                 raise ClipfuseError(
                     f"backbone weights {pretrained} do not fit {self.name}: "
