@@ -9,10 +9,11 @@ import pytest
 import torch
 from helpers import require_shared
 
-from clipfuse.config import load_config
-from clipfuse.engine import build_model
-from clipfuse.engine.run import class_names_of
+from clipfuse.backbones import clip_model_of
+from clipfuse.config import load_config, resolve_path, resolve_spec
+from clipfuse.engine.run import class_names_of, cost_model, resolve_text_encoder
 from clipfuse.errors import ClipfuseError
+from clipfuse.text.registry import split_spec
 
 CONFIGS = sorted(p for p in Path("configs").glob("*.yaml"))
 
@@ -32,9 +33,48 @@ def test_configs_are_named_method_backbone_dataset_crop_iters():
 def test_every_config_builds_its_model(path):
     require_shared("text/clip-vitb16")
     config = load_config(path)
-    with torch.device("meta"):
-        model = build_model(config, class_names_of(config), pretrained=False)
+    with torch.device("meta"):  # random text of the encoder's width where it cannot load here
+        model = cost_model(config, class_names_of(config))
     assert model.num_classes == len(class_names_of(config))
+
+
+# The paper's Table 2: pretraining of each row (Semantic FPN and Swin-T on ImageNet, DenseCLIP
+# and Conv-Former on CLIP's own ResNet-50 / ResNet-101 / ViT-B/16 image towers).
+TABLE2 = {
+    ("fpn", "resnet50"): None,
+    ("fpn", "resnet101"): None,
+    ("fpn", "vit-b16"): None,
+    ("denseclip", "resnet50"): "RN50/openai",
+    ("denseclip", "resnet101"): "RN101/openai",
+    ("denseclip", "vit-b16"): "ViT-B-16/openai",
+    ("convformer", "resnet50"): "RN50/openai",
+    ("convformer", "resnet101"): "RN101/openai",
+    ("convformer", "vit-b16"): "ViT-B-16/openai",
+    **{(method, "swin-t"): None for method in ("fpn", "denseclip", "convformer")},
+}
+
+
+@pytest.mark.parametrize("dataset", ["ade20k_512x512_80k", "cityscapes_512x1024_80k"])
+@pytest.mark.parametrize(("method", "backbone"), TABLE2, ids=[f"{m}_{b}" for m, b in TABLE2])
+def test_table2_rows_use_the_papers_pretraining_and_matching_text(method, backbone, dataset):
+    require_shared("text/clip-vitb16")
+    config = load_config(f"configs/{method}_{backbone}_{dataset}.yaml")
+    # timm's weights for the row (a bool, not a path named "True")
+    assert resolve_path(config["model"]["backbone_kwargs"]["pretrained"]) is True
+    clip_model = TABLE2[method, backbone]
+    assert clip_model_of(config["model"]["backbone"]) == clip_model
+    if clip_model is None:
+        assert "clip" not in config["model"]["backbone"]  # timm's ImageNet weights
+    if method == "fpn":
+        return
+    resolved = resolve_text_encoder(config, class_names_of(config))["text"]["encoder"]
+    encoder_class, argument = split_spec(resolve_spec(resolved))
+    assert encoder_class.clip_models(argument) == {clip_model or "ViT-B-16/openai"}
+    if method == "denseclip":
+        with torch.device("meta"):
+            model = cost_model(config, class_names_of(config))
+        from_clip = clip_model is not None and backbone.startswith("resnet")
+        assert model.head.pool_from_clip == from_clip
 
 
 def test_base_files_merge_in_order_and_overrides_win(tmp_path):

@@ -60,12 +60,11 @@ def _serve(args: argparse.Namespace) -> None:
 def _flops(args: argparse.Namespace) -> None:
     from clipfuse.analysis import segmentor_cost
     from clipfuse.config import load_config
-    from clipfuse.engine import build_model
-    from clipfuse.engine.run import class_names_of
+    from clipfuse.engine.run import class_names_of, cost_model
 
     config = load_config(args.config, args.overrides)
     class_names = class_names_of(config)
-    model = build_model(config, class_names, pretrained=False)
+    model = cost_model(config, class_names)
     cost = segmentor_cost(model, *args.size)
     cost.update(
         method=config["model"]["method"],

@@ -39,7 +39,8 @@ DEFAULTS: dict[str, Any] = {
         "decoder_kwargs": {},
     },
     "text": {
-        "encoder": "bank:shared:text/clip-vitb16",
+        "encoder": "auto",
+        "allow_mismatch": False,
         "template": "a photo of a {}.",
         "aliases": {},
         "fallback": None,
@@ -196,10 +197,11 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
     return apply_overrides(config, overrides)
 
 
-def resolve_path(value: str | Path | None) -> str | None:
-    """Expand ``shared:`` and ``~`` in a path-like config value (other values pass through)."""
-    if value is None:
-        return None
+def resolve_path(value: str | Path | bool | None) -> str | bool | None:
+    """Expand ``shared:`` and ``~`` in a path-like config value (other values pass through,
+    so ``backbone_kwargs.pretrained: true`` stays a bool)."""
+    if value is None or isinstance(value, bool):
+        return value
     text = str(value)
     if text.startswith("shared:"):
         return str(shared_root() / text.removeprefix("shared:"))

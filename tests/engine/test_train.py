@@ -66,8 +66,9 @@ def test_auto_precision_is_announced_recorded_and_progress_is_printed(
     monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda: True)
     out = tmp_path / "run"
     train(tiny_config(folder_dataset, "convformer", log_every=2), out)
-    printed = capsys.readouterr().out
-    assert "training in bf16-mixed with channels-last tensors" in printed
+    captured = capsys.readouterr()
+    printed = captured.out
+    assert "note: training in bf16-mixed with channels-last tensors" in captured.err
     saved = (out / "config.yaml").read_text()
     assert "precision: bf16-mixed" in saved and "channels_last: true" in saved
     # stdout is not a terminal here: plain progress lines instead of a bar

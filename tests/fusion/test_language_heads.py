@@ -205,3 +205,69 @@ def test_denseclip_gamma_and_context_decoder_defaults():
     assert len(head.context_decoder.layers) == 3
     assert head.context_decoder.text_proj[1].out_features == 256
     assert head.context_decoder.layers[0].self_attn.heads == 4
+
+
+def _timm_clip_pool(channels: int = 128, out: int = 24) -> nn.Module:
+    """timm's CLIP attention pool (as in ``resnet50_clip``'s head), random weights."""
+    from timm.layers import AttentionPool2d
+
+    torch.manual_seed(3)
+    pool = AttentionPool2d(channels, feat_size=7, out_features=out, qkv_separate=True).eval()
+    nn.init.normal_(pool.pos_embed, std=0.5)  # visible in the output
+    return pool
+
+
+def test_clip_pool_copy_computes_what_clips_attention_pool_computes():
+    clip = _timm_clip_pool()
+    head = DenseCLIPHead(128, torch.randn(K, 24), clip_pool=clip.state_dict(), pool_size=7)
+    assert head.pool_from_clip and head.pool.num_heads == clip.num_heads == 2
+    c5 = torch.randn(2, 128, 7, 7)  # CLIP's own 7x7 grid: no interpolation on either side
+    global_feature, dense = head.pool(c5)
+    with torch.no_grad():
+        torch.testing.assert_close(global_feature, clip(c5))
+        clip.pool_type = ""  # timm's spatial output: the pixel tokens
+        torch.testing.assert_close(dense, clip(c5))
+
+
+def test_clip_pool_copy_interpolates_the_positional_grid_as_denseclip():
+    clip = _timm_clip_pool().state_dict()
+    head = DenseCLIPHead(128, torch.randn(K, 24), clip_pool=clip, pool_size=16)
+    positions = head.pool.positional_embedding
+    assert positions.shape == (16 * 16 + 1, 128)
+    torch.testing.assert_close(positions[0], clip["pos_embed"][0])
+    grid = clip["pos_embed"][1:].reshape(1, 7, 7, 128).permute(0, 3, 1, 2)
+    expected = F.interpolate(grid, size=(16, 16), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(positions[1:], expected.reshape(128, 256).T)
+    assert head.pool.c_proj.out_features == 24  # embed_dim: CLIP's width, not the text's
+    projected = DenseCLIPHead(128, torch.randn(K, 12), clip_pool=clip)
+    assert isinstance(projected.text_proj, nn.Linear) and projected.text_proj.out_features == 24
+    with pytest.raises(ClipfuseError, match="CLIP attention pool does not fit"):
+        DenseCLIPHead(128, torch.randn(K, 12), clip_pool=clip, embed_dim=12)
+    with pytest.raises(ClipfuseError, match="has 2 heads, pool_heads=4"):
+        DenseCLIPHead(128, torch.randn(K, 24), clip_pool=clip, pool_heads=4)
+    assert not DenseCLIPHead(128, torch.randn(K, 24)).pool_from_clip
+
+
+def test_denseclip_on_a_clip_resnet_starts_from_its_attention_pool():
+    from clipfuse.backbones import create_backbone
+    from clipfuse.models import create_model
+
+    text = torch.randn(K, 1024)
+    torch.manual_seed(0)
+    clip = create_backbone("resnet50_clip.openai").attention_pool  # random weights, no hub
+    torch.manual_seed(0)  # the same random backbone inside the model
+    model = create_model(
+        "denseclip",
+        "resnet50_clip.openai",
+        text_embeddings=text,
+        head_kwargs={"context_width": 16, "context_heads": 2},
+        decoder_kwargs={"channels": 16},
+    )
+    pool = model.head.pool.state_dict()
+    for ours, theirs in (("q_proj", "q"), ("k_proj", "k"), ("v_proj", "v"), ("c_proj", "proj")):
+        for kind in ("weight", "bias"):
+            assert torch.equal(pool[f"{ours}.{kind}"], clip[f"{theirs}.{kind}"]), (ours, kind)
+    assert torch.equal(pool["positional_embedding"][0], clip["pos_embed"][0])
+    grid = clip["pos_embed"][1:].reshape(1, 7, 7, 2048).permute(0, 3, 1, 2)
+    expected = F.interpolate(grid, size=(16, 16), mode="bilinear", align_corners=False)
+    assert torch.equal(pool["positional_embedding"][1:], expected.reshape(2048, 256).T)

@@ -23,4 +23,4 @@ def test_context_tokens_are_announced_off_with_a_bank(folder_dataset, tmp_path, 
     config = tiny_config(folder_dataset, "denseclip")
     config["text"]["learnable_context"] = 8  # text.encoder is random:32, a fixed-vector encoder
     train(config, tmp_path / "run")
-    assert "learnable context tokens are off" in capsys.readouterr().out
+    assert "learnable context tokens are off" in capsys.readouterr().err

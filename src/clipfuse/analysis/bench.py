@@ -76,26 +76,12 @@ def build_from_spec(spec: dict) -> tuple[nn.Module, dict]:
         model = smp.FPN(f"tu-{opts['backbone']}", encoder_weights=None, classes=opts["classes"])
         info = {"method": "smp-fpn", "backbone": opts["backbone"], "num_classes": opts["classes"]}
         return model, info
-    from clipfuse.engine import build_model
-    from clipfuse.engine.run import class_names_of
-    from clipfuse.models import method_uses_text
+    from clipfuse.engine.run import class_names_of, cost_model
 
     config = spec["config"]
     class_names = class_names_of(config)
-    method = config["model"]["method"]
-    text = None
-    if method_uses_text(method):
-        try:
-            with _quiet():
-                return build_model(config, class_names, pretrained=False), _info(
-                    config, class_names
-                )
-        except ClipfuseError as error:
-            # Speed does not depend on the embeddings' values: use random ones of CLIP's width.
-            print(f"note: {error}; using random text embeddings (width 512)", file=sys.stderr)
-            text = torch.randn(len(class_names), 512, generator=torch.Generator().manual_seed(0))
     with _quiet():
-        model = build_model(config, class_names, text_embeddings=text, pretrained=False)
+        model = cost_model(config, class_names)
     return model, _info(config, class_names)
 
 

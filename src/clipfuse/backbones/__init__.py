@@ -1,3 +1,3 @@
-from clipfuse.backbones.timm_backbone import STRIDES, TimmBackbone, create_backbone
+from clipfuse.backbones.timm_backbone import STRIDES, TimmBackbone, clip_model_of, create_backbone
 
-__all__ = ["STRIDES", "TimmBackbone", "create_backbone"]
+__all__ = ["STRIDES", "TimmBackbone", "clip_model_of", "create_backbone"]

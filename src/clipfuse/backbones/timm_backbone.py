@@ -3,6 +3,11 @@
 The paper (Sec. 4.1) pairs its fusion module with MobileNetV2, Xception and EfficientFormer
 (lightweight) and ResNet, ViT and Swin (CLIP / heavy). Any timm model with ``features_only``
 support works; plain ViTs, which have a single stride-16 map, get a simple multi-level neck.
+
+Table 2 runs DenseCLIP and the Conv-Former on CLIP's own image encoders: timm's
+``resnet50_clip.openai``, ``resnet101_clip.openai`` and ``vit_base_patch16_clip_224.openai``
+(a pretrained tag after the dot). :func:`clip_model_of` names the open_clip model such a
+backbone belongs to, whose text tower gives matching class embeddings.
 """
 
 from collections.abc import Sequence
@@ -10,6 +15,7 @@ from pathlib import Path
 
 import timm
 import torch
+from timm.models import FeatureListNet
 from torch import nn
 from torch.nn import functional as F
 
@@ -28,6 +34,41 @@ ALIASES = {
 
 # Models whose input size is fixed at construction (attention biases / window sizes).
 _NEEDS_IMG_SIZE = ("efficientformerv2", "swin", "vit_")
+
+# timm's CLIP image towers -> the open_clip architecture they were trained with.
+CLIP_ARCHS = {
+    "resnet50_clip": "RN50",
+    "resnet101_clip": "RN101",
+    "vit_base_patch16_clip_224": "ViT-B-16",
+}
+# timm pretrained tags that open_clip spells differently (the others are the same word).
+_OPEN_CLIP_TAGS = {"laion2b": "laion2b_s34b_b88k", "datacompxl": "datacomp_xl_s13b_b90k"}
+
+
+def clip_model_of(name: str) -> str | None:
+    """The open_clip ``<arch>/<tag>`` whose image tower the backbone ``name`` is, or None.
+
+    ``resnet50_clip.openai`` -> ``RN50/openai``; a name without a tag means timm's default
+    tag. Tags that are not CLIP pairs (ImageNet fine-tunes such as ``openai_ft_in1k``, the
+    default of ``vit_base_patch16_clip_224``) give None, as do non-CLIP backbones.
+    """
+    name = ALIASES.get(name, name)
+    arch, _, tag = name.partition(".")
+    if arch not in CLIP_ARCHS:
+        return None
+    import open_clip
+
+    tag = tag or timm.models.get_pretrained_cfg(arch).tag
+    open_clip_arch = CLIP_ARCHS[arch]
+    tag = _OPEN_CLIP_TAGS.get(tag, tag)
+    if tag not in open_clip.list_pretrained_tags_by_model(open_clip_arch):
+        return None
+    return f"{open_clip_arch}/{tag}"
+
+
+def _is_clip_resnet(arch: str) -> bool:
+    """CLIP's ResNets end in an attention pool (timm's ``head``; ``*_clip_gap`` do not)."""
+    return arch.startswith("resnet") and arch.endswith("_clip")
 
 
 class MultiLevelNeck(nn.Module):
@@ -69,7 +110,13 @@ class TimmBackbone(nn.Module):
         frozen_bn: keep BatchNorm statistics and affine parameters frozen while training
             (needed for weights whose BatchNorm was folded, such as the shared MobileNetV2).
         mean, std: input normalisation in 0-255 pixel units; default: the weights' own (timm).
+
+    ``attention_pool`` holds the weights of a CLIP ResNet's attention pool (timm's ``head``:
+    ``pos_embed``, ``q``, ``k``, ``v``, ``proj``), outside the module's parameters: the
+    features stop at c5, and DenseCLIP's head starts from a copy (``None`` for other models).
     """
+
+    attention_pool: dict[str, torch.Tensor] | None
 
     def __init__(
         self,
@@ -82,7 +129,8 @@ class TimmBackbone(nn.Module):
     ) -> None:
         super().__init__()
         self.name = ALIASES.get(name, name)
-        if self.name not in timm.list_models():
+        arch = self.name.partition(".")[0]
+        if arch not in timm.list_models():
             raise ClipfuseError(
                 f"unknown backbone {name!r}: expected a timm model name such as "
                 f"{', '.join(sorted(set(ALIASES.values())))}"
@@ -99,11 +147,26 @@ class TimmBackbone(nn.Module):
                     f"backbone weights {path} not found: expected a state-dict file"
                 )
             kwargs["pretrained_cfg_overlay"] = {"file": str(path)}
+        self.attention_pool = None
         try:
-            self.body = timm.create_model(
-                self.name, features_only=True, pretrained=bool(pretrained), **kwargs
-            )
+            if _is_clip_resnet(arch):
+                # features_only would drop the attention pool: build the whole model, keep
+                # the pool's weights, and wrap the rest as timm's features_only does.
+                model = timm.create_model(self.name, pretrained=bool(pretrained), **kwargs)
+                self.attention_pool = {k: v.detach() for k, v in model.head.state_dict().items()}
+                self.body = FeatureListNet(model, out_indices=(1, 2, 3, 4), flatten_sequential=True)
+                cfg = model.pretrained_cfg
+            else:
+                self.body = timm.create_model(
+                    self.name, features_only=True, pretrained=bool(pretrained), **kwargs
+                )
+                cfg = self.body.pretrained_cfg
         except RuntimeError as error:
+            if "Invalid pretrained tag" in str(error):
+                tags = ", ".join(timm.list_pretrained(f"{arch}.*"))
+                raise ClipfuseError(
+                    f"backbone {name!r}: unknown pretrained tag ({tags})"
+                ) from error
             if "state_dict" in str(error) or "size mismatch" in str(error):
                 raise ClipfuseError(
                     f"backbone weights {pretrained} do not fit {self.name}: "
@@ -123,7 +186,6 @@ class TimmBackbone(nn.Module):
             self.indices = [max(i for i, r in enumerate(reductions) if r == s) for s in STRIDES]
         self.channels = [info.channels()[i] for i in self.indices]
         self.channels_last_output = str(getattr(self.body, "output_fmt", "NCHW")).endswith("NHWC")
-        cfg = self.body.pretrained_cfg
         self.mean = tuple(mean) if mean is not None else tuple(255.0 * m for m in cfg["mean"])
         self.std = tuple(std) if std is not None else tuple(255.0 * s for s in cfg["std"])
         self.frozen_bn = frozen_bn

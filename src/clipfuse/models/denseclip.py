@@ -1,16 +1,20 @@
-"""DenseCLIP adapted to a non-CLIP backbone (method.md section 4, baseline ``denseclip``).
+"""DenseCLIP (method.md section 4, baseline ``denseclip``; the paper's Tables 1 and 2).
 
 Written after DenseCLIP's public code (Rao et al., ``segmentation/denseclip``): CLIP's
-``AttentionPool2d`` (randomly initialised here) maps c5 to the text width, giving a global
-vector g and a dense map z; the post-model ``ContextDecoder`` (text queries cross-attend to
-[g; z]) updates the text, ``t = t + gamma * decoder(t, [g; z])``; ``S = cos(z, t)`` is
-concatenated to the raw c5.
+``AttentionPool2d`` maps c5 to the text width, giving a global vector g and a dense map z.
+On a CLIP ResNet (Table 2) the pool starts from the backbone's pretrained one, its positional
+embedding interpolated to the feature grid, as DenseCLIP's ``CLIPResNetWithAttention`` does;
+on any other backbone (Table 1, and ViT-B, Swin-T) it is randomly initialised. Then the
+post-model ``ContextDecoder`` (text queries cross-attend to [g; z]) updates the text,
+``t = t + gamma * decoder(t, [g; z])``; ``S = cos(z, t)`` is concatenated to the raw c5.
 
 DenseCLIP's 8 learnable context tokens need a CLIP text encoder running every step: pass it
 as ``prompt_encoder`` (a module whose ``forward()`` returns the K x Ct embeddings, e.g.
 :class:`clipfuse.text.prompt_learner.ContextPromptEncoder`). Without one the head uses the
 fixed ``text_embeddings`` buffer and learnable context is off.
 """
+
+from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
@@ -60,6 +64,29 @@ class AttentionPool2d(nn.Module):
         for linear in (self.q_proj, self.k_proj, self.v_proj, self.c_proj):
             nn.init.normal_(linear.weight, std=channels**-0.5)
             nn.init.zeros_(linear.bias)
+
+    def copy_clip_pool(self, state: Mapping[str, torch.Tensor]) -> None:
+        """Start from a CLIP attention pool in timm's layout (``pos_embed``, ``q``, ``k``,
+        ``v``, ``proj``: :attr:`clipfuse.backbones.TimmBackbone.attention_pool`). Its square
+        positional grid (7 x 7 for a 224 input) is bilinearly resized to ``spatial_size``."""
+        positions = state["pos_embed"]
+        old, channels = round((positions.shape[0] - 1) ** 0.5), positions.shape[1]
+        grid = positions[1:].reshape(1, old, old, channels).permute(0, 3, 1, 2)
+        size = self.spatial_size
+        grid = F.interpolate(grid, size=(size, size), mode="bilinear", align_corners=False)
+        grid = grid.reshape(channels, size * size).transpose(0, 1)
+        copied = {"positional_embedding": torch.cat([positions[:1], grid], dim=0)}
+        for ours, theirs in (("q_proj", "q"), ("k_proj", "k"), ("v_proj", "v"), ("c_proj", "proj")):
+            copied[f"{ours}.weight"] = state[f"{theirs}.weight"]
+            copied[f"{ours}.bias"] = state[f"{theirs}.bias"]
+        mismatched = [k for k, v in self.state_dict().items() if v.shape != copied[k].shape]
+        if mismatched:
+            raise ClipfuseError(
+                f"DenseCLIP head: the backbone's CLIP attention pool does not fit ({mismatched[0]} "
+                f"{tuple(copied[mismatched[0]].shape)} vs {tuple(self.state_dict()[mismatched[0]].shape)}); "
+                "leave model.head_kwargs.embed_dim unset to use CLIP's width"
+            )
+        self.load_state_dict(copied)
 
     def _positions(self, height: int, width: int) -> torch.Tensor:
         """(1 + h*w) x C: the global token's embedding, then the interpolated grid."""
@@ -175,6 +202,10 @@ class DenseCLIPHead(LanguageHead):
     ``in_channels + K`` channels). ``pool_heads`` defaults to CLIP's head width 64 (see
     :func:`default_pool_heads`); ``pool_size`` is the grid the positional embedding is
     learned for.
+
+    ``clip_pool``: a CLIP ResNet's attention-pool weights (timm layout) to start the pool
+    from (``embed_dim`` then defaults to CLIP's embedding width, the pool's output);
+    ``pool_from_clip`` records whether it did.
     """
 
     def __init__(
@@ -190,13 +221,23 @@ class DenseCLIPHead(LanguageHead):
         pool_heads: int | None = None,
         pool_size: int = 16,
         context_dropout: float = 0.1,
+        clip_pool: Mapping[str, torch.Tensor] | None = None,
     ) -> None:
         super().__init__(text_embeddings, visual_channels=in_channels)
         text_width = self.text_embeddings.shape[1]
-        embed_dim = embed_dim or text_width
+        clip_width = clip_pool["proj.weight"].shape[0] if clip_pool is not None else None
+        embed_dim = embed_dim or clip_width or text_width
         self.pool = AttentionPool2d(
             in_channels, pool_heads or default_pool_heads(in_channels), embed_dim, pool_size
         )
+        self.pool_from_clip = clip_pool is not None
+        if clip_pool is not None:
+            if pool_heads not in (None, in_channels // 64):
+                raise ClipfuseError(
+                    f"DenseCLIP head: CLIP's attention pool has {in_channels // 64} heads, "
+                    f"pool_heads={pool_heads} given"
+                )
+            self.pool.copy_clip_pool(clip_pool)
         self.text_proj = (
             nn.Linear(text_width, embed_dim) if text_width != embed_dim else nn.Identity()
         )

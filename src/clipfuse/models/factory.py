@@ -5,28 +5,34 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from clipfuse.backbones import create_backbone
+from clipfuse.backbones import TimmBackbone, create_backbone
 from clipfuse.decoders import create_decoder
 from clipfuse.errors import ClipfuseError
 from clipfuse.models.segmentor import Segmentor
 
 
-def _no_head(in_channels: int, text_embeddings: torch.Tensor | None, **kwargs) -> None:
+def _no_head(backbone: TimmBackbone, text_embeddings: torch.Tensor | None, **kwargs) -> None:
     if kwargs:
         raise ClipfuseError(f"method 'fpn' takes no head options, got {sorted(kwargs)}")
     return None
 
 
-def _convformer_head(in_channels: int, text_embeddings: torch.Tensor | None, **kwargs) -> nn.Module:
+def _convformer_head(
+    backbone: TimmBackbone, text_embeddings: torch.Tensor | None, **kwargs
+) -> nn.Module:
     from clipfuse.models.heads import ConvFormerHead
 
-    return ConvFormerHead(in_channels, text_embeddings, **kwargs)
+    return ConvFormerHead(backbone.channels[-1], text_embeddings, **kwargs)
 
 
-def _denseclip_head(in_channels: int, text_embeddings: torch.Tensor | None, **kwargs) -> nn.Module:
+def _denseclip_head(
+    backbone: TimmBackbone, text_embeddings: torch.Tensor | None, **kwargs
+) -> nn.Module:
+    """DenseCLIP's attention pool starts from a CLIP ResNet's own (Table 2)."""
     from clipfuse.models.denseclip import DenseCLIPHead
 
-    return DenseCLIPHead(in_channels, text_embeddings, **kwargs)
+    kwargs.setdefault("clip_pool", backbone.attention_pool)
+    return DenseCLIPHead(backbone.channels[-1], text_embeddings, **kwargs)
 
 
 # method name -> (builds the language head or None, needs text embeddings)
@@ -90,7 +96,8 @@ def create_model(
         raise ClipfuseError(f"num_classes must be a positive integer, got {num_classes!r}")
     image_backbone = create_backbone(backbone, **(backbone_kwargs or {}))
     build_head = METHODS[method][0]
-    head = build_head(image_backbone.channels[-1], text_embeddings, **(head_kwargs or {}))
+    head = build_head(image_backbone, text_embeddings, **(head_kwargs or {}))
+    image_backbone.attention_pool = None  # only a head's initialisation reads it
     in_channels = list(image_backbone.channels)
     if head is not None:
         in_channels[-1] = head.out_channels

@@ -10,9 +10,15 @@ on the first part of a comma-separated entry ("windowpane, window" answers to "w
 In a folder, files are read in sorted order and the first file holding a name wins. The
 embeddings come back exactly as stored (normalised or not, as the bank was made): the
 prompts were fixed when the bank was built, so the ``template`` argument is ignored.
+
+The ``.json`` names the CLIP model that made the rows: a ``clip_model`` entry
+(``RN50/openai``, open_clip's spelling) or, as in the shared banks, an ``encoder`` entry such
+as "OpenAI CLIP RN50 text encoder"; :func:`find_bank` picks a bank by that model.
 """
 
 import json
+import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +58,36 @@ def bank_pairs(path: Path) -> list[tuple[Path, Path]]:
             )
         pairs.append((array, names))
     return pairs
+
+
+_OPENAI_ENCODER = re.compile(r"OpenAI CLIP (\S+) text encoder")
+
+
+def _named_clip_model(names_path: Path) -> str | None:
+    """The CLIP model a bank's ``.json`` names (open_clip ``<arch>/<tag>``), or None."""
+    try:
+        meta = json.loads(names_path.read_text())
+    except (OSError, ValueError) as error:
+        raise ClipfuseError(f"text bank {names_path}: unreadable ({error})") from error
+    if isinstance(meta.get("clip_model"), str):
+        return meta["clip_model"]
+    match = _OPENAI_ENCODER.fullmatch(str(meta.get("encoder", "")))
+    return f"{match.group(1).replace('/', '-')}/openai" if match else None
+
+
+def find_bank(clip_model: str, class_names: Sequence[str], root: Path) -> Path | None:
+    """The first folder (sorted) under ``root`` whose banks all name ``clip_model`` and which
+    holds every one of ``class_names``; None when there is none."""
+    folders = sorted(path for path in root.iterdir() if path.is_dir()) if root.is_dir() else []
+    for folder in folders:
+        try:
+            if BankEncoder.clip_models(str(folder)) != {clip_model}:
+                continue
+            BankEncoder(str(folder)).encode(class_names)
+        except ClipfuseError:
+            continue
+        return folder
+    return None
 
 
 def _read_bank(array_path: Path, names_path: Path) -> tuple[np.ndarray, list[str]]:
@@ -102,6 +138,11 @@ class BankEncoder(TextEncoder):
     def source_files(cls, argument: str) -> list[Path]:
         """Every ``.npy`` and ``.json`` the bank reads."""
         return [file for pair in bank_pairs(resolve_bank_path(argument)) for file in pair]
+
+    @classmethod
+    def clip_models(cls, argument: str) -> set[str]:
+        models = (_named_clip_model(names) for _, names in bank_pairs(resolve_bank_path(argument)))
+        return {model for model in models if model is not None}
 
     def _encode(self, class_names: list[str], templates: list[str]) -> torch.Tensor:
         rows = [self.index.get(normalize_name(name)) for name in class_names]

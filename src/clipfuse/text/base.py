@@ -66,6 +66,12 @@ class TextEncoder(ABC):
         """Local files the embeddings depend on (their mtime and size key the cache)."""
         return []
 
+    @classmethod
+    def clip_models(cls, argument: str) -> set[str]:
+        """The CLIP models whose text tower made the embeddings, as open_clip ``<arch>/<tag>``
+        (``<arch>`` alone for a local checkpoint); empty when unknown."""
+        return set()
+
     def encode(
         self, class_names: Sequence[str], template: str | Sequence[str] = DEFAULT_TEMPLATE
     ) -> torch.Tensor:

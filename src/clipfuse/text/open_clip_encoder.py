@@ -79,6 +79,28 @@ class OpenClipEncoder(TextEncoder):
         path = Path(pretrained).expanduser()
         return [path] if path.is_file() else []
 
+    @classmethod
+    def clip_models(cls, argument: str) -> set[str]:
+        """``{"<arch>/<tag>"}`` for an open_clip tag, ``{"<arch>"}`` for a checkpoint path."""
+        import open_clip
+
+        arch, pretrained = parse_open_clip_argument(argument)
+        tags = open_clip.list_pretrained_tags_by_model(arch)
+        return {f"{arch}/{pretrained}" if pretrained in tags else arch}
+
+    @classmethod
+    def width(cls, argument: str) -> int:
+        """The embedding width of the architecture (no weights needed)."""
+        import open_clip
+
+        arch, _ = parse_open_clip_argument(argument)
+        config = open_clip.get_model_config(arch)
+        if config is None:
+            raise ClipfuseError(
+                f"text encoder 'open_clip:{argument}': unknown architecture {arch!r}"
+            )
+        return int(config["embed_dim"])
+
     def _encode_texts(self, prompts: list[str]) -> torch.Tensor:
         return self.model.encode_text(self.tokenizer(prompts))
 
