@@ -79,3 +79,12 @@ def tiny_config(data_root: Path, method: str = "fpn", **train) -> dict:
         overrides.append("model.head_kwargs={context_width: 16}")
     overrides += [f"train.{k}={v}" for k, v in train.items()]
     return load_config(None, overrides)
+
+
+def error_line(stderr: str) -> str:
+    """The one ``error:`` line of a refused command's stderr; ``note:`` lines (announced
+    choices, printed before the failure) may precede it, nothing else and no traceback."""
+    assert "Traceback" not in stderr, stderr
+    lines = [line for line in stderr.strip().splitlines() if not line.startswith("note: ")]
+    assert len(lines) == 1 and lines[0].startswith("error: "), stderr
+    return lines[0]

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from helpers import tiny_config, write_folder_dataset
+from helpers import error_line, tiny_config, write_folder_dataset
 from PIL import Image
 
 import clipfuse
@@ -92,8 +92,7 @@ def refused(capsys, argv: list[str], *fragments: str) -> str:
     """``clipfuse argv`` exits 2 with one ``error:`` line on stderr holding ``fragments``."""
     capsys.readouterr()
     assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err, err
+    err = error_line(capsys.readouterr().err)
     for fragment in fragments:
         assert fragment in err, (fragment, err)
     return err
@@ -176,7 +175,7 @@ def test_resume_applies_safe_changes_says_so_and_cleans_partial_files(run_copy, 
     leftover.write_bytes(b"half a checkpoint")
     capsys.readouterr()
     assert main(["train", "--out", str(run_copy), "--resume", "train.max_steps=4"]) == 0
-    out = capsys.readouterr().out
+    out = capsys.readouterr().err
     assert "train.max_steps 2 -> 4" in out
     assert torch.load(run_copy / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 4
     assert load_config(run_copy / "config.yaml")["train"]["max_steps"] == 4

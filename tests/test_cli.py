@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 import yaml
-from helpers import tiny_config
+from helpers import error_line, tiny_config
 from PIL import Image
 
 from clipfuse.cli import main
@@ -63,9 +63,7 @@ def test_train_eval_json_and_predict(trained_run, folder_dataset, tmp_path, caps
 def one_line_error(capsys, argv) -> str:
     capsys.readouterr()
     assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err
-    return err
+    return error_line(capsys.readouterr().err)
 
 
 def test_bad_input_gives_one_line_errors(folder_dataset, tmp_path, capsys):
