@@ -6,7 +6,7 @@ losses, and at every validation (``--val-every``) the per-class IoU. Writes
 ``diagnosis.json`` and ``diagnosis.png`` into ``--out``.
 
     python docs/scripts/diagnose_fusion.py --out docs/results/diagnosis \\
-        --variants fpn convformer convformer_gated [--steps 140] [--val-every 35]
+        --variants fpn convformer convformer_gated [--steps 140] [--val-every 35] [--plot-only]
 """
 
 import argparse
@@ -91,12 +91,13 @@ def plot(results: list[dict], class_names: list[str], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(1, 3, figsize=(16, 4.5))
-    for result in results:
+    for index, result in enumerate(results):
+        colour = f"C{index}"  # one colour per run, one line style per part
         steps = [row["step"] for row in result["steps"]]
         for part, style in zip(PARTS, ("-", "--", ":"), strict=True):
             values = [row["grad_norm"][part] for row in result["steps"]]
             if any(v is not None for v in values):
-                axes[0].plot(steps, values, style, label=f"{result['name']} {part}")
+                axes[0].plot(steps, values, style, color=colour, label=f"{result['name']} {part}")
         axes[1].plot(
             steps, [row.get("train/loss_seg") for row in result["steps"]], label=result["name"]
         )
@@ -126,8 +127,13 @@ def main() -> None:
     parser.add_argument("--val-every", type=int, default=35)
     parser.add_argument("--every", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--plot-only", action="store_true", help="redraw from diagnosis.json")
     args = parser.parse_args()
     out = Path(args.out)
+    if args.plot_only:
+        payload = json.loads((out / "diagnosis.json").read_text())
+        plot(payload["runs"], payload["class_names"], out / "diagnosis.png")
+        return
     out.mkdir(parents=True, exist_ok=True)
     results = [
         run(name, args.steps, args.val_every, args.every, args.seed) for name in args.variants
