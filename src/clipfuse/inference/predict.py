@@ -138,6 +138,7 @@ class BatchRunner:
         size = tuple(size) if isinstance(size, list | tuple) else size
         self.transform = build_eval_transform(mean=tuple(mean), std=tuple(std), size=size)
         self.inference = InferenceConfig.from_dict(config["eval"])
+        self.channels_last = config.get("train", {}).get("channels_last") is True
 
     def tensor(self, image: np.ndarray) -> torch.Tensor:
         tensor, _ = self.transform(image, np.zeros(image.shape[:2], dtype=np.uint8))
@@ -164,10 +165,13 @@ class BatchRunner:
             while end < len(images) and end - start < batch_size and keys[end] == keys[start]:
                 end += 1
             batch = tensors[start:end]
+            inputs = torch.stack(batch).to(device)
+            if self.channels_last:
+                inputs = inputs.contiguous(memory_format=torch.channels_last)
             with torch.inference_mode():
                 probabilities = infer_logits(
                     logits_fn,
-                    torch.stack(batch).to(device),
+                    inputs,
                     num_classes=num_classes,
                     output_size=images[start].shape[:2],
                     **self.inference.as_kwargs(),

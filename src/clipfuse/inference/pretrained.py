@@ -89,6 +89,8 @@ class ClipfuseModel:
         self.mean = tuple(float(m) for m in segmentor.backbone.mean)
         self.std = tuple(float(s) for s in segmentor.backbone.std)
         self._runner = BatchRunner(self.mean, self.std, config)
+        if self._runner.channels_last:
+            segmentor.to(memory_format=torch.channels_last)
         head = segmentor.head
         self._trained_text = head.text_embeddings.detach().clone() if head is not None else None
         self._lock = threading.RLock()  # open vocabulary swaps the head's text embeddings
