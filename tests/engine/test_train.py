@@ -75,3 +75,13 @@ def test_auto_precision_is_announced_recorded_and_progress_is_printed(
     lines = [line for line in printed.splitlines() if line.startswith("step ")]
     assert [line.split()[1] for line in lines] == ["2/4", "4/4"]
     assert all("img/s" in line and "ETA" in line and "loss" in line for line in lines)
+
+
+def test_the_progress_bar_of_a_step_budget_has_no_epoch_total():
+    from clipfuse.engine.progress import StepProgressBar
+
+    bar = StepProgressBar()
+    bar._trainer = L.Trainer(max_steps=5, logger=False, enable_checkpointing=False, callbacks=[bar])
+    bar.trainer.fit_loop.max_epochs = -1  # what fit() sets for a max_steps run
+    assert bar.trainer.max_epochs == -1
+    assert bar._get_train_description(0).strip() == "Epoch 0"  # was "Epoch 0/-2"

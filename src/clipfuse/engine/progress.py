@@ -5,6 +5,7 @@ import sys
 import time
 
 import lightning as L
+from lightning.pytorch.callbacks import RichProgressBar
 
 
 def _duration(seconds: float) -> str:
@@ -50,3 +51,14 @@ class ProgressLines(L.Callback):
         )
         self._start = (time.perf_counter(), step)
         self._images = 0
+
+
+class StepProgressBar(RichProgressBar):
+    """Lightning's progress bar for step-budgeted runs: "Epoch 3", not "Epoch 3/-2" (with
+    ``max_steps`` Lightning sets ``max_epochs`` to -1)."""
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        if self.trainer.max_epochs is not None and self.trainer.max_epochs >= 0:
+            return super()._get_train_description(current_epoch)
+        description = f"Epoch {current_epoch}"
+        return f"{description:{len(self.validation_description)}}"

@@ -33,7 +33,7 @@ from clipfuse.engine.checkpoints import (
 )
 from clipfuse.engine.datamodule import SegmentationDataModule
 from clipfuse.engine.lock import RunLock
-from clipfuse.engine.progress import ProgressLines
+from clipfuse.engine.progress import ProgressLines, StepProgressBar
 from clipfuse.engine.task import SegmentationTask
 from clipfuse.errors import ClipfuseError
 from clipfuse.evaluation import InferenceConfig, format_table, results_to_json
@@ -302,8 +302,7 @@ def _trainer(config: dict, out_dir: Path, callbacks: list | None = None) -> L.Tr
     train = config["train"]
     progress_bar = train["progress_bar"] and sys.stdout.isatty()
     callbacks = list(callbacks or [])
-    if not progress_bar:
-        callbacks.append(ProgressLines(train["log_every"]))
+    callbacks.append(StepProgressBar() if progress_bar else ProgressLines(train["log_every"]))
     return L.Trainer(
         max_steps=train["max_steps"],
         accelerator=train["accelerator"],
