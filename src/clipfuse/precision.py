@@ -2,8 +2,9 @@
 
 ``train.precision: auto`` picks bf16 autocast (Lightning's ``bf16-mixed``) where the device
 computes bf16 natively — a CUDA GPU with bf16, or a CPU with AVX512-BF16 or AMX — fp16 with
-loss scaling (``16-mixed``) on an older GPU, and fp32 (``32-true``) on other CPUs; ``train.channels_last: auto`` follows it (channels-last
-tensors are what oneDNN's and cuDNN's bf16 convolutions are fastest on). On this project's
+loss scaling (``16-mixed``) on an older GPU, and fp32 (``32-true``) on other CPUs;
+``train.channels_last: auto`` follows it (channels-last tensors are what oneDNN's and cuDNN's
+bf16 convolutions are fastest on). On this project's
 2-core AMD EPYC this trains 2-2.5x faster than fp32 (docs/speed.md). The choice is announced
 in one line and the resolved values are what the run's ``config.yaml`` records.
 """
@@ -25,6 +26,13 @@ def cpu_has_fast_bf16() -> bool:
     )
 
 
+def has_native_bf16(device_type: str) -> bool:
+    """Whether this machine's ``cuda`` or ``cpu`` device computes bf16 natively."""
+    if device_type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device_type == "cpu" and cpu_has_fast_bf16()
+
+
 def training_device(accelerator: str) -> str:
     """``cuda`` or ``cpu``: where Lightning's ``accelerator`` setting will put the run."""
     if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
@@ -44,12 +52,12 @@ def resolve_precision(
     automatic = AUTO in (precision, channels_last)
     reason = f"train.precision={precision}"
     if precision == AUTO:
-        if training_device(accelerator) == "cuda":
-            fast = torch.cuda.is_bf16_supported()
+        device = training_device(accelerator)
+        fast = has_native_bf16(device)
+        if device == "cuda":
             reason = "this GPU has bf16" if fast else "this GPU has no bf16: fp16 with loss scaling"
             precision = BF16 if fast else "16-mixed"
         else:
-            fast = cpu_has_fast_bf16()
             reason = "this CPU has AVX512-BF16/AMX" if fast else "this CPU has no native bf16"
             precision = BF16 if fast else FP32
     if channels_last == AUTO:
@@ -74,13 +82,8 @@ def with_resolved_precision(config: dict) -> tuple[dict, str | None]:
 def inference_dtype(precision: str, device: torch.device | str) -> torch.dtype | None:
     """The autocast dtype of ``eval.precision`` on ``device`` (None: fp32, no autocast);
     ``auto`` is bf16 where the device computes it natively."""
-    device_type = torch.device(device).type
     if precision == AUTO:
-        if device_type == "cuda":
-            fast = torch.cuda.is_bf16_supported()
-        else:
-            fast = device_type == "cpu" and cpu_has_fast_bf16()
-        return torch.bfloat16 if fast else None
+        return torch.bfloat16 if has_native_bf16(torch.device(device).type) else None
     if precision in ("bf16-mixed", "bf16-true"):
         return torch.bfloat16
     if precision in ("16-mixed", "16-true"):

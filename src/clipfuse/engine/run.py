@@ -528,8 +528,7 @@ def evaluate(
     task = _RunTask(model, class_names, config, report_path=report_path, quiet=quiet)
     # Autocast comes from eval.precision (in infer_logits), not from how the run was trained.
     single = {"devices": 1, "num_nodes": 1, "strategy": "auto", "precision": "32-true"}
-    single["progress_bar"] = not quiet
-    config = {**config, "train": {**config["train"], **single}}
+    config = {**config, "train": {**config["train"], **single, "progress_bar": not quiet}}
     log_dir = prepare_dir(
         Path(checkpoint).resolve().parent.parent / "eval", "evaluation log folder"
     )
