@@ -132,7 +132,9 @@ def _export(args: argparse.Namespace) -> None:
 def _experiment(args: argparse.Namespace) -> None:
     from clipfuse.experiments.runner import run_experiment
 
-    run_experiment(args.spec, out=args.out, only=args.only, dry_run=args.dry_run)
+    run_experiment(
+        args.spec, out=args.out, only=args.only, seeds=args.seeds, dry_run=args.dry_run
+    )
 
 
 def _download(args: argparse.Namespace) -> None:
@@ -316,6 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="print the runs and their status, run nothing"
     )
     experiment.add_argument("--only", nargs="+", metavar="NAME", help="run only these runs")
+    experiment.add_argument(
+        "--seeds", nargs="+", type=int, metavar="SEED", help="run only these seeds"
+    )
     experiment.set_defaults(func=_experiment)
 
     data = commands.add_parser("data", help="dataset tools")

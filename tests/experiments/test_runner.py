@@ -201,6 +201,11 @@ def test_dry_run_and_only_through_the_cli(grid, capsys):
     assert not (grid["out"] / "new").exists()  # a dry run writes nothing
     assert main([*args, "--only", "nope"]) == 2
     assert "no run 'nope'" in capsys.readouterr().err
+    assert main([*args, "--seeds", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "2 (run, seed) pairs" in printed and "    0  " not in printed
+    assert main([*args, "--seeds", "7"]) == 2
+    assert "seed(s) [7] are not in the selected runs" in capsys.readouterr().err
 
 
 def test_a_folder_with_another_config_is_an_error_not_mixed_in(grid, tmp_path):

@@ -134,12 +134,28 @@ def job_status(folder: Path, config: dict) -> tuple[Status, int | None]:
     return (Status.RESUME if started else Status.RUN), step
 
 
-def plan(spec: ExperimentSpec, out: Path, only: Sequence[str] | None = None) -> list[Job]:
-    """Every (run, seed) of ``spec`` (or of the runs named in ``only``) with its status."""
+def plan(
+    spec: ExperimentSpec,
+    out: Path,
+    only: Sequence[str] | None = None,
+    seeds: Sequence[int] | None = None,
+) -> list[Job]:
+    """Every (run, seed) of ``spec`` with its status; ``only`` / ``seeds``: just these runs /
+    seeds (a seed no selected run has is an error)."""
     selected = [spec.run(name) for name in only] if only else list(spec.runs)
+    if seeds is not None:
+        known = {seed for run in selected for seed in run.seeds}
+        unknown = sorted(set(seeds) - known)
+        if unknown:
+            raise ClipfuseError(
+                f"seed(s) {unknown} are not in the selected runs of {spec.name} "
+                f"(seeds there: {sorted(known)})"
+            )
     jobs = []
     for run in selected:
         for seed in run.seeds:
+            if seeds is not None and seed not in seeds:
+                continue
             folder = Path(out) / run.name / f"seed{seed}"
             config = run.config(seed)
             status, step = job_status(folder, config)
@@ -222,11 +238,13 @@ def run_experiment(
     spec: ExperimentSpec | str | Path,
     out: str | Path | None = None,
     only: Sequence[str] | None = None,
+    seeds: Sequence[int] | None = None,
     dry_run: bool = False,
     progress: Callable[[str], None] | None = print,
 ) -> list[Job]:
     """Run (or continue) the grid of ``spec`` into ``out`` (default: the spec's ``out``, else
-    ``runs/experiments/<name>``), one (run, seed) at a time; ``only``: these runs.
+    ``runs/experiments/<name>``), one (run, seed) at a time; ``only`` / ``seeds``: just these
+    runs / seeds (e.g. seed 0 of every run first, the other seeds in a later sitting).
 
     Returns the planned jobs with the status they had before this call. ``dry_run`` prints
     the plan and does nothing else. The report is rewritten after each run and at the end,
@@ -236,7 +254,7 @@ def run_experiment(
         spec = load_spec(spec)
     out = Path(out) if out is not None else spec.default_out()
     say = progress or (lambda message: None)
-    jobs = plan(spec, out, only)
+    jobs = plan(spec, out, only, seeds)
     say(format_plan(spec, out, jobs))
     if dry_run:
         return jobs
