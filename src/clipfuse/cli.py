@@ -132,9 +132,7 @@ def _export(args: argparse.Namespace) -> None:
 def _experiment(args: argparse.Namespace) -> None:
     from clipfuse.experiments.runner import run_experiment
 
-    run_experiment(
-        args.spec, out=args.out, only=args.only, seeds=args.seeds, dry_run=args.dry_run
-    )
+    run_experiment(args.spec, out=args.out, only=args.only, seeds=args.seeds, dry_run=args.dry_run)
 
 
 def _download(args: argparse.Namespace) -> None:
