@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-DEMO_CONFIG ?= configs/convformer_mobilenetv2_camvid_192x256_140.yaml
+DEMO_CONFIG ?= configs/plain_mobilenetv2_camvid_256x320_800.yaml
 
 .PHONY: setup browser demo test lint clean
 
@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.14.1 torchvision==0.29.1
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[serve,export,bench,dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)

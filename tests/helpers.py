@@ -50,7 +50,7 @@ def write_folder_dataset(
     return root
 
 
-def tiny_config(data_root: Path, method: str = "fpn", **train) -> dict:
+def tiny_config(data_root: Path, method: str = "plain", **train) -> dict:
     """A config that trains in seconds on :func:`write_folder_dataset`."""
     from clipfuse.config import load_config
 

@@ -10,20 +10,26 @@ import torch
 from helpers import require_shared
 
 from clipfuse.backbones import clip_model_of
+from clipfuse.build import class_names_of, cost_model, resolve_text_encoder
 from clipfuse.config import load_config, resolve_path, resolve_spec
-from clipfuse.engine.run import class_names_of, cost_model, resolve_text_encoder
 from clipfuse.errors import ClipfuseError
+from clipfuse.models import method_uses_text
 from clipfuse.text.registry import split_spec
 
 CONFIGS = sorted(p for p in Path("configs").glob("*.yaml"))
 
 
 def test_configs_are_named_method_backbone_dataset_crop_iters():
+    """``<method>[-lite][-upernet]_<backbone>_<dataset>_<crop>_<iters>``: the decoder is
+    Semantic FPN unless the name says ``upernet``."""
     assert len(CONFIGS) >= 30
     for path in CONFIGS:
-        method, backbone, dataset, crop, iters = path.stem.split("_")
+        variant, backbone, dataset, crop, iters = path.stem.split("_")
+        method, *options = variant.split("-")
         config = load_config(path)
-        assert config["model"]["method"] == method.removesuffix("-lite")
+        assert config["model"]["method"] == method
+        assert set(options) <= {"lite", "upernet"}
+        assert config["model"]["decoder"] == ("upernet" if "upernet" in options else "fpn")
         assert config["data"]["dataset"] == dataset
         assert [int(v) for v in crop.split("x")] == config["data"]["crop_size"]
         assert iters.replace("k", "000") == str(config["train"]["max_steps"])
@@ -41,16 +47,16 @@ def test_every_config_builds_its_model(path):
 # The paper's Table 2: pretraining of each row (Semantic FPN and Swin-T on ImageNet, DenseCLIP
 # and Conv-Former on CLIP's own ResNet-50 / ResNet-101 / ViT-B/16 image towers).
 TABLE2 = {
-    ("fpn", "resnet50"): None,
-    ("fpn", "resnet101"): None,
-    ("fpn", "vit-b16"): None,
+    ("plain", "resnet50"): None,
+    ("plain", "resnet101"): None,
+    ("plain", "vit-b16"): None,
     ("denseclip", "resnet50"): "RN50/openai",
     ("denseclip", "resnet101"): "RN101/openai",
     ("denseclip", "vit-b16"): "ViT-B-16/openai",
     ("convformer", "resnet50"): "RN50/openai",
     ("convformer", "resnet101"): "RN101/openai",
     ("convformer", "vit-b16"): "ViT-B-16/openai",
-    **{(method, "swin-t"): None for method in ("fpn", "denseclip", "convformer")},
+    **{(f"{method}-upernet", "swin-t"): None for method in ("plain", "denseclip", "convformer")},
 }
 
 
@@ -65,12 +71,12 @@ def test_table2_rows_use_the_papers_pretraining_and_matching_text(method, backbo
     assert clip_model_of(config["model"]["backbone"]) == clip_model
     if clip_model is None:
         assert "clip" not in config["model"]["backbone"]  # timm's ImageNet weights
-    if method == "fpn":
+    if method.startswith("plain"):
         return
     resolved = resolve_text_encoder(config, class_names_of(config))["text"]["encoder"]
     encoder_class, argument = split_spec(resolve_spec(resolved))
     assert encoder_class.clip_models(argument) == {clip_model or "ViT-B-16/openai"}
-    if method == "denseclip":
+    if method.startswith("denseclip"):
         with torch.device("meta"):
             model = cost_model(config, class_names_of(config))
         from_clip = clip_model is not None and backbone.startswith("resnet")
@@ -97,7 +103,7 @@ def test_base_files_merge_in_order_and_overrides_win(tmp_path):
         load_config(None, ["train.lr"])
 
 
-@pytest.mark.parametrize(("method", "paper_gmacs"), [("fpn", 32.7), ("convformer", 41.3)])
+@pytest.mark.parametrize(("method", "paper_gmacs"), [("plain", 32.7), ("convformer", 41.3)])
 def test_flops_command_reproduces_the_papers_cost_within_10_percent(method, paper_gmacs):
     require_shared("text/clip-vitb16")
     config = f"configs/{method}_mobilenetv2_ade20k_512x512_80k.yaml"
@@ -125,3 +131,17 @@ def test_flops_command_reproduces_the_papers_cost_within_10_percent(method, pape
     assert set(cost["groups"]) >= {"backbone", "decoder"}
     if method == "convformer":
         assert 7.5 < cost["groups"]["fusion"]["gmacs"] < 9.5  # method.md: ~8.4 GMACs for 6 blocks
+
+
+def test_the_old_method_name_fpn_is_read_as_plain_with_a_note(tmp_path, capsys):
+    from clipfuse import config as config_module
+
+    config_module._note_renamed_method.cache_clear()
+    old = tmp_path / "old.yaml"
+    old.write_text("model:\n  method: fpn\n")
+    assert load_config(old)["model"]["method"] == "plain"
+    assert load_config(None, ["model.method=fpn"])["model"]["method"] == "plain"
+    notes = capsys.readouterr().err.strip().splitlines()
+    assert notes == ["note: model.method 'fpn' is now called 'plain': read as that"]  # once
+    with pytest.raises(ClipfuseError, match="unknown method 'fcn'"):
+        method_uses_text("fcn")

@@ -9,9 +9,8 @@ import time
 
 import torch
 
+from clipfuse.build import build_model, class_names_of
 from clipfuse.config import load_config
-from clipfuse.engine import build_model
-from clipfuse.engine.run import class_names_of
 
 spec = importlib.util.spec_from_file_location("before", sys.argv[1])
 before = importlib.util.module_from_spec(spec)
@@ -32,7 +31,11 @@ def with_old_fusion(model, **kwargs):
     return old
 
 
-models = {"fpn": build("fpn"), "convformer": build("convformer"), "lite": build("convformer-lite")}
+models = {
+    "plain": build("plain"),
+    "convformer": build("convformer"),
+    "lite": build("convformer-lite"),
+}
 models["convformer (before)"] = with_old_fusion(models["convformer"], dim=512, heads=8)
 models["lite (before)"] = with_old_fusion(models["lite"], dim=256, heads=4, downsample="depthwise")
 names, images = list(models), torch.randn(1, 3, 512, 512)
@@ -46,7 +49,7 @@ with torch.inference_mode():
             start = time.perf_counter()
             models[name](images)
             times[name].append(time.perf_counter() - start)
-reference = statistics.median(times["fpn"])
+reference = statistics.median(times["plain"])
 for name in names:
     median = statistics.median(times[name])
     print(f"{name:22s}{1000 * median:8.1f} ms  x{median / reference:.3f}")

@@ -22,10 +22,13 @@ from clipfuse.engine import train
 
 CONVFORMER = "configs/convformer_mobilenetv2_camvid_192x256_140.yaml"
 VARIANTS = {  # name: (config, overrides)
-    "fpn": ("configs/fpn_mobilenetv2_camvid_192x256_140.yaml", []),
-    "convformer": (CONVFORMER, []),  # the paper's head as the demo trains it
+    "fpn": ("configs/plain_mobilenetv2_camvid_192x256_140.yaml", []),
+    "convformer": (CONVFORMER, ["model.head_kwargs.gate_init=null"]),  # the paper's head
     "convformer_gated": (CONVFORMER, ["model.head_kwargs.gate_init=0.0001"]),
-    "convformer_headlr10": (CONVFORMER, ["train.head_lr_mult=10"]),
+    "convformer_headlr10": (
+        CONVFORMER,
+        ["model.head_kwargs.gate_init=null", "train.head_lr_mult=10"],
+    ),
 }
 PARTS = ("backbone", "head", "decoder")
 

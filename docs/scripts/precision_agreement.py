@@ -13,9 +13,9 @@ import json
 
 import torch
 
-from clipfuse.engine import load_checkpoint
+from clipfuse.build import build_model
+from clipfuse.checkpoint import load_checkpoint
 from clipfuse.engine.datamodule import SegmentationDataModule
-from clipfuse.engine.run import build_model
 from clipfuse.evaluation import InferenceConfig, SegmentationMetrics, infer_logits
 
 
@@ -71,7 +71,9 @@ def main() -> None:
         )
     if args.json:
         with open(args.json, "w") as handle:
-            json.dump({"eval_precisions": ["32-true", "bf16-mixed"], "rows": rows}, handle, indent=2)
+            json.dump(
+                {"eval_precisions": ["32-true", "bf16-mixed"], "rows": rows}, handle, indent=2
+            )
 
 
 if __name__ == "__main__":

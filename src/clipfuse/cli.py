@@ -59,8 +59,8 @@ def _serve(args: argparse.Namespace) -> None:
 
 def _flops(args: argparse.Namespace) -> None:
     from clipfuse.analysis import segmentor_cost
+    from clipfuse.build import class_names_of, cost_model
     from clipfuse.config import load_config
-    from clipfuse.engine.run import class_names_of, cost_model
 
     config = load_config(args.config, args.overrides)
     class_names = class_names_of(config)

@@ -15,23 +15,36 @@ replaces it: ``text.aliases={}`` (or ``null``) clears the aliases, while
 
 Paths may start with ``shared:`` to mean the shared folder (``$CLIPFUSE_SHARED`` or
 ``../shared``), e.g. ``shared:weights/mobilenetv2_100_in1k.pth``.
+
+A saved config (a checkpoint's, a pretrained folder's, a run folder's) is read back with
+:func:`with_defaults`, which also applies :func:`upgrade_config`: what a model saved by an
+older clipfuse meant, spelled as today's keys.
 """
 
 import copy
+import functools
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from clipfuse.errors import ClipfuseError
+from clipfuse.errors import ClipfuseError, announce
 from clipfuse.fileio import atomic_write_text
 from clipfuse.paths import shared_root
+
+# The format version of saved models (training checkpoints and pretrained folders):
+# 1: the first; 2: Conv-Former's ``text_scale`` exists (version 1 models had no scaling);
+# 3: Conv-Former's ``gate_init`` exists and defaults to 1e-4 (older models had no gates).
+FORMAT_VERSION = 3
+
+# Old method names, read as today's: "fpn" was the no-text Semantic FPN (also a decoder name).
+RENAMED_METHODS = {"fpn": "plain"}
 
 DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "model": {
-        "method": "fpn",
+        "method": "plain",
         "backbone": "mobilenetv2_100",
         "decoder": "fpn",
         "backbone_kwargs": {},
@@ -102,10 +115,19 @@ class _Replace(dict):
     the mapping, where ``model.head_kwargs.dim=256`` sets one key in it."""
 
 
+@functools.cache
+def _note_renamed_method(old: str) -> None:
+    """Once per process: the old name is read as the new one."""
+    announce(f"model.method {old!r} is now called {RENAMED_METHODS[old]!r}: read as that")
+
+
 def _merge(base: dict, update: dict, where: str) -> dict:
     merged = copy.deepcopy(base)
     for key, value in update.items():
         path = f"{where}.{key}" if where else key
+        if path == "model.method" and value in RENAMED_METHODS:
+            _note_renamed_method(value)
+            value = RENAMED_METHODS[value]
         if key not in base:
             known = ", ".join(sorted(base))
             raise ClipfuseError(f"unknown config key {path!r}: expected one of {known}")
@@ -126,6 +148,7 @@ def _merge(base: dict, update: dict, where: str) -> dict:
 
 
 def _set(config: dict, dotted: str, value: Any) -> None:
+    """Set ``dotted`` in an override mapping (sections created as needed)."""
     *parents, leaf = dotted.split(".")
     node = config
     for part in parents:
@@ -182,10 +205,53 @@ def apply_overrides(config: dict, overrides: Sequence[str]) -> dict:
     return _merge(config, parse_overrides(overrides), "")
 
 
-def with_defaults(config: dict) -> dict:
-    """A saved config (a checkpoint's, a run folder's) completed with the keys added to
-    :data:`DEFAULTS` since it was written; every key validated."""
-    return _merge(copy.deepcopy(DEFAULTS), config, "")
+def replace_key(config: dict, dotted: str, value: Any) -> None:
+    """Set the existing dotted key of ``config`` to ``value`` outright, in place: a mapping
+    such as ``model.head_kwargs`` is replaced, not merged key by key (validate afterwards
+    with :func:`with_defaults`)."""
+    *parents, leaf = dotted.split(".")
+    node = config
+    for part in parents:
+        if not isinstance(node.get(part), dict):
+            raise ClipfuseError(f"config key {dotted!r} does not exist")
+        node = node[part]
+    if leaf not in node:
+        raise ClipfuseError(f"config key {dotted!r} does not exist")
+    node[leaf] = copy.deepcopy(value)
+
+
+def changed_keys(old: dict, new: dict, where: str = "") -> dict[str, tuple]:
+    """Dotted key -> (old, new) for every setting that differs (an absent key is None)."""
+    changed: dict[str, tuple] = {}
+    for key in sorted(set(old) | set(new)):
+        path = f"{where}.{key}" if where else key
+        before, after = old.get(key), new.get(key)
+        if isinstance(before, dict) and isinstance(after, dict) and before and after:
+            changed.update(changed_keys(before, after, path))
+        elif before != after:
+            changed[path] = (before, after)
+    return changed
+
+
+def upgrade_config(config: dict, format_version: int) -> dict:
+    """``config`` of a model saved at ``format_version`` (see :data:`FORMAT_VERSION`), with
+    the settings it was trained with that today's defaults no longer imply made explicit."""
+    model = config.get("model") or {}
+    if RENAMED_METHODS.get(model.get("method"), model.get("method")) != "convformer":
+        return config
+    head_kwargs = dict(model.get("head_kwargs") or {})
+    if format_version < 2:
+        head_kwargs.setdefault("text_scale", "none")
+    if format_version < 3:
+        head_kwargs.setdefault("gate_init", None)
+    return {**config, "model": {**model, "head_kwargs": head_kwargs}}
+
+
+def with_defaults(config: dict, format_version: int = FORMAT_VERSION) -> dict:
+    """A saved config (a checkpoint's, a pretrained folder's, a run folder's) written at
+    ``format_version``: upgraded (:func:`upgrade_config`) and completed with the keys added
+    to :data:`DEFAULTS` since; every key validated."""
+    return _merge(copy.deepcopy(DEFAULTS), upgrade_config(config, format_version), "")
 
 
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> dict:

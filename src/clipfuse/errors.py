@@ -1,4 +1,7 @@
-"""The one exception type the command line turns into a one-line message."""
+"""User-facing messages: the one exception type the command line turns into a one-line
+message, and the one-line notes on stderr."""
+
+import sys
 
 
 class ClipfuseError(Exception):
@@ -9,12 +12,19 @@ class ClipfuseError(Exception):
     """
 
 
-def one_line(error: ClipfuseError) -> str:
+def one_line(error: BaseException) -> str:
     """The error's message on one line, also when a DataLoader worker re-raised it (PyTorch
-    then prepends the worker's traceback to the message)."""
+    then prepends the worker's traceback to the message); a message-less error gives its
+    type's name."""
     lines = [line for line in str(error).strip().splitlines() if line.strip()]
     if not lines:
         return type(error).__name__
     if "Original Traceback" in str(error):
         return lines[-1].split("ClipfuseError: ", 1)[-1]
     return " ".join(line.strip() for line in lines)
+
+
+def announce(message: str) -> None:
+    """One line on stderr for a choice the user did not make explicitly (a fallback, a
+    default filled in, an old name read as a new one)."""
+    print(f"note: {message}", file=sys.stderr, flush=True)

@@ -16,7 +16,7 @@ TINY = {"size": (64, 64), "batches": (1, 2), "threads": 1, "repeats": 2, "warmup
 @pytest.fixture
 def config_files(folder_dataset, tmp_path):
     paths = []
-    for method in ("fpn", "convformer"):
+    for method in ("plain", "convformer"):
         path = tmp_path / f"tiny-{method}.yaml"
         path.write_text(yaml.safe_dump(tiny_config(folder_dataset, method)))
         paths.append(path)
@@ -47,7 +47,7 @@ def check_rows(result: dict, names: list[str], batches=("1", "2")) -> None:
 
 def test_bench_rows_ratios_and_table(config_files):
     result = bench(config_files, train_batch=2, train_steps=1, memory=False, **TINY)
-    check_rows(result, ["tiny-fpn", "tiny-convformer"])
+    check_rows(result, ["tiny-plain", "tiny-convformer"])
     convformer = result["rows"][1]
     assert convformer["method"] == "convformer" and "fusion" in convformer["groups"]
     assert convformer["ratios"]["gmacs"] > 1.0  # the fusion module costs something
@@ -56,7 +56,7 @@ def test_bench_rows_ratios_and_table(config_files):
         assert len(row["train_step_ms"]["samples"]) == 1
         assert "memory_mb" not in row and "onnx_latency_ms" not in row
     table = format_bench(result)
-    assert "tiny-fpn" in table and "tiny-convformer" in table
+    assert "tiny-plain" in table and "tiny-convformer" in table
     assert "matmul peak" in table and "b2 ms/img" in table and "train img/s" in table
     json.dumps(result)  # JSON-able
 
@@ -65,7 +65,7 @@ def test_bench_onnx_and_smp_reference(config_files):
     result = bench(
         config_files[:1], train_steps=0, memory=False, onnx=True, smp_reference=True, **TINY
     )
-    check_rows(result, ["tiny-fpn", "smp-FPN"])
+    check_rows(result, ["tiny-plain", "smp-FPN"])
     smp = result["rows"][1]
     assert smp["method"] == "smp-fpn" and smp["num_classes"] == 3
     for row in result["rows"]:
@@ -91,7 +91,7 @@ def test_bench_cli_json(config_files, capsys):
     args += ["--train-steps", "0", "--no-memory", "--json"]
     assert main(args) == 0
     result = json.loads(capsys.readouterr().out)
-    check_rows(result, ["tiny-fpn", "tiny-convformer"])
+    check_rows(result, ["tiny-plain", "tiny-convformer"])
     assert result["settings"]["train_batch"] == 0
     assert "train_images_per_s" not in result["rows"][0]
 

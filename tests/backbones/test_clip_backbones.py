@@ -81,17 +81,17 @@ def test_an_unknown_pretrained_tag_is_a_one_line_error():
         create_backbone("resnet50_clip.openaii")
 
 
-@pytest.mark.parametrize("method", ["fpn", "denseclip", "convformer"])
+@pytest.mark.parametrize("method", ["plain", "denseclip", "convformer"])
 @pytest.mark.parametrize("name", CLIP_BACKBONES)
 def test_every_method_trains_on_every_clip_backbone(name, method):
     torch.manual_seed(0)
     kwargs, text_width = CLIP_BACKBONES[name]
     head_kwargs = {
-        "fpn": {},
+        "plain": {},
         "denseclip": {"context_width": 16, "context_heads": 2, "pool_size": 2},
         "convformer": {"dim": 32, "num_blocks": 1, "heads": 2},
     }[method]
-    text = None if method == "fpn" else torch.randn(3, text_width)
+    text = None if method == "plain" else torch.randn(3, text_width)
     model = create_model(
         method,
         name,

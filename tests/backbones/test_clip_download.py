@@ -23,7 +23,7 @@ CHILD = """
 import json, sys, torch
 from safetensors.torch import load_file
 from clipfuse.config import load_config
-from clipfuse.engine import build_model
+from clipfuse.build import build_model
 
 served = load_file(sys.argv[1])
 config = load_config(None, [

@@ -9,12 +9,12 @@ from clipfuse.engine import train
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["fpn", "denseclip", "convformer"])
+@pytest.mark.parametrize("method", ["plain", "denseclip", "convformer"])
 def test_method_trains_and_evaluates_on_real_camvid(tmp_path, method):
     require_shared("data/camvid")
     require_shared("weights/mobilenetv2_100_in1k.pth")
     config = load_config(
-        "configs/fpn_mobilenetv2_camvid_192x256_140.yaml",
+        "configs/plain_mobilenetv2_camvid_192x256_140.yaml",
         [
             f"model.method={method}",
             "text.aliases={Pavement: sidewalk, Pedestrian: person, SignSymbol: signboard, Bicyclist: bicycle}",

@@ -8,9 +8,8 @@ import pytest
 import torch
 from helpers import require_shared
 
+from clipfuse.build import DEFAULT_TEXT, build_model, resolve_text_encoder
 from clipfuse.config import load_config
-from clipfuse.engine import build_model
-from clipfuse.engine.run import DEFAULT_TEXT, resolve_text_encoder
 from clipfuse.errors import ClipfuseError
 from clipfuse.text import BankEncoder
 from clipfuse.text.bank import find_bank
@@ -142,7 +141,7 @@ def test_shared_banks_give_rn50_text_for_cityscapes_and_vitb16_for_ade20k():
         ("configs/convformer_vit-b16_ade20k_512x512_80k.yaml", "bank:shared:text/clip-vitb16"),
         ("configs/denseclip_resnet50_ade20k_512x512_80k.yaml", "open_clip:RN50/openai"),
     ]:
-        from clipfuse.engine.run import class_names_of
+        from clipfuse.build import class_names_of
 
         config = load_config(path)
         resolved = resolve_text_encoder(config, class_names_of(config))

@@ -7,7 +7,7 @@ from clipfuse.models import create_model
 
 
 def test_backbone_lr_is_scaled_and_norms_and_biases_are_not_decayed():
-    model = create_model("fpn", "mobilenetv2_100", num_classes=3, decoder_kwargs={"channels": 16})
+    model = create_model("plain", "mobilenetv2_100", num_classes=3, decoder_kwargs={"channels": 16})
     groups = {
         g["name"]: g
         for g in parameter_groups(model, lr=0.01, weight_decay=5e-4, backbone_lr_mult=0.1)

@@ -5,7 +5,8 @@ import pytest
 import torch
 from helpers import tiny_config
 
-from clipfuse.engine import load_checkpoint, train
+from clipfuse.checkpoint import load_checkpoint
+from clipfuse.engine import train
 from clipfuse.errors import ClipfuseError
 
 
@@ -20,7 +21,7 @@ class CrashAt(L.Callback):
             raise RuntimeError("simulated crash")
 
 
-@pytest.mark.parametrize("method", ["fpn", "convformer", "denseclip"])
+@pytest.mark.parametrize("method", ["plain", "convformer", "denseclip"])
 def test_train_writes_config_checkpoint_and_metrics(folder_dataset, tmp_path, method):
     out = tmp_path / "run"
     results = train(tiny_config(folder_dataset, method), out)

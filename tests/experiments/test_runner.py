@@ -60,8 +60,8 @@ def write_spec(folder: Path, data_root: Path, **changes) -> Path:
         "eval_size": [32, 32],
         "latency": {"warmup": 0, "repeats": 1},
         "runs": {
-            # fpn takes no head options: only a replaced (not merged) head_kwargs builds
-            "fpn": {"overrides": ["model.method=fpn"], "replace": {"model.head_kwargs": {}}},
+            # plain takes no head options: only a replaced (not merged) head_kwargs builds
+            "plain": {"overrides": ["model.method=plain"], "replace": {"model.head_kwargs": {}}},
             "convformer": {},
         },
         **changes,
@@ -120,7 +120,7 @@ def grid(tmp_path_factory):
 
 def test_all_runs_finish_and_the_results_have_one_row_per_run_and_seed(grid):
     out = grid["out"]
-    for name in ("fpn", "convformer"):
+    for name in ("plain", "convformer"):
         for seed in (0, 1):
             run_dir = out / name / f"seed{seed}"
             assert json.loads((run_dir / "metrics.json").read_text())["step"] == 2
@@ -128,8 +128,8 @@ def test_all_runs_finish_and_the_results_have_one_row_per_run_and_seed(grid):
             assert saved["seed"] == seed and saved["model"]["method"] == name
     rows = list(csv.DictReader((out / "results.csv").open()))
     assert [(r["run"], r["seed"]) for r in rows] == [
-        ("fpn", "0"),
-        ("fpn", "1"),
+        ("plain", "0"),
+        ("plain", "1"),
         ("convformer", "0"),
         ("convformer", "1"),
     ]
@@ -142,10 +142,10 @@ def test_all_runs_finish_and_the_results_have_one_row_per_run_and_seed(grid):
     data = json.loads((out / "results.json").read_text())
     assert len(data["rows"]) == 4 and [s["n"] for s in data["summary"]] == [2, 2]
     assert set(data["rows"][0]["per_class"]) == {"sky", "road", "car"}
-    fpn, convformer = data["rows"][0], data["rows"][2]
-    assert convformer["gmacs"] > fpn["gmacs"]  # the language head costs something
+    plain, convformer = data["rows"][0], data["rows"][2]
+    assert convformer["gmacs"] > plain["gmacs"]  # the language head costs something
     markdown = (out / "results.md").read_text()
-    assert "| fpn | fpn | 2 |" in markdown and "| convformer | convformer | 2 |" in markdown
+    assert "| plain | plain | 2 |" in markdown and "| convformer | convformer | 2 |" in markdown
     assert "finished: 4 of 4" in markdown and "![val mIoU against GMACs](results.png)" in markdown
     assert (out / "results.png").read_bytes().startswith(PNG_MAGIC)
     best = max(rows, key=lambda row: float(row["mIoU"]))
@@ -156,8 +156,8 @@ def test_all_runs_finish_and_the_results_have_one_row_per_run_and_seed(grid):
 
 def test_a_partial_grid_already_has_a_report(grid):
     assert [(r["run"], r["seed"]) for r in grid["partial_rows"]] == [
-        ("fpn", "0"),
-        ("fpn", "1"),
+        ("plain", "0"),
+        ("plain", "1"),
         ("convformer", "0"),
     ]
 
@@ -165,8 +165,8 @@ def test_a_partial_grid_already_has_a_report(grid):
 def test_the_interrupted_run_is_resumed_and_nothing_else_is_trained(grid):
     assert grid["interrupted_step"] == 1  # < max_steps
     assert grid["statuses"] == {
-        ("fpn", 0): Status.DONE,
-        ("fpn", 1): Status.DONE,
+        ("plain", 0): Status.DONE,
+        ("plain", 1): Status.DONE,
         ("convformer", 0): Status.DONE,
         ("convformer", 1): Status.RESUME,
     }
@@ -197,7 +197,7 @@ def test_dry_run_and_only_through_the_cli(grid, capsys):
     args = ["experiment", str(grid["spec"]), "--out", str(grid["out"] / "new"), "--dry-run"]
     assert main([*args, "--only", "convformer"]) == 0
     printed = capsys.readouterr().out
-    assert "2 (run, seed) pairs" in printed and "2 to run" in printed and "fpn" not in printed
+    assert "2 (run, seed) pairs" in printed and "2 to run" in printed and "plain" not in printed
     assert not (grid["out"] / "new").exists()  # a dry run writes nothing
     assert main([*args, "--only", "nope"]) == 2
     assert "no run 'nope'" in capsys.readouterr().err
@@ -263,15 +263,18 @@ def test_spec_errors_are_clear(tmp_path):
     data_root = write_folder_dataset(tmp_path / "tiny")
     path = write_spec(tmp_path, data_root)
     spec = load_spec(path)
-    fpn = spec.run("fpn").config(1)
-    assert fpn["model"]["head_kwargs"] == {} and fpn["seed"] == 1
+    plain = spec.run("plain").config(1)
+    assert plain["model"]["head_kwargs"] == {} and plain["seed"] == 1
     assert spec.run("convformer").config(0)["model"]["head_kwargs"]["dim"] == 32
     for change, message in [
         ({"colour": "red"}, "unknown key"),
         ({"overrides": ["seed=3"]}, "set seeds with"),
         ({"seeds": []}, "non-empty list"),
         ({"runs": {"x": {"overrides": ["model.nope=1"]}}}, "unknown config key 'model.nope'"),
-        ({"runs": {"x": {"replace": {"model.nope": {}}}}}, "replace key 'model.nope'"),
+        (
+            {"runs": {"x": {"replace": {"model.nope": {}}}}},
+            "x'.*config key 'model.nope' does not exist",
+        ),
         ({"runs": {"bad/name": {}}}, "folder-safe"),
         ({"base": str(tmp_path / "missing.yaml")}, "not found"),
     ]:

@@ -6,8 +6,7 @@ import pytest
 import torch
 from helpers import require_shared
 
-from clipfuse.engine import build_model
-from clipfuse.engine.run import class_names_of
+from clipfuse.build import build_model, class_names_of
 from clipfuse.experiments import load_spec
 
 SPECS = sorted(Path("experiments").glob("*.yaml"))

@@ -173,7 +173,8 @@ def test_heads_reject_bad_text_embeddings(text):
 
 def test_text_scale_rms_makes_the_head_independent_of_the_text_norm():
     """Unit-norm CLIP vectors and the same vectors x 30 give one output with ``rms``; the
-    literal ``none`` sees the scale (at unit norm the attention output swamps the text)."""
+    literal ``none`` sees the scale (at unit norm the attention output swamps the text). Without
+    gates: a gated head starts as the identity, where the scale cannot show yet."""
     torch.manual_seed(0)
     text = F.normalize(torch.randn(K, 16), dim=-1)
     c5 = torch.randn(2, IN_CHANNELS, 6, 6)
@@ -182,7 +183,13 @@ def test_text_scale_rms_makes_the_head_independent_of_the_text_norm():
         for factor in (1.0, 30.0):
             torch.manual_seed(1)
             head = ConvFormerHead(
-                IN_CHANNELS, text * factor, dim=16, num_blocks=2, heads=2, text_scale=scale
+                IN_CHANNELS,
+                text * factor,
+                dim=16,
+                num_blocks=2,
+                heads=2,
+                text_scale=scale,
+                gate_init=None,
             ).eval()
             outputs[scale, factor] = head(c5)[1]
     torch.testing.assert_close(outputs["rms", 1.0], outputs["rms", 30.0], atol=1e-4, rtol=1e-4)

@@ -9,8 +9,10 @@ import torch
 from helpers import require_shared, tiny_config, write_folder_dataset
 from PIL import Image
 
+from clipfuse.build import build_model
+from clipfuse.checkpoint import load_checkpoint
 from clipfuse.cli import main
-from clipfuse.engine import build_model, load_checkpoint, train
+from clipfuse.engine import train
 from clipfuse.errors import ClipfuseError
 from clipfuse.inference.export import ExportableSegmentor, OnnxSegmentor, export_checkpoint
 

@@ -138,16 +138,16 @@ def test_open_vocab_with_a_bank_that_lacks_labels(tiny_run, tmp_path):
 def test_open_vocab_needs_a_language_guided_model(folder_dataset):
     from helpers import tiny_config
 
-    from clipfuse.engine import build_model
+    from clipfuse.build import build_model
 
-    config = tiny_config(folder_dataset, "fpn")
+    config = tiny_config(folder_dataset, "plain")
     model = ClipfuseModel(
         build_model(config, ["sky", "road", "car"], pretrained=False),
         config,
         ["sky", "road", "car"],
     )
     assert not model.supports_open_vocab
-    with pytest.raises(ClipfuseError, match="'fpn', which has no text"):
+    with pytest.raises(ClipfuseError, match="'plain', which has no text"):
         model.predict(np.zeros((32, 32, 3), np.uint8), ["lake"], open_vocab=True)
     with pytest.raises(ClipfuseError) as error:
         model.predict(np.zeros((32, 32, 3), np.uint8), ["lake"])

@@ -45,10 +45,10 @@ def test_script_with_limit_and_queries(tiny_run, tmp_path, capsys):
 def test_needs_a_language_guided_model(tmp_path, folder_dataset):
     from helpers import tiny_config
 
-    from clipfuse.engine import build_model
+    from clipfuse.build import build_model
     from clipfuse.inference import ClipfuseModel
 
-    config = tiny_config(folder_dataset, "fpn")
+    config = tiny_config(folder_dataset, "plain")
     names = ["sky", "road", "car"]
     ClipfuseModel(build_model(config, names, pretrained=False), config, names).save_pretrained(
         tmp_path / "fpn"

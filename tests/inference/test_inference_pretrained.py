@@ -9,6 +9,7 @@ import textwrap
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 import clipfuse
 from clipfuse import ClipfuseError
@@ -18,7 +19,9 @@ from clipfuse.inference import ClipfuseModel, read_image
 def evaluation_labels(checkpoint) -> list[np.ndarray]:
     """The val label maps exactly as ``clipfuse.engine.evaluate`` computes them: its model
     (load_checkpoint + build_model), its data module, its inference settings."""
-    from clipfuse.engine.run import _datamodule, build_model, load_checkpoint
+    from clipfuse.build import build_model
+    from clipfuse.checkpoint import load_checkpoint
+    from clipfuse.engine.run import _datamodule
     from clipfuse.evaluation import InferenceConfig, infer_logits
 
     config, class_names, state = load_checkpoint(checkpoint)
@@ -59,6 +62,9 @@ def test_fresh_process_predicts_the_evaluation_labels(tiny_run, tmp_path):
         images = {[str(p) for p in tiny_run.val_images]!r}
         results = model.predict(images, batch_size=2)
         np.save({str(out)!r}, np.stack([r.label_map for r in results]))
+        clipfuse.load({str(tiny_run.checkpoint)!r}, device="cpu")  # a training checkpoint too
+        loaded = [name for name in ("lightning", "clipfuse.engine") if name in sys.modules]
+        assert not loaded, f"loading a model imported {{loaded}}"
         """
     )
     subprocess.run([sys.executable, "-c", script], check=True, cwd=tmp_path, timeout=300)
@@ -85,10 +91,8 @@ def test_checkpoint_and_folder_load_the_same_model(tiny_run, tiny_model):
 
 
 def test_pretrained_folder_contents(tiny_run):
-    from safetensors.torch import load_file
-
     meta = json.loads((tiny_run.pretrained / "config.json").read_text())
-    assert meta["format"] == "clipfuse-pretrained" and meta["format_version"] == 2
+    assert meta["format"] == "clipfuse-pretrained" and meta["format_version"] == 3
     assert meta["method"] == "convformer" and meta["backbone"] == "mobilenetv2_100"
     assert meta["class_names"] == ["sky", "road", "car"]
     assert meta["text"]["encoder"] == "random:32" and "template" in meta["text"]
@@ -244,23 +248,43 @@ def test_save_pretrained_round_trip_and_refusals(tiny_model, tmp_path):
     assert afile.read_text() == "x"
 
 
-def test_models_saved_before_text_scale_load_with_unscaled_text(tiny_run, tmp_path):
-    """Checkpoints without a format version and version-1 folders were trained with the text
-    unscaled: they must load as ``text_scale="none"``, not with today's default ``"rms"``."""
-    assert clipfuse.load(tiny_run.checkpoint, device="cpu").segmentor.head.text_scale == "rms"
-    assert clipfuse.load(tiny_run.pretrained, device="cpu").segmentor.head.text_scale == "rms"
+def test_models_of_older_format_versions_load_as_they_were_trained(tiny_run, tmp_path):
+    """Version 1 (checkpoints without a version too) had unscaled text and no gates; version 2
+    had no gates: they must load as ``text_scale="none"`` / ``gate_init=None``, not with
+    today's defaults (``"rms"``, 1e-4)."""
+    for path in (tiny_run.checkpoint, tiny_run.pretrained):
+        head = clipfuse.load(path, device="cpu").segmentor.head
+        assert head.text_scale == "rms" and head.fusion.image_gate is not None
 
-    def drop_text_scale(config):
-        config["model"]["head_kwargs"].pop("text_scale", None)
+    def as_saved_at(version, config, state):
+        """What an older clipfuse saved: no key it did not know, no tensor it did not have."""
+        config["model"]["head_kwargs"].pop("gate_init", None)
+        if version < 2:
+            config["model"]["head_kwargs"].pop("text_scale", None)
+        for key in [k for k in state if k.endswith(("image_gate", "text_gate"))]:
+            del state[key]
 
-    old_folder = broken_copy(tiny_run, tmp_path, "version1")
-    edit_config(
-        old_folder, lambda meta: (meta.update(format_version=1), drop_text_scale(meta["config"]))
-    )
-    assert clipfuse.load(old_folder, device="cpu").segmentor.head.text_scale == "none"
+    for version in (1, 2):
+        checkpoint = torch.load(tiny_run.checkpoint, map_location="cpu", weights_only=True)
+        as_saved_at(version, checkpoint["clipfuse"]["config"], checkpoint["state_dict"])
+        if version == 1:
+            del checkpoint["clipfuse"]["format_version"]
+        else:
+            checkpoint["clipfuse"]["format_version"] = version
+        torch.save(checkpoint, tmp_path / f"v{version}.ckpt")
+        old = clipfuse.load(tmp_path / f"v{version}.ckpt", device="cpu").segmentor.head
+        assert old.text_scale == ("none" if version == 1 else "rms")
+        assert old.fusion.image_gate is None and old.fusion.text_gate is None
 
-    checkpoint = torch.load(tiny_run.checkpoint, map_location="cpu", weights_only=True)
-    del checkpoint["clipfuse"]["format_version"]
-    drop_text_scale(checkpoint["clipfuse"]["config"])
-    torch.save(checkpoint, tmp_path / "old.ckpt")
-    assert clipfuse.load(tmp_path / "old.ckpt", device="cpu").segmentor.head.text_scale == "none"
+        folder = broken_copy(tiny_run, tmp_path, f"version{version}")
+        state = load_file(folder / "model.safetensors")
+        edit_config(
+            folder,
+            lambda meta, v=version, state=state: (
+                meta.update(format_version=v),
+                as_saved_at(v, meta["config"], state),
+            ),
+        )
+        save_file(state, folder / "model.safetensors")
+        head = clipfuse.load(folder, device="cpu").segmentor.head
+        assert head.text_scale == old.text_scale and head.fusion.image_gate is None

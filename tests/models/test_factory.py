@@ -5,8 +5,8 @@ from clipfuse.errors import ClipfuseError
 from clipfuse.models import create_model
 
 
-def test_fpn_predicts_logits_at_input_size():
-    model = create_model("fpn", "mobilenetv2_100", num_classes=4, decoder_kwargs={"channels": 16})
+def test_plain_predicts_logits_at_input_size():
+    model = create_model("plain", "mobilenetv2_100", num_classes=4, decoder_kwargs={"channels": 16})
     outputs = model(torch.randn(1, 3, 70, 90))
     assert set(outputs) == {"logits"}
     assert outputs["logits"].shape == (1, 4, 70, 90)

@@ -3,7 +3,8 @@ announced as off with a precomputed bank."""
 
 from helpers import tiny_config
 
-from clipfuse.engine import load_checkpoint, train
+from clipfuse.checkpoint import load_checkpoint
+from clipfuse.engine import train
 
 
 def test_denseclip_learns_context_tokens_through_open_clip(

@@ -10,42 +10,22 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import lightning as L
-import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-from clipfuse.backbones import clip_model_of
-from clipfuse.config import (
-    apply_overrides,
-    dump_config,
-    load_config,
-    resolve_path,
-    resolve_spec,
-    with_defaults,
-)
-from clipfuse.data import dataset_classes
-from clipfuse.engine.checkpoints import (
-    CHECKPOINT_KEY,
-    CHECKPOINT_VERSION,
-    AtomicCheckpointIO,
-    load_weights,
-    read_checkpoint,
-)
+from clipfuse.build import build_model, class_names_of, load_model, resolve_text_encoder
+from clipfuse.checkpoint import CHECKPOINT_KEY, checkpoint_meta
+from clipfuse.config import apply_overrides, changed_keys, dump_config, load_config
+from clipfuse.engine.checkpoints import AtomicCheckpointIO
 from clipfuse.engine.datamodule import SegmentationDataModule
 from clipfuse.engine.lock import RunLock
 from clipfuse.engine.progress import ProgressLines, StepProgressBar
 from clipfuse.engine.task import SegmentationTask
-from clipfuse.errors import ClipfuseError
+from clipfuse.errors import ClipfuseError, announce
 from clipfuse.evaluation import InferenceConfig, format_table, results_to_json
 from clipfuse.fileio import atomic_write_text, prepare_dir, prepare_file, remove_partial_files
-from clipfuse.models import Segmentor, create_model, method_uses_text, with_legacy_head_defaults
-from clipfuse.paths import shared_root
+from clipfuse.models import Segmentor, method_uses_text
 from clipfuse.precision import with_resolved_precision
-from clipfuse.text import build_prompt_encoder, embed_class_names
-from clipfuse.text.aliases import apply_aliases
-from clipfuse.text.bank import find_bank, resolve_bank_path
-from clipfuse.text.open_clip_encoder import OpenClipEncoder
-from clipfuse.text.registry import split_spec
 
 # What may change when a run is resumed: when to stop, validate, checkpoint, log and show.
 RESUMABLE_KEYS = (
@@ -60,187 +40,6 @@ RESUMABLE_KEYS = (
 logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
     lambda record: not str(record.msg).startswith("💡 Tip")
 )
-
-
-# ``text.encoder: auto`` on a backbone that is no CLIP image tower: the paper's text.
-DEFAULT_TEXT = "bank:shared:text/clip-vitb16"
-
-
-def announce(message: str) -> None:
-    """One line on stderr for a choice the user did not make explicitly."""
-    print(f"note: {message}", file=sys.stderr, flush=True)
-
-
-def class_names_of(config: dict) -> list[str]:
-    data = config["data"]
-    return dataset_classes(data["dataset"], root=data["root"], **data["dataset_kwargs"])
-
-
-def _same_clip_model(a: str, b: str) -> bool:
-    """``RN50/openai`` vs ``RN50/openai``; an ``<arch>`` without a tag (a local checkpoint)
-    matches any tag of that architecture."""
-    if "/" in a and "/" in b:
-        return a == b
-    return a.partition("/")[0] == b.partition("/")[0]
-
-
-def resolve_text_encoder(config: dict, class_names: list[str]) -> dict:
-    """``config`` with ``text.encoder: auto`` made concrete, the text of the image side.
-
-    A CLIP backbone (:func:`~clipfuse.backbones.clip_model_of`, e.g. ``resnet50_clip.openai``:
-    ``RN50/openai``) gets its own CLIP model's text, as the paper's Table 2 and DenseCLIP pair
-    them: the first bank under ``shared:text`` of that model holding every class, else
-    ``open_clip:<model>`` (announced: it downloads the weights unless cached). Any other
-    backbone gets :data:`DEFAULT_TEXT`. An explicit encoder of another CLIP model than the
-    backbone's is refused unless ``text.allow_mismatch`` is true.
-    """
-    text_cfg = config["text"]
-    backbone = config["model"]["backbone"]
-    clip_model = clip_model_of(backbone)
-    spec = text_cfg["encoder"]
-    if spec == "auto":
-        names = apply_aliases(class_names, text_cfg["aliases"] or None)
-        bank = find_bank(clip_model, names, shared_root() / "text") if clip_model else None
-        if bank is not None:
-            spec = f"bank:shared:text/{bank.name}"
-        elif clip_model is not None:
-            spec = f"open_clip:{clip_model}"
-            announce(
-                f"no text bank of CLIP {clip_model} under {shared_root() / 'text'} holds all "
-                f"{len(class_names)} classes: embedding them with {spec} (downloads its weights "
-                "unless open_clip's cache has them)"
-            )
-        else:
-            spec = DEFAULT_TEXT
-        return {**config, "text": {**text_cfg, "encoder": spec}}
-    if clip_model is not None and not text_cfg.get("allow_mismatch", False):
-        encoder_class, argument = split_spec(resolve_spec(spec))
-        try:
-            others = [
-                m
-                for m in encoder_class.clip_models(argument)
-                if not _same_clip_model(m, clip_model)
-            ]
-        except ClipfuseError:  # an absent bank: text_spec reports it (or falls back)
-            others = []
-        if others:
-            raise ClipfuseError(
-                f"text encoder {spec} is CLIP {others[0]}'s but the backbone {backbone} is "
-                f"CLIP {clip_model}'s image tower, so image and text features would not be "
-                "aligned: use text.encoder=auto, or text.allow_mismatch=true to pair them anyway"
-            )
-    return config
-
-
-def text_spec(config: dict, class_names: list[str]) -> str:
-    """The text encoder of ``config`` (:func:`resolve_text_encoder`); ``text.fallback``
-    (announced) when its ``bank:`` is absent."""
-    text_cfg = resolve_text_encoder(config, class_names)["text"]
-    spec = resolve_spec(text_cfg["encoder"])
-    fallback = text_cfg["fallback"]
-    if fallback and spec.startswith("bank:"):
-        try:
-            resolve_bank_path(spec.removeprefix("bank:"))
-        except ClipfuseError:
-            announce(
-                f"text bank {spec} not found: computing the vocabulary with {fallback} instead"
-            )
-            return fallback
-    return spec
-
-
-def build_model(
-    config: dict,
-    class_names: list[str],
-    text_embeddings: torch.Tensor | None = None,
-    pretrained: bool = True,
-) -> Segmentor:
-    """The model of ``config``; text embeddings are computed (cached) unless given.
-
-    With ``pretrained`` the one-line notes say where the backbone's weights come from (a
-    download unless cached) and how DenseCLIP's attention pool starts.
-    """
-    model_cfg, text_cfg = config["model"], config["text"]
-    method = model_cfg["method"]
-    backbone_kwargs = dict(model_cfg["backbone_kwargs"])
-    backbone_kwargs["pretrained"] = (
-        resolve_path(backbone_kwargs.get("pretrained")) if pretrained else None
-    )
-    if backbone_kwargs["pretrained"] is True:
-        announce(
-            f"backbone {model_cfg['backbone']}: timm's pretrained weights "
-            "(downloaded from the Hugging Face hub unless cached)"
-        )
-    head_kwargs = dict(model_cfg["head_kwargs"])
-    learnable_context = method == "denseclip" and text_cfg["learnable_context"]
-    needs_text = method_uses_text(method) and text_embeddings is None
-    spec = text_spec(config, class_names) if needs_text or learnable_context else None
-    if needs_text:
-        text_embeddings = embed_class_names(
-            spec,
-            class_names,
-            template=text_cfg["template"],
-            aliases=text_cfg["aliases"] or None,
-        )
-    if learnable_context:
-        try:
-            head_kwargs["prompt_encoder"] = build_prompt_encoder(
-                spec,
-                class_names,
-                n_ctx=text_cfg["learnable_context"],
-                aliases=text_cfg["aliases"] or None,
-            )
-        except ClipfuseError as error:
-            announce(f"DenseCLIP's learnable context tokens are off: {error}")
-    model = create_model(
-        method=method,
-        backbone=model_cfg["backbone"],
-        num_classes=len(class_names),
-        text_embeddings=text_embeddings,
-        decoder=model_cfg["decoder"],
-        backbone_kwargs=backbone_kwargs,
-        head_kwargs=head_kwargs,
-        decoder_kwargs=model_cfg["decoder_kwargs"],
-    )
-    if method == "denseclip" and pretrained:
-        backbone = model_cfg["backbone"]
-        if not model.head.pool_from_clip:
-            announce(f"DenseCLIP's attention pool is randomly initialised ({backbone} has none)")
-        elif backbone_kwargs["pretrained"]:
-            announce(f"DenseCLIP's attention pool starts from {backbone}'s pretrained CLIP pool")
-        else:
-            announce(
-                f"DenseCLIP's attention pool starts from {backbone}'s CLIP pool, which has "
-                "random weights (model.backbone_kwargs.pretrained is off)"
-            )
-    return model
-
-
-def cost_model(config: dict, class_names: list[str]) -> Segmentor:
-    """The model of ``config`` with random weights, for ``clipfuse flops`` and ``bench``.
-
-    Where the text encoder cannot run here (open_clip weights not downloaded, a bank absent),
-    random class embeddings stand in, announced: the cost does not depend on their values.
-    Their width is the open_clip architecture's, else 512 (CLIP ViT-B/16's).
-    """
-    text = None
-    if method_uses_text(config["model"]["method"]):
-        config = resolve_text_encoder(config, class_names)
-        text_cfg = config["text"]
-        try:
-            spec = text_spec(config, class_names)
-            text = embed_class_names(
-                spec,
-                class_names,
-                template=text_cfg["template"],
-                aliases=text_cfg["aliases"] or None,
-            )
-        except ClipfuseError as error:
-            encoder_class, argument = split_spec(resolve_spec(text_cfg["encoder"]))
-            width = OpenClipEncoder.width(argument) if encoder_class is OpenClipEncoder else 512
-            announce(f"{error}; random text embeddings of width {width} stand in")
-            text = torch.randn(len(class_names), width, generator=torch.Generator().manual_seed(0))
-    return build_model(config, class_names, text_embeddings=text, pretrained=False)
 
 
 class _RunTask(SegmentationTask):
@@ -285,11 +84,7 @@ class _RunTask(SegmentationTask):
             )
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint[CHECKPOINT_KEY] = {
-            "config": self.run_config,
-            "class_names": self.class_names,
-            "format_version": CHECKPOINT_VERSION,
-        }
+        checkpoint[CHECKPOINT_KEY] = checkpoint_meta(self.run_config, self.class_names)
 
 
 def _datamodule(config: dict, model: Segmentor) -> SegmentationDataModule:
@@ -346,19 +141,6 @@ def _launching_process() -> bool:
     return all(int(os.environ.get(name, 0)) == 0 for name in ("RANK", "LOCAL_RANK", "NODE_RANK"))
 
 
-def _changed_keys(old: dict, new: dict, where: str = "") -> dict[str, tuple]:
-    """Dotted key -> (old, new) for every setting that differs."""
-    changed: dict[str, tuple] = {}
-    for key in sorted(set(old) | set(new)):
-        path = f"{where}.{key}" if where else key
-        before, after = old.get(key), new.get(key)
-        if isinstance(before, dict) and isinstance(after, dict) and before and after:
-            changed.update(_changed_keys(before, after, path))
-        elif before != after:
-            changed[path] = (before, after)
-    return changed
-
-
 def _run_config(
     config: dict | None, out_dir: Path, resume: bool, overrides: Sequence[str], check: bool
 ) -> dict:
@@ -390,7 +172,7 @@ def _run_config(
     wanted = with_resolved_precision(
         apply_overrides(saved if config is None else config, overrides)
     )[0]
-    changed = _changed_keys(saved, wanted)
+    changed = changed_keys(saved, wanted)
     refused = {key: change for key, change in changed.items() if key not in RESUMABLE_KEYS}
     if refused:
         listed = ", ".join(f"{key} ({old!r} -> {new!r})" for key, (old, new) in refused.items())
@@ -486,21 +268,6 @@ def _report(
         atomic_write_text(path, json.dumps(payload, indent=2))
 
 
-def load_checkpoint(path: str | Path) -> tuple[dict, list[str], dict]:
-    """``(config, class_names, model_state_dict)`` of a clipfuse checkpoint (tensors only)."""
-    checkpoint = read_checkpoint(path)
-    meta = checkpoint[CHECKPOINT_KEY]
-    config = with_defaults(meta["config"])
-    if meta.get("format_version", 1) < 2:
-        config = with_legacy_head_defaults(config)
-    state = {
-        k.removeprefix("model."): v
-        for k, v in checkpoint["state_dict"].items()
-        if k.startswith("model.")
-    }
-    return config, list(meta["class_names"]), state
-
-
 def evaluate(
     checkpoint: str | Path,
     overrides: list[str] | None = None,
@@ -511,9 +278,8 @@ def evaluate(
     ``data.*`` / ``eval.*`` overridable)."""
     if json_path is not None:
         prepare_file(json_path, "metrics file")  # before the evaluation, not after it
-    config, class_names, state = load_checkpoint(checkpoint)
-    if overrides:
-        config = apply_overrides(config, overrides)
+    loaded = load_model(checkpoint, overrides or ())
+    config, class_names, model = loaded.config, loaded.class_names, loaded.segmentor
     dataset_classes = class_names_of(config)
     if dataset_classes != class_names:
         raise ClipfuseError(
@@ -521,9 +287,6 @@ def evaluate(
             f"({', '.join(class_names[:5])}, ...) but dataset {config['data']['dataset']!r} has "
             f"{len(dataset_classes)} ({', '.join(dataset_classes[:5])}, ...)"
         )
-    text_embeddings = state.get("head.text_embeddings")
-    model = build_model(config, class_names, text_embeddings=text_embeddings, pretrained=False)
-    load_weights(model, state, f"checkpoint {checkpoint} does not fit its config")
     report_path = Path(json_path) if json_path else None
     task = _RunTask(model, class_names, config, report_path=report_path, quiet=quiet)
     # Autocast comes from eval.precision (in infer_logits), not from how the run was trained.

@@ -18,7 +18,9 @@ import statistics
 from collections.abc import Sequence
 from pathlib import Path
 
+from clipfuse.errors import ClipfuseError, announce, one_line
 from clipfuse.experiments.spec import ExperimentSpec
+from clipfuse.extras import require
 from clipfuse.fileio import atomic_write_bytes, prepare_dir
 
 RESULT_FILE = "result.json"  # one per (run, seed) folder, written by the runner
@@ -214,6 +216,7 @@ def best_row(rows: Sequence[dict]) -> dict | None:
 
 def results_plot(spec: ExperimentSpec, rows: Sequence[dict]) -> bytes:
     """PNG of val mIoU against GMACs: one point per run, error bars = std over seeds."""
+    require("matplotlib", "the experiment plot")
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -221,7 +224,7 @@ def results_plot(spec: ExperimentSpec, rows: Sequence[dict]) -> bytes:
     figure = Figure(figsize=(7, 5))
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
-    colours = {"fpn": "tab:gray", "denseclip": "tab:orange", "convformer": "tab:blue"}
+    colours = {"plain": "tab:gray", "denseclip": "tab:orange", "convformer": "tab:blue"}
     for summary in summaries:
         colour = colours.get(str(summary["method"]), "tab:green")
         axes.errorbar(
@@ -311,8 +314,11 @@ def write_report(spec: ExperimentSpec, out: Path, folders: Sequence[Path] = ()) 
         ),
         "results.csv": results_csv(rows),
         "results.md": results_markdown(spec, out, rows),
-        "results.png": results_plot(spec, rows),
     }
+    try:
+        files["results.png"] = results_plot(spec, rows)
+    except ClipfuseError as error:
+        announce(f"results.png not written: {one_line(error)}")
     best = best_row(rows)
     if best is not None:
         files[BEST_CONFIG_FILE] = (

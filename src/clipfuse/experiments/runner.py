@@ -29,7 +29,7 @@ from pathlib import Path
 
 import lightning as L
 
-from clipfuse.config import load_config
+from clipfuse.config import changed_keys, load_config
 from clipfuse.engine import train
 from clipfuse.errors import ClipfuseError
 from clipfuse.experiments.measure import measure_model
@@ -42,13 +42,13 @@ TIMING_FILE = "timing.json"
 LOCK_FILE = ".experiment.lock"
 # Keys that say how a run executes, not what it computes: they may differ on a later invocation.
 _EXECUTION_KEYS = {
-    ("train", "accelerator"),
-    ("train", "devices"),
-    ("train", "num_nodes"),
-    ("train", "strategy"),
-    ("train", "progress_bar"),
-    ("train", "log_every"),
-    ("data", "num_workers"),
+    "train.accelerator",
+    "train.devices",
+    "train.num_nodes",
+    "train.strategy",
+    "train.progress_bar",
+    "train.log_every",
+    "data.num_workers",
 }
 
 
@@ -91,20 +91,6 @@ class WallClock(L.Callback):
         self.previous = float(state_dict.get("seconds", 0.0))
 
 
-def _differences(saved: dict, planned: dict, where: str = "") -> list[str]:
-    keys = []
-    for key in sorted(set(saved) | set(planned)):
-        path = f"{where}.{key}" if where else key
-        if tuple(path.split(".")) in _EXECUTION_KEYS:
-            continue
-        a, b = saved.get(key), planned.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            keys += _differences(a, b, path)
-        elif a != b:
-            keys.append(f"{path} ({a!r} there, {b!r} in the spec)")
-    return keys
-
-
 def _last_step(folder: Path) -> int | None:
     metrics = folder / "metrics.json"
     if not metrics.is_file():
@@ -121,7 +107,12 @@ def job_status(folder: Path, config: dict) -> tuple[Status, int | None]:
     started = saved.is_file() or (folder / "checkpoints" / "last.ckpt").exists()
     if saved.is_file():
         # auto precision is compared as this machine resolves it (as the saved run did)
-        differences = _differences(load_config(saved), with_resolved_precision(config)[0])
+        changed = changed_keys(load_config(saved), with_resolved_precision(config)[0])
+        differences = [
+            f"{key} ({there!r} there, {planned!r} in the spec)"
+            for key, (there, planned) in changed.items()
+            if key not in _EXECUTION_KEYS
+        ]
         if differences:
             raise ClipfuseError(
                 f"{folder} holds a run with another config ({'; '.join(differences[:4])}): "

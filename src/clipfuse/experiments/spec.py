@@ -8,7 +8,7 @@ The format is documented in ``docs/experiments.md``::
     seeds: [0, 1, 2]                          # default seeds of every run
     eval_size: [360, 480]                     # H W of the GMACs and latency measurements
     runs:
-      fpn: {overrides: [model.method=fpn], replace: {model.head_kwargs: {}}}
+      fpn: {overrides: [model.method=plain], replace: {model.head_kwargs: {}}}
       convformer: {}
       convformer_dot: {overrides: [model.head_kwargs.bridge=dot], seeds: [0]}
 
@@ -18,7 +18,6 @@ A run's config is built in this order: its base file (with ``_base_``), then ``r
 the run's, merged as on the ``clipfuse train`` command line), then ``seed``.
 """
 
-import copy
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from clipfuse.config import DEFAULTS, _merge, apply_overrides, load_config
+from clipfuse.config import apply_overrides, load_config, replace_key, with_defaults
 from clipfuse.errors import ClipfuseError
 
 SPEC_KEYS = {
@@ -62,10 +61,10 @@ class RunSpec:
     def config(self, seed: int) -> dict:
         """The full, validated config of this run at ``seed``."""
         config = load_config(self.base)
-        for dotted, value in self.replace.items():
-            _replace(config, dotted, value, self.name)
-        config = _merge(copy.deepcopy(DEFAULTS), config, "")  # validates what was replaced
         try:
+            for dotted, value in self.replace.items():
+                replace_key(config, dotted, value)
+            config = with_defaults(config)  # validates what was replaced
             config = apply_overrides(config, self.overrides)
         except ClipfuseError as error:
             raise ClipfuseError(f"experiment run {self.name!r}: {error}") from error
@@ -100,19 +99,6 @@ class ExperimentSpec:
     def default_out(self) -> Path:
         """``out`` from the spec, else ``runs/experiments/<name>``."""
         return self.out if self.out is not None else Path("runs") / "experiments" / self.name
-
-
-def _replace(config: dict, dotted: str, value: Any, run: str) -> None:
-    """Set an existing dotted key of ``config`` to ``value`` outright (no merging)."""
-    *parents, leaf = dotted.split(".")
-    node = config
-    for part in parents:
-        if not isinstance(node.get(part), dict):
-            raise ClipfuseError(f"experiment run {run!r}: replace key {dotted!r} does not exist")
-        node = node[part]
-    if leaf not in node:
-        raise ClipfuseError(f"experiment run {run!r}: replace key {dotted!r} does not exist")
-    node[leaf] = copy.deepcopy(value)
 
 
 def _where(spec_path: Path | None, value: str | Path) -> Path:

@@ -1,4 +1,5 @@
-"""The Conv-Former fusion module (method.md sections 1-2 and 4; paper Eqs. 1, 3, 4).
+"""The Conv-Former fusion module of Jin & Yang, "CLIP for Lightweight Semantic Segmentation"
+(method.md sections 1-2 and 4; paper Sec. 3, Eqs. 1, 3, 4).
 
 A Conv-Former block runs, in Mobile-Former order,
 
@@ -253,7 +254,8 @@ class ConvFormer(nn.Module):
     ``num_blocks`` stacked :class:`ConvFormerBlock` (N = 6 is the paper's best) of width
     ``dim`` (512 [choice], 256 the small setting) with ``heads`` heads [choice: 8].
 
-    ``gate_init`` [deviation, not in the paper; None = the paper]: a learnable per-channel
+    ``gate_init`` [deviation, not in the paper; None = the paper, the default of this module;
+    :class:`~clipfuse.models.heads.ConvFormerHead` defaults to 1e-4]: a learnable per-channel
     scale on each branch, ``[I', T'] = [g_I * blocks(I0), g_T * blocks(T0)] + [I0, T0]``, both
     initialised to ``gate_init`` (LayerScale, Touvron et al. 2021; DenseCLIP gates its text
     update the same way with 1e-4). With a small value the model starts as Semantic FPN on

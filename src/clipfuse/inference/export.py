@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from clipfuse.errors import ClipfuseError
+from clipfuse.extras import require
 from clipfuse.fileio import atomic_write, prepare_file
 
 Exporter = Literal["dynamo", "torchscript"]
@@ -95,6 +96,9 @@ def export_onnx(
     height, width = (int(s) for s in size)
     if min(height, width) < 32:
         raise ClipfuseError(f"export: size {height}x{width} is too small (at least 32x32)")
+    require("onnx", "ONNX export")
+    if exporter == "dynamo":
+        require("onnxscript", "ONNX export with the dynamo exporter")
     out = prepare_file(out, "ONNX file")  # before the export work, which takes a while
     wrapper = ExportableSegmentor(model, pad_to=pad_to).eval()
     reference = next(model.parameters(), None)
@@ -154,19 +158,15 @@ def export_checkpoint(
     exporter: Exporter = "dynamo",
     opset: int = DEFAULT_OPSET,
 ) -> Path:
-    """Export a clipfuse training checkpoint; ``size`` defaults to the config's crop size."""
-    from clipfuse.engine import build_model, load_checkpoint
-    from clipfuse.engine.checkpoints import load_weights
+    """Export a clipfuse training checkpoint (or pretrained folder); ``size`` defaults to the
+    config's crop size."""
+    from clipfuse.build import load_model
 
     if format not in FORMATS:
         raise ClipfuseError(f"export: format {format!r}: expected one of {FORMATS}")
     prepare_file(out, "ONNX file")
-    config, class_names, state = load_checkpoint(checkpoint)
-    model = build_model(
-        config, class_names, text_embeddings=state.get("head.text_embeddings"), pretrained=False
-    )
-    load_weights(model, state, f"checkpoint {checkpoint} does not fit its config")
-    model.eval()
+    loaded = load_model(checkpoint)
+    model, config, class_names = loaded.segmentor, loaded.config, loaded.class_names
     size = size or config["data"]["crop_size"]
     model_cfg = config["model"]
     extra = {
@@ -185,7 +185,7 @@ class OnnxSegmentor:
     """
 
     def __init__(self, path: str | Path, threads: int | None = None) -> None:
-        import onnxruntime as ort
+        ort = require("onnxruntime", "running an ONNX model")
 
         options = ort.SessionOptions()
         if threads:

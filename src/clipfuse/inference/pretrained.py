@@ -10,8 +10,8 @@ A *pretrained folder* (written by :meth:`ClipfuseModel.save_pretrained`) holds
   the model was trained with.
 
 :func:`load` reads such a folder, or a training checkpoint (``.ckpt``, read with
-``torch.load(weights_only=True)``), and rebuilds the model without the dataset or the training
-config file.
+``torch.load(weights_only=True)``), through :func:`clipfuse.build.load_model`, without the
+dataset, the training config file or the training engine.
 """
 
 import hashlib
@@ -24,19 +24,16 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
+from clipfuse.checkpoint import CONFIG_FILE, PRETRAINED_FORMAT, WEIGHTS_FILE
+from clipfuse.config import FORMAT_VERSION
 from clipfuse.errors import ClipfuseError, one_line
 from clipfuse.fileio import atomic_write, atomic_write_text, prepare_dir
 from clipfuse.inference.labels import LabelChoice, LabelsArg, resolve_labels
 from clipfuse.inference.predict import BatchRunner, ImageInput, Prediction, as_rgb
-from clipfuse.models import Segmentor, method_uses_text, with_legacy_head_defaults
+from clipfuse.models import Segmentor, method_uses_text
 
-FORMAT = "clipfuse-pretrained"
-FORMAT_VERSION = 2  # 2: Conv-Former's text_scale exists; version 1 folders are read as "none"
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
 MAX_LABELS = 255  # label maps are uint8 and 255 is the ignore index
 
 
@@ -179,9 +176,9 @@ class ClipfuseModel:
                     f"text encoder {self.text['encoder']}: {one_line(error)}"
                 ) from error
             except Exception as error:  # a live encoder that cannot load (offline, missing)
-                reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
                 raise ClipfuseError(
-                    f"open vocabulary: the text encoder {self.text['encoder']} failed: {reason}"
+                    f"open vocabulary: the text encoder {self.text['encoder']} failed: "
+                    f"{one_line(error)}"
                 ) from error
             fresh = iter(embedded)
             rows = [row if row is not None else next(fresh) for row in rows]
@@ -291,7 +288,7 @@ class ClipfuseModel:
 
         text = self.text
         return {
-            "format": FORMAT,
+            "format": PRETRAINED_FORMAT,
             "format_version": FORMAT_VERSION,
             "clipfuse_version": clipfuse.__version__,
             "torch_version": torch.__version__.split("+")[0],
@@ -321,7 +318,7 @@ class ClipfuseModel:
         }
         if self._trained_text is not None:
             state["head.text_embeddings"] = self._trained_text.cpu().contiguous().clone()
-        metadata = {"format": FORMAT, "format_version": str(FORMAT_VERSION)}
+        metadata = {"format": PRETRAINED_FORMAT, "format_version": str(FORMAT_VERSION)}
         atomic_write(
             directory / WEIGHTS_FILE, lambda path: save_file(state, path, metadata=metadata)
         )
@@ -332,40 +329,6 @@ class ClipfuseModel:
 
 
 # -- loading -----------------------------------------------------------------------------------
-
-
-def _read_pretrained(directory: Path) -> tuple[dict, dict[str, torch.Tensor]]:
-    config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
-    expected = f"expected {CONFIG_FILE} and {WEIGHTS_FILE} written by save_pretrained"
-    if not config_path.is_file():
-        raise ClipfuseError(
-            f"{directory} is not a clipfuse model folder: no {CONFIG_FILE} ({expected})"
-        )
-    try:
-        meta = json.loads(config_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as error:
-        raise ClipfuseError(f"{config_path} is not valid JSON ({expected})") from error
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise ClipfuseError(f"{config_path} is not a clipfuse model config (no format {FORMAT!r})")
-    version = meta.get("format_version")
-    if version not in (1, FORMAT_VERSION):
-        raise ClipfuseError(
-            f"{config_path} has format version {version!r}; this clipfuse reads versions 1 "
-            f"to {FORMAT_VERSION} (a newer clipfuse wrote it? upgrade clipfuse)"
-        )
-    missing = [key for key in ("config", "class_names") if not meta.get(key)]
-    if missing:
-        raise ClipfuseError(f"{config_path} lacks {', '.join(missing)}")
-    if version == 1:
-        meta = {**meta, "config": with_legacy_head_defaults(meta["config"])}
-    if not weights_path.is_file():
-        raise ClipfuseError(f"{directory} has {CONFIG_FILE} but no {WEIGHTS_FILE}")
-    try:
-        state = load_file(weights_path)
-    except (SafetensorError, OSError, ValueError) as error:
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise ClipfuseError(f"{weights_path} could not be read as safetensors: {reason}") from error
-    return meta, state
 
 
 def _dataset_palette(config: dict, class_names: list[str]) -> np.ndarray | None:
@@ -390,40 +353,19 @@ def load(path: str | os.PathLike, device: str | torch.device | None = None) -> C
     Raises a one-line :class:`~clipfuse.errors.ClipfuseError` for a missing path, an unknown
     format version, a missing file, weights that do not fit the config, or a foreign file.
     """
-    from clipfuse.engine.checkpoints import load_weights
-    from clipfuse.engine.run import build_model, load_checkpoint
+    from clipfuse.build import load_model
 
-    path = Path(path).expanduser()
-    if path.is_file() and path.name in (CONFIG_FILE, WEIGHTS_FILE):
-        path = path.parent
-    if not path.exists():
-        raise ClipfuseError(
-            f"model {path} not found: expected a folder from save_pretrained or a .ckpt"
-        )
-    palette = None
-    if path.is_dir():
-        meta, state = _read_pretrained(path)
-        config, class_names = meta["config"], list(meta["class_names"])
+    loaded = load_model(path)
+    meta = loaded.pretrained_meta
+    if meta is not None:
         palette = meta.get("palette")
-        normalization = meta.get("normalization") or {}
-        if "mean" in normalization and "std" in normalization:
-            backbone_kwargs = dict(config["model"].get("backbone_kwargs") or {})
-            backbone_kwargs.update(mean=normalization["mean"], std=normalization["std"])
-            config = {**config, "model": {**config["model"], "backbone_kwargs": backbone_kwargs}}
-        fits = f"{path / WEIGHTS_FILE} does not fit {path / CONFIG_FILE}"
     else:
-        config, class_names, state = load_checkpoint(path)
-        palette = _dataset_palette(config, class_names)
-        fits = f"checkpoint {path} does not fit its config"
-    try:
-        segmentor = build_model(
-            config, class_names, text_embeddings=state.get("head.text_embeddings"), pretrained=False
-        )
-    except ClipfuseError as error:
-        raise ClipfuseError(f"model {path}: {one_line(error)}") from error
-    except (KeyError, TypeError, ValueError) as error:
-        raise ClipfuseError(
-            f"model {path}: its config is incomplete or invalid ({error!r})"
-        ) from error
-    load_weights(segmentor, state, fits)
-    return ClipfuseModel(segmentor, config, class_names, palette, device, source=str(path))
+        palette = _dataset_palette(loaded.config, loaded.class_names)
+    return ClipfuseModel(
+        loaded.segmentor,
+        loaded.config,
+        loaded.class_names,
+        palette,
+        device,
+        source=str(loaded.source),
+    )

@@ -16,6 +16,7 @@ import warnings
 from PIL import Image, UnidentifiedImageError
 
 from clipfuse.errors import ClipfuseError, one_line
+from clipfuse.extras import require
 from clipfuse.inference.predict import pil_to_rgb
 from clipfuse.inference.pretrained import ClipfuseModel
 
@@ -118,6 +119,8 @@ def create_app(
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ):
     """The FastAPI application serving ``model``."""
+    require("fastapi", "clipfuse serve")
+    require("multipart", "clipfuse serve (uploads)")
     from fastapi import FastAPI, Request
     from fastapi.concurrency import run_in_threadpool
     from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
@@ -193,7 +196,7 @@ def serve(
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> None:
     """Load the model and serve the page until interrupted."""
-    import uvicorn
+    uvicorn = require("uvicorn", "clipfuse serve")
 
     from clipfuse.inference.pretrained import load
 

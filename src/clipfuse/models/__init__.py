@@ -1,9 +1,4 @@
-from clipfuse.models.factory import (
-    METHODS,
-    create_model,
-    method_uses_text,
-    with_legacy_head_defaults,
-)
+from clipfuse.models.factory import METHODS, create_model, method_uses_text
 from clipfuse.models.segmentor import Segmentor
 
 __all__ = [
@@ -11,5 +6,4 @@ __all__ = [
     "Segmentor",
     "create_model",
     "method_uses_text",
-    "with_legacy_head_defaults",
 ]

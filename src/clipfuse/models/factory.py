@@ -13,7 +13,7 @@ from clipfuse.models.segmentor import Segmentor
 
 def _no_head(backbone: TimmBackbone, text_embeddings: torch.Tensor | None, **kwargs) -> None:
     if kwargs:
-        raise ClipfuseError(f"method 'fpn' takes no head options, got {sorted(kwargs)}")
+        raise ClipfuseError(f"method 'plain' takes no head options, got {sorted(kwargs)}")
     return None
 
 
@@ -37,20 +37,10 @@ def _denseclip_head(
 
 # method name -> (builds the language head or None, needs text embeddings)
 METHODS: dict[str, tuple[Callable[..., nn.Module | None], bool]] = {
-    "fpn": (_no_head, False),
+    "plain": (_no_head, False),
     "denseclip": (_denseclip_head, True),
     "convformer": (_convformer_head, True),
 }
-
-
-def with_legacy_head_defaults(config: dict) -> dict:
-    """``config`` of a model saved before ``ConvFormerHead(text_scale=...)`` existed: such a
-    model was trained with unscaled text (``text_scale="none"``), not with today's default."""
-    model = config["model"]
-    if model.get("method") != "convformer" or "text_scale" in (model.get("head_kwargs") or {}):
-        return config
-    head_kwargs = {**(model.get("head_kwargs") or {}), "text_scale": "none"}
-    return {**config, "model": {**model, "head_kwargs": head_kwargs}}
 
 
 def method_uses_text(method: str) -> bool:
@@ -61,7 +51,7 @@ def method_uses_text(method: str) -> bool:
 
 
 def create_model(
-    method: str = "fpn",
+    method: str = "plain",
     backbone: str = "mobilenetv2_100",
     num_classes: int | None = None,
     text_embeddings: torch.Tensor | None = None,
@@ -73,7 +63,8 @@ def create_model(
     """Build a segmentation model.
 
     Args:
-        method: ``fpn`` (Semantic FPN, no text), ``denseclip`` or ``convformer`` (the paper's).
+        method: ``plain`` (the decoder on the backbone, no text), ``denseclip`` or
+            ``convformer`` (the paper's).
         backbone: a timm model name (see :mod:`clipfuse.backbones`).
         num_classes: K; for language-guided methods it is the number of rows of
             ``text_embeddings`` and may be left out.

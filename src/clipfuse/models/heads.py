@@ -79,7 +79,10 @@ class ConvFormerHead(LanguageHead):
     them and the K text tokens collapse into one: on CamVid after 140 steps their pairwise
     cosine was 0.9996 and the auxiliary loss stayed at ln K (docs/results.md).
 
-    ``gate_init`` [choice, not in the paper]: see :class:`~clipfuse.fusion.ConvFormer`.
+    ``gate_init`` [choice, not in the paper]: LayerScale gates on the fusion's contributions
+    (:class:`~clipfuse.fusion.ConvFormer`), 1e-4 by default, ``None`` for the paper read
+    literally. At 140 steps on CamVid they added 1.95 mIoU on every one of 3 seeds, and 3.9 with
+    256x320 crops (docs/results.md, "Fixes for the Conv-Former").
     """
 
     def __init__(
@@ -94,7 +97,7 @@ class ConvFormerHead(LanguageHead):
         ffn_ratio: int = 2,
         expand_ratio: int = 6,
         text_scale: Literal["rms", "none"] = "rms",
-        gate_init: float | None = None,
+        gate_init: float | None = 1e-4,
     ) -> None:
         super().__init__(text_embeddings, visual_channels=dim)
         if text_scale not in ("rms", "none"):

@@ -1,0 +1,90 @@
+"""The models ``clipfuse bench`` compares: configs (built with random weights by
+:func:`clipfuse.build.cost_model`) and the segmentation_models_pytorch reference."""
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from torch import nn
+
+from clipfuse.errors import ClipfuseError
+from clipfuse.extras import require
+
+SMP_NAME = "smp-FPN"
+
+
+@dataclass
+class Candidate:
+    """One row: a name and what the memory subprocess needs to rebuild the model."""
+
+    name: str
+    spec: dict  # {"config": dict} or {"smp": {"backbone": str, "classes": int}}
+    info: dict = field(default_factory=dict)
+    model: nn.Module | None = None
+
+
+def build_from_spec(spec: dict) -> tuple[nn.Module, dict]:
+    """The model of a candidate spec (random init) and facts about it."""
+    if "smp" in spec:
+        smp = require("segmentation_models_pytorch", "bench --smp-reference")
+
+        opts = spec["smp"]
+        model = smp.FPN(f"tu-{opts['backbone']}", encoder_weights=None, classes=opts["classes"])
+        info = {"method": "smp-fpn", "backbone": opts["backbone"], "num_classes": opts["classes"]}
+        return model, info
+    from clipfuse.build import class_names_of, cost_model
+
+    config = spec["config"]
+    class_names = class_names_of(config)
+    model = cost_model(config, class_names)
+    return model, _info(config, class_names)
+
+
+def _info(config: dict, class_names: list[str]) -> dict:
+    model = config["model"]
+    return {
+        "method": model["method"],
+        "backbone": model["backbone"],
+        "decoder": model["decoder"],
+        "head_kwargs": dict(model["head_kwargs"]),
+        "num_classes": len(class_names),
+    }
+
+
+def candidate_loss_args(spec: dict) -> dict:
+    """The loss settings of a candidate's config (smp has none)."""
+    train = spec.get("config", {}).get("train", {})
+    return {key: train[key] for key in ("aux_weight", "aux_temperature") if key in train}
+
+
+def load_candidates(
+    configs: Sequence[str | Path | dict], smp_reference: bool, overrides: Sequence[str] | None
+) -> list[Candidate]:
+    from clipfuse.config import load_config
+
+    candidates = []
+    for item in configs:
+        if isinstance(item, dict):
+            config = item
+            name = config.get("name") or config["model"]["method"]
+            config = {k: v for k, v in config.items() if k != "name"}
+        else:
+            path = Path(item)
+            if not path.is_file():
+                raise ClipfuseError(f"bench: config {path} not found")
+            config = load_config(path, list(overrides or []))
+            name = path.stem
+        candidates.append(Candidate(name, {"config": config}))
+    if not candidates:
+        raise ClipfuseError("bench: give at least one config")
+    names = [c.name for c in candidates]
+    if len(set(names)) != len(names):
+        raise ClipfuseError(f"bench: two configs have the same name: {names}")
+    if smp_reference:
+        first = candidates[0].spec["config"]
+        from clipfuse.build import class_names_of
+
+        classes = len(class_names_of(first))
+        spec = {"smp": {"backbone": first["model"]["backbone"], "classes": classes}}
+        candidates.append(Candidate(SMP_NAME, spec))
+    return candidates

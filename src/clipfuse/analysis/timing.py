@@ -1,0 +1,160 @@
+"""The timing core of ``clipfuse bench`` and of the experiment runner's latency: robust
+statistics of repeated calls, interleaved round-robin, the machine's matmul peak, one training
+step as the engine runs it, and what the machine was."""
+
+import math
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from clipfuse.losses import segmentation_loss
+
+
+def summarize_ms(seconds: Sequence[float]) -> dict:
+    """Median, inter-quartile range, std, min and the sorted samples, in milliseconds."""
+    ms = sorted(1000 * s for s in seconds)
+    if len(ms) >= 2:
+        q1, _, q3 = statistics.quantiles(ms, n=4, method="inclusive")
+        std = statistics.stdev(ms)
+    else:
+        q1 = q3 = ms[0]
+        std = 0.0
+    return {
+        "median": statistics.median(ms),
+        "iqr": q3 - q1,
+        "std": std,
+        "min": ms[0],
+        "samples": [round(v, 3) for v in ms],
+    }
+
+
+def synchronizer(device: torch.device) -> Callable[[], None]:
+    """What waits for the device's queued work before a clock is read (nothing on CPU)."""
+    if device.type == "cuda":
+        return lambda: torch.cuda.synchronize(device)
+    return lambda: None
+
+
+def matmul_peak(
+    device: torch.device, n: int | None = None, repeats: int = 5
+) -> dict[str, float | int]:
+    """Best fp32 GFLOP/s of ``n x n @ n x n`` (2 n^3 FLOPs) over ``repeats`` after a warm-up."""
+    n = n or (8192 if device.type == "cuda" else 2048)
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    sync = synchronizer(device)
+    best = math.inf
+    with torch.inference_mode():
+        torch.mm(a, b)
+        for _ in range(repeats):
+            sync()
+            start = time.perf_counter()
+            torch.mm(a, b)
+            sync()
+            best = min(best, time.perf_counter() - start)
+    return {"gflops": 2 * n**3 / best / 1e9, "n": n}
+
+
+def train_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    loss_args: dict | None = None,
+    dtype: torch.dtype | None = None,
+) -> None:
+    """One step as the engine trains: forward (under autocast when ``dtype`` is given), the
+    engine's loss with the config's ``aux_weight`` / ``aux_temperature``, backward, step."""
+    optimizer.zero_grad(set_to_none=True)
+    with torch.autocast(images.device.type, dtype=dtype, enabled=dtype is not None):
+        outputs = model(images)
+        if not isinstance(outputs, dict):
+            outputs = {"logits": outputs}
+        loss = segmentation_loss(outputs, labels, **(loss_args or {}))["loss"]
+    loss.backward()
+    optimizer.step()
+
+
+def sgd_optimizer(model: nn.Module) -> torch.optim.Optimizer:
+    """SGD with momentum on the trainable parameters: the optimiser state of a timed step."""
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.SGD(parameters, lr=1e-4, momentum=0.9)
+
+
+def random_batch(
+    batch: int, size: Sequence[int], device: torch.device, classes: int, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random images (B x 3 x H x W) and labels (B x H x W) in ``[0, classes)``, seeded."""
+    generator = torch.Generator().manual_seed(seed)
+    images = torch.randn(batch, 3, *size, generator=generator).to(device)
+    labels = torch.randint(0, classes, (batch, *size), generator=generator).to(device)
+    return images, labels
+
+
+def round_robin(
+    runners: list[tuple[str, Callable[[], None]]],
+    warmup: int,
+    repeats: int,
+    sync: Callable[[], None],
+) -> dict[str, list[float]]:
+    """``warmup + repeats`` rounds; in each, every runner once, the start rotating."""
+    samples: dict[str, list[float]] = {key: [] for key, _ in runners}
+    for round_index in range(warmup + repeats):
+        shift = round_index % len(runners)
+        for key, run in runners[shift:] + runners[:shift]:
+            sync()
+            start = time.perf_counter()
+            run()
+            sync()
+            if round_index >= warmup:
+                samples[key].append(time.perf_counter() - start)
+    return samples
+
+
+def inference_runner(model: nn.Module, images: torch.Tensor) -> Callable[[], None]:
+    """One forward pass of ``model`` on ``images`` under ``torch.inference_mode()``."""
+
+    def run() -> None:
+        with torch.inference_mode():
+            model(images)
+
+    return run
+
+
+def load_average() -> float | None:
+    """The 1-minute load average: other processes running during a CPU benchmark show here."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
+
+
+def cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else what ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info(device: torch.device, threads: int, peak: dict) -> dict:
+    """The device, its name, CPU count, threads, torch version and the matmul ``peak``."""
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
+    return {
+        "device": str(device),
+        "name": name,
+        "cpu_count": os.cpu_count(),
+        "threads": threads,
+        "torch": torch.__version__,
+        "matmul_gflops": peak["gflops"],
+        "matmul_n": peak["n"],
+    }

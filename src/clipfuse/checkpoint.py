@@ -1,0 +1,181 @@
+"""Reading saved models, with one-line errors and without unpickling anything.
+
+A trained model is saved in one of two forms:
+
+* a training checkpoint (``.ckpt``, written by ``clipfuse train`` through Lightning): read
+  with ``torch.load(weights_only=True)`` only, so a file holding anything other than tensors
+  and plain data is refused; its ``clipfuse`` entry holds the run config, the class names and
+  the format version;
+* a pretrained folder (written by :meth:`clipfuse.inference.ClipfuseModel.save_pretrained`):
+  ``model.safetensors`` (the network's ``state_dict``) and ``config.json`` (``format``,
+  ``format_version``, ``class_names``, ``config``: the full run config, and what a model card
+  needs: text encoder, normalisation, palette).
+
+Both carry :data:`clipfuse.config.FORMAT_VERSION`; their config is read back with
+:func:`clipfuse.config.with_defaults` (upgraded to today's keys, every key validated).
+Lightning-free: loading a model for inference does not import the training engine.
+"""
+
+import json
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from clipfuse.config import FORMAT_VERSION, with_defaults
+from clipfuse.errors import ClipfuseError, one_line
+
+CHECKPOINT_KEY = "clipfuse"
+PRETRAINED_FORMAT = "clipfuse-pretrained"
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+_EXPECTED = "expected a .ckpt written by clipfuse train"
+
+
+def _read_error(path: Path, error: Exception) -> ClipfuseError:
+    """Why ``torch.load`` could not read ``path``, in one line and without torch's advice to
+    retry with ``weights_only=False`` (wrong for random bytes, unsafe for a hostile file)."""
+    size = path.stat().st_size
+    if size == 0:
+        return ClipfuseError(f"checkpoint {path} is empty (0 bytes): {_EXPECTED}")
+    with path.open("rb") as file:
+        zip_magic = file.read(4) == b"PK\x03\x04"
+    if zip_magic and not zipfile.is_zipfile(path):
+        return ClipfuseError(
+            f"checkpoint {path} is truncated or damaged ({size:,} bytes, an incomplete archive): "
+            f"{_EXPECTED}; was it copied or written completely?"
+        )
+    if isinstance(error, pickle.UnpicklingError) and zip_magic:
+        return ClipfuseError(
+            f"checkpoint {path} holds Python objects other than tensors and plain data: "
+            "refused (loading it could run code; clipfuse checkpoints hold only those)"
+        )
+    return ClipfuseError(f"checkpoint {path} is not a PyTorch checkpoint: {_EXPECTED}")
+
+
+def torch_load(path: str | os.PathLike) -> Any:
+    """``torch.load(weights_only=True)`` on the CPU, with one-line errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise ClipfuseError(f"checkpoint {path} not found: {_EXPECTED}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise _read_error(path, error) from error
+
+
+def _check_version(source: str, version: Any) -> None:
+    if not isinstance(version, int) or not 1 <= version <= FORMAT_VERSION:
+        raise ClipfuseError(
+            f"{source} has format version {version!r}; this clipfuse reads versions 1 "
+            f"to {FORMAT_VERSION} (a newer clipfuse wrote it? upgrade clipfuse)"
+        )
+
+
+def check_checkpoint(path: Path, checkpoint: Any) -> None:
+    """Refuse ``checkpoint`` (read from ``path``) unless it is a clipfuse checkpoint of a
+    format version this clipfuse reads."""
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get(CHECKPOINT_KEY), dict):
+        raise ClipfuseError(
+            f"checkpoint {path} was not written by clipfuse (no '{CHECKPOINT_KEY}' entry)"
+        )
+    meta = checkpoint[CHECKPOINT_KEY]
+    _check_version(f"checkpoint {path}", meta.get("format_version", 1))
+    missing = [key for key in ("config", "class_names") if key not in meta]
+    if "state_dict" not in checkpoint:
+        missing.append("state_dict")
+    if missing:
+        raise ClipfuseError(f"checkpoint {path} lacks {', '.join(missing)}: {_EXPECTED}")
+
+
+def checkpoint_meta(config: dict, class_names: list[str]) -> dict:
+    """The ``clipfuse`` entry a training checkpoint carries."""
+    return {"config": config, "class_names": class_names, "format_version": FORMAT_VERSION}
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """The whole checkpoint dict (tensors on the CPU), checked by :func:`check_checkpoint`."""
+    checkpoint = torch_load(path)
+    check_checkpoint(Path(path), checkpoint)
+    return checkpoint
+
+
+def load_checkpoint(path: str | os.PathLike) -> tuple[dict, list[str], dict[str, torch.Tensor]]:
+    """``(config, class_names, model_state_dict)`` of a clipfuse training checkpoint."""
+    checkpoint = read_checkpoint(path)
+    meta = checkpoint[CHECKPOINT_KEY]
+    config = with_defaults(meta["config"], meta.get("format_version", 1))
+    state = {
+        key.removeprefix("model."): value
+        for key, value in checkpoint["state_dict"].items()
+        if key.startswith("model.")
+    }
+    return config, list(meta["class_names"]), state
+
+
+def read_pretrained(directory: str | os.PathLike) -> tuple[dict, dict[str, torch.Tensor]]:
+    """``(meta, state_dict)`` of a pretrained folder; ``meta`` is its ``config.json`` with
+    ``config`` upgraded and completed (:func:`clipfuse.config.with_defaults`)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    directory = Path(directory)
+    config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
+    expected = f"expected {CONFIG_FILE} and {WEIGHTS_FILE} written by save_pretrained"
+    if not config_path.is_file():
+        raise ClipfuseError(
+            f"{directory} is not a clipfuse model folder: no {CONFIG_FILE} ({expected})"
+        )
+    try:
+        meta = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise ClipfuseError(f"{config_path} is not valid JSON ({expected})") from error
+    if not isinstance(meta, dict) or meta.get("format") != PRETRAINED_FORMAT:
+        raise ClipfuseError(
+            f"{config_path} is not a clipfuse model config (no format {PRETRAINED_FORMAT!r})"
+        )
+    version = meta.get("format_version")
+    _check_version(str(config_path), version)
+    missing = [key for key in ("config", "class_names") if not meta.get(key)]
+    if missing:
+        raise ClipfuseError(f"{config_path} lacks {', '.join(missing)}")
+    try:
+        meta = {**meta, "config": with_defaults(meta["config"], version)}
+    except ClipfuseError as error:
+        raise ClipfuseError(f"{config_path}: {one_line(error)}") from error
+    if not weights_path.is_file():
+        raise ClipfuseError(f"{directory} has {CONFIG_FILE} but no {WEIGHTS_FILE}")
+    try:
+        state = load_file(weights_path)
+    except (SafetensorError, OSError, ValueError) as error:
+        raise ClipfuseError(
+            f"{weights_path} could not be read as safetensors: {one_line(error)}"
+        ) from error
+    return meta, state
+
+
+def load_weights(model: nn.Module, state: dict[str, torch.Tensor], fits: str) -> None:
+    """Load ``state`` into ``model`` exactly; ``fits`` starts the one-line error
+    ("checkpoint X does not fit its config") for missing, unexpected or misshapen tensors."""
+    expected = model.state_dict()
+    missing = [key for key in expected if key not in state]
+    unexpected = [key for key in state if key not in expected]
+    misshapen = [
+        f"{key} is {tuple(state[key].shape)}, the config's model has {tuple(value.shape)}"
+        for key, value in expected.items()
+        if key in state and tuple(state[key].shape) != tuple(value.shape)
+    ]
+    if missing or unexpected or misshapen:
+        problems = []
+        if missing:
+            problems.append(f"missing {len(missing)} tensors {missing[:3]}")
+        if unexpected:
+            problems.append(f"unexpected {len(unexpected)} {unexpected[:3]}")
+        if misshapen:
+            problems.append(f"{len(misshapen)} of another shape ({'; '.join(misshapen[:3])})")
+        raise ClipfuseError(f"{fits}: {', '.join(problems)}")
+    model.load_state_dict(state)
