@@ -13,15 +13,22 @@ class ClipfuseError(Exception):
 
 
 def one_line(error: BaseException) -> str:
-    """The error's message on one line, also when a DataLoader worker re-raised it (PyTorch
-    then prepends the worker's traceback to the message); a message-less error gives its
-    type's name."""
-    lines = [line for line in str(error).strip().splitlines() if line.strip()]
+    """The error's message on one line, for a one-line error of our own.
+
+    A :class:`ClipfuseError`'s lines are joined, also when a DataLoader worker re-raised it
+    (PyTorch then prepends the worker's traceback to the message); another library's
+    exception gives its first line (what follows is advice or a traceback); an exception
+    without a message gives its type's name.
+    """
+    text = str(error).strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
     if not lines:
         return type(error).__name__
-    if "Original Traceback" in str(error):
+    if "Original Traceback" in text:
         return lines[-1].split("ClipfuseError: ", 1)[-1]
-    return " ".join(line.strip() for line in lines)
+    if not isinstance(error, ClipfuseError):
+        return lines[0]
+    return " ".join(lines)
 
 
 def announce(message: str) -> None:

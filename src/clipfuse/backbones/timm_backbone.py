@@ -19,7 +19,7 @@ from timm.models import FeatureListNet
 from torch import nn
 from torch.nn import functional as F
 
-from clipfuse.errors import ClipfuseError
+from clipfuse.errors import ClipfuseError, one_line
 
 STRIDES = (4, 8, 16, 32)
 
@@ -169,8 +169,7 @@ class TimmBackbone(nn.Module):
                 ) from error
             if "state_dict" in str(error) or "size mismatch" in str(error):
                 raise ClipfuseError(
-                    f"backbone weights {pretrained} do not fit {self.name}: "
-                    f"{str(error).splitlines()[0]}"
+                    f"backbone weights {pretrained} do not fit {self.name}: {one_line(error)}"
                 ) from error
             raise
         info = self.body.feature_info

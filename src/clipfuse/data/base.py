@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
-from clipfuse.errors import ClipfuseError
+from clipfuse.errors import ClipfuseError, one_line
 
 IGNORE_INDEX = 255
 """Mask value that losses and metrics ignore, in every dataset."""
@@ -139,11 +139,10 @@ def require_dir(path: Path, what: str, layout: str) -> Path:
 
 
 def _reason(error: BaseException) -> str:
-    """The first line of an exception's message (for one-line errors)."""
+    """Why an image could not be read, in a few words."""
     if isinstance(error, UnidentifiedImageError):
         return "unrecognised file format"
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
+    return one_line(error)
 
 
 def _header_problem(image_path: Path, mask_path: Path) -> str | None:

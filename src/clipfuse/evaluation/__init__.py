@@ -1,6 +1,5 @@
 """Confusion-matrix metrics and whole / sliding-window / flip / multi-scale inference."""
 
-from clipfuse.evaluation.evaluate import evaluate
 from clipfuse.evaluation.inference import MODES, InferenceConfig, infer_logits
 from clipfuse.evaluation.metrics import SegmentationMetrics, format_table, results_to_json
 
@@ -8,7 +7,6 @@ __all__ = [
     "MODES",
     "InferenceConfig",
     "SegmentationMetrics",
-    "evaluate",
     "format_table",
     "infer_logits",
     "results_to_json",

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from clipfuse.errors import ClipfuseError
+from clipfuse.errors import ClipfuseError, one_line
 from clipfuse.text.base import TextEncoder, normalize_name
 from clipfuse.text.prompts import embed_prompts
 
@@ -34,10 +34,9 @@ def load_hf_text(source: str) -> tuple["CLIPTextModelWithProjection", "PreTraine
         model = CLIPTextModelWithProjection.from_pretrained(source, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(source)
     except (OSError, ValueError) as error:
-        first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise ClipfuseError(
             f"text encoder 'hf:{source}': could not load a CLIP text model and tokenizer "
-            f"(a model id needs a network or a filled cache): {first_line}"
+            f"(a model id needs a network or a filled cache): {one_line(error)}"
         ) from error
     model.eval().requires_grad_(False)
     return model, tokenizer

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from clipfuse.errors import ClipfuseError
+from clipfuse.errors import ClipfuseError, one_line
 from clipfuse.text.base import TextEncoder, normalize_name
 from clipfuse.text.prompts import embed_prompts
 
@@ -50,10 +50,10 @@ def load_open_clip_text(arch: str, pretrained: str) -> tuple[nn.Module, Tokenize
             arch, pretrained=pretrained, device="cpu", force_quick_gelu=quick_gelu
         )
     except (RuntimeError, OSError) as error:
-        first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise ClipfuseError(
             f"text encoder 'open_clip:{arch}/{pretrained}': could not load weights "
-            f"(an open_clip tag needs a network or a filled cache; a path must exist): {first_line}"
+            "(an open_clip tag needs a network or a filled cache; a path must exist): "
+            f"{one_line(error)}"
         ) from error
     model.visual = None
     model.eval().requires_grad_(False)
