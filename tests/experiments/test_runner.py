@@ -280,3 +280,11 @@ def test_spec_errors_are_clear(tmp_path):
     ]:
         with pytest.raises(ClipfuseError, match=message):
             load_spec(write_spec(tmp_path, data_root, **change))
+
+
+def test_a_second_runner_on_the_same_grid_folder_is_refused(grid):
+    from clipfuse.engine.lock import RunLock
+
+    with RunLock(grid["out"], runner_module.LOCK_FILE):
+        with pytest.raises(ClipfuseError, match="in use by another clipfuse experiment"):
+            run_experiment(grid["spec"], out=grid["out"])

@@ -1,4 +1,5 @@
-"""One training per run folder: an exclusive lock on ``<out>/.lock`` held for the run's life.
+"""One training per run folder (an exclusive lock on ``<out>/.lock`` held for the run's life),
+one ``clipfuse experiment`` per grid folder (``<out>/.experiment.lock``).
 
 The lock is ``fcntl.flock`` on the file, so it is released by the kernel when the process
 ends, however it ends (a crash or ``kill -9`` leaves no stale lock). The file names the
@@ -20,26 +21,34 @@ LOCK_FILE = ".lock"
 
 class RunLock:
     """``with RunLock(out_dir):`` creates ``out_dir`` and holds its lock, or raises a one-line
-    :class:`ClipfuseError` naming the process that holds it."""
+    :class:`ClipfuseError` naming the process that holds it. ``name``: the lock file's name;
+    ``kind``: what the folder is and what holds it."""
 
-    def __init__(self, folder: str | os.PathLike) -> None:
+    def __init__(
+        self,
+        folder: str | os.PathLike,
+        name: str = LOCK_FILE,
+        kind: tuple[str, str] = ("run folder", "another training"),
+    ) -> None:
         self.folder = Path(folder)
-        self.path = self.folder / LOCK_FILE
+        self.path = self.folder / name
+        self.kind = kind
         self._descriptor: int | None = None
 
     def __enter__(self) -> "RunLock":
-        prepare_dir(self.folder, "run folder")
+        folder_kind, holder_kind = self.kind
+        prepare_dir(self.folder, folder_kind)
         try:
             descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as error:
-            raise os_error(self.path, error, "create the run lock") from error
+            raise os_error(self.path, error, f"create the lock of the {folder_kind}") from error
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.read(descriptor, 512).decode("utf-8", "replace").strip()
             os.close(descriptor)
             raise ClipfuseError(
-                f"run folder {self.folder} is in use by another training "
+                f"{folder_kind} {self.folder} is in use by {holder_kind} "
                 f"({holder or 'holder unknown'}): wait for it to end, or choose another --out"
             ) from None
         started = time.strftime("%Y-%m-%d %H:%M:%S %Z")

@@ -17,12 +17,10 @@ its training wall time (accumulated over resumptions through the checkpoint) and
 path; then the report (:mod:`clipfuse.experiments.report`) is rewritten from every finished run.
 """
 
-import fcntl
 import gc
 import json
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -31,6 +29,7 @@ import lightning as L
 
 from clipfuse.config import changed_keys, load_config
 from clipfuse.engine import train
+from clipfuse.engine.lock import RunLock
 from clipfuse.errors import ClipfuseError
 from clipfuse.experiments.measure import measure_model
 from clipfuse.experiments.report import RESULT_FILE, write_report
@@ -169,21 +168,6 @@ def format_plan(spec: ExperimentSpec, out: Path, jobs: Sequence[Job]) -> str:
     return "\n".join(lines)
 
 
-@contextmanager
-def _lock(out: Path) -> Iterator[None]:
-    """One runner per output folder at a time."""
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / LOCK_FILE, "w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as error:
-            raise ClipfuseError(f"another clipfuse experiment is running in {out}") from error
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def _train(job: Job) -> None:
     """Train (or continue) the job's run; record its training wall time."""
     clock = WallClock()
@@ -251,7 +235,7 @@ def run_experiment(
         return jobs
     folders = [spec.report_dir] if spec.report_dir else []
     todo = [job for job in jobs if job.status is not Status.DONE]
-    with _lock(out):
+    with RunLock(out, LOCK_FILE, ("experiment folder", "another clipfuse experiment")):
         try:
             for index, job in enumerate(todo, start=1):
                 label = f"[{index}/{len(todo)}] {job.run} seed {job.seed}"
