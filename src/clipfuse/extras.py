@@ -10,7 +10,7 @@ from types import ModuleType
 from clipfuse.errors import ClipfuseError
 
 EXTRAS = {
-    "serve": ("fastapi", "uvicorn", "multipart"),
+    "serve": ("fastapi", "uvicorn", "python_multipart"),
     "export": ("onnx", "onnxscript", "onnxruntime"),
     "bench": ("segmentation_models_pytorch", "matplotlib"),
 }

@@ -120,7 +120,7 @@ def create_app(
 ):
     """The FastAPI application serving ``model``."""
     require("fastapi", "clipfuse serve")
-    require("multipart", "clipfuse serve (uploads)")
+    require("python_multipart", "clipfuse serve (uploads)")
     from fastapi import FastAPI, Request
     from fastapi.concurrency import run_in_threadpool
     from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
