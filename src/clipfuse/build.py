@@ -118,6 +118,15 @@ def text_spec(config: dict, class_names: list[str]) -> str:
     return spec
 
 
+def _embed_class_names(config: dict, spec: str, class_names: list[str]) -> torch.Tensor:
+    """K x Ct embeddings of ``class_names`` by the encoder ``spec``, with the config's template
+    and aliases (cached on disk by :func:`clipfuse.text.embed_class_names`)."""
+    text_cfg = config["text"]
+    return embed_class_names(
+        spec, class_names, template=text_cfg["template"], aliases=text_cfg["aliases"] or None
+    )
+
+
 def build_model(
     config: dict,
     class_names: list[str],
@@ -145,12 +154,7 @@ def build_model(
     needs_text = method_uses_text(method) and text_embeddings is None
     spec = text_spec(config, class_names) if needs_text or learnable_context else None
     if needs_text:
-        text_embeddings = embed_class_names(
-            spec,
-            class_names,
-            template=text_cfg["template"],
-            aliases=text_cfg["aliases"] or None,
-        )
+        text_embeddings = _embed_class_names(config, spec, class_names)
     if learnable_context:
         try:
             head_kwargs["prompt_encoder"] = build_prompt_encoder(
@@ -195,17 +199,10 @@ def cost_model(config: dict, class_names: list[str]) -> Segmentor:
     text = None
     if method_uses_text(config["model"]["method"]):
         config = resolve_text_encoder(config, class_names)
-        text_cfg = config["text"]
         try:
-            spec = text_spec(config, class_names)
-            text = embed_class_names(
-                spec,
-                class_names,
-                template=text_cfg["template"],
-                aliases=text_cfg["aliases"] or None,
-            )
+            text = _embed_class_names(config, text_spec(config, class_names), class_names)
         except ClipfuseError as error:
-            encoder_class, argument = split_spec(resolve_spec(text_cfg["encoder"]))
+            encoder_class, argument = split_spec(resolve_spec(config["text"]["encoder"]))
             width = OpenClipEncoder.width(argument) if encoder_class is OpenClipEncoder else 512
             announce(f"{error}; random text embeddings of width {width} stand in")
             text = torch.randn(len(class_names), width, generator=torch.Generator().manual_seed(0))
