@@ -242,6 +242,8 @@ def test_mean_and_sample_std_over_seeds_in_the_table():
     assert a["train_minutes"]["mean"] == pytest.approx(10.0)
     assert a["per_class"] == {"sky": pytest.approx(42.0), "car": None}
     assert b["n"] == 1 and b["mIoU"]["std"] is None
+    old = summarize([{**row("c", 0, 50.0), "method": "fpn"}])  # recorded before the rename
+    assert old[0]["method"] == "plain"
     assert mean_std([1.0, None, 3.0]) == (2.0, pytest.approx(2**0.5))
     assert format_mean_std(42.0, 2.0) == "42.00 ± 2.00"
     assert format_mean_std(5.0, 0.0) == "5.00" and format_mean_std(None, None) == "–"

@@ -18,6 +18,7 @@ import statistics
 from collections.abc import Sequence
 from pathlib import Path
 
+from clipfuse.config import RENAMED_METHODS
 from clipfuse.errors import ClipfuseError, announce, one_line
 from clipfuse.experiments.spec import ExperimentSpec
 from clipfuse.extras import require
@@ -92,9 +93,10 @@ def summarize(rows: Sequence[dict]) -> list[dict]:
         groups.setdefault(row["run"], []).append(row)
     summaries = []
     for name, group in groups.items():
+        method = group[0].get("method")  # a row written before a rename has the old name
         summary: dict = {
             "run": name,
-            "method": group[0].get("method"),
+            "method": RENAMED_METHODS.get(method, method),
             "n": len(group),
             "seeds": [row["seed"] for row in group],
         }
