@@ -11,21 +11,23 @@ on how many seeds A wins. Prints a Markdown table; ``--json`` also writes the nu
 
 import argparse
 import json
-import statistics
 from pathlib import Path
+
+from clipfuse.experiments import mean_std
 
 
 def paired(rows: list[dict], run: str, baseline: str) -> dict:
     by_seed = {(row["run"], row["seed"]): row["mIoU"] for row in rows}
     seeds = sorted(seed for name, seed in by_seed if name == run and (baseline, seed) in by_seed)
     differences = [by_seed[run, seed] - by_seed[baseline, seed] for seed in seeds]
+    mean, std = mean_std(differences)
     return {
         "run": run,
         "baseline": baseline,
         "seeds": seeds,
         "differences": differences,
-        "mean": statistics.fmean(differences) if differences else None,
-        "std": statistics.stdev(differences) if len(differences) > 1 else None,
+        "mean": mean,
+        "std": std,
         "wins": sum(difference > 0 for difference in differences),
     }
 

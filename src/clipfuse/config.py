@@ -115,6 +115,11 @@ class _Replace(dict):
     the mapping, where ``model.head_kwargs.dim=256`` sets one key in it."""
 
 
+def current_method(method: str | None) -> str | None:
+    """Today's name of ``method`` (:data:`RENAMED_METHODS`); other names pass through."""
+    return RENAMED_METHODS.get(method, method)
+
+
 @functools.cache
 def _note_renamed_method(old: str) -> None:
     """Once per process: the old name is read as the new one."""
@@ -237,7 +242,7 @@ def upgrade_config(config: dict, format_version: int) -> dict:
     """``config`` of a model saved at ``format_version`` (see :data:`FORMAT_VERSION`), with
     the settings it was trained with that today's defaults no longer imply made explicit."""
     model = config.get("model") or {}
-    if RENAMED_METHODS.get(model.get("method"), model.get("method")) != "convformer":
+    if current_method(model.get("method")) != "convformer":
         return config
     head_kwargs = dict(model.get("head_kwargs") or {})
     if format_version < 2:

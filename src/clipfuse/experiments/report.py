@@ -18,7 +18,7 @@ import statistics
 from collections.abc import Sequence
 from pathlib import Path
 
-from clipfuse.config import RENAMED_METHODS
+from clipfuse.config import current_method
 from clipfuse.errors import ClipfuseError, announce, one_line
 from clipfuse.experiments.spec import ExperimentSpec
 from clipfuse.extras import require
@@ -93,10 +93,9 @@ def summarize(rows: Sequence[dict]) -> list[dict]:
         groups.setdefault(row["run"], []).append(row)
     summaries = []
     for name, group in groups.items():
-        method = group[0].get("method")  # a row written before a rename has the old name
         summary: dict = {
             "run": name,
-            "method": RENAMED_METHODS.get(method, method),
+            "method": current_method(group[0].get("method")),  # rows may predate a rename
             "n": len(group),
             "seeds": [row["seed"] for row in group],
         }
