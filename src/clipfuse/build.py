@@ -29,7 +29,8 @@ from clipfuse.data import dataset_classes
 from clipfuse.errors import ClipfuseError, announce, one_line
 from clipfuse.models import Segmentor, create_model, method_uses_text
 from clipfuse.paths import shared_root
-from clipfuse.text import build_prompt_encoder, embed_class_names
+from clipfuse.seeding import with_resolved_draws
+from clipfuse.text import build_prompt_encoder, derangement, embed_class_names
 from clipfuse.text.aliases import apply_aliases
 from clipfuse.text.bank import find_bank, resolve_bank_path
 from clipfuse.text.open_clip_encoder import OpenClipEncoder
@@ -120,11 +121,15 @@ def text_spec(config: dict, class_names: list[str]) -> str:
 
 def _embed_class_names(config: dict, spec: str, class_names: list[str]) -> torch.Tensor:
     """K x Ct embeddings of ``class_names`` by the encoder ``spec``, with the config's template
-    and aliases (cached on disk by :func:`clipfuse.text.embed_class_names`)."""
-    text_cfg = config["text"]
-    return embed_class_names(
+    and aliases (cached on disk by :func:`clipfuse.text.embed_class_names`); with
+    ``text.shuffle`` each class gets another class's vector (:func:`derangement`)."""
+    text_cfg = with_resolved_draws(config)["text"]
+    embeddings = embed_class_names(
         spec, class_names, template=text_cfg["template"], aliases=text_cfg["aliases"] or None
     )
+    if text_cfg["shuffle"] is False:
+        return embeddings
+    return embeddings[derangement(len(class_names), text_cfg["shuffle"])]
 
 
 def build_model(

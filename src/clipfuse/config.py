@@ -35,8 +35,9 @@ from clipfuse.paths import shared_root
 
 # The format version of saved models (training checkpoints and pretrained folders):
 # 1: the first; 2: Conv-Former's ``text_scale`` exists (version 1 models had no scaling);
-# 3: Conv-Former's ``gate_init`` exists and defaults to 1e-4 (older models had no gates).
-FORMAT_VERSION = 3
+# 3: Conv-Former's ``gate_init`` exists and defaults to 1e-4 (older models had no gates);
+# 4: ``text.encoder: random:D`` draws per seed (older models used draw 0), ``text.shuffle``.
+FORMAT_VERSION = 4
 
 # Old method names, read as today's: "fpn" was the no-text Semantic FPN (also a decoder name).
 RENAMED_METHODS = {"fpn": "plain"}
@@ -58,6 +59,7 @@ DEFAULTS: dict[str, Any] = {
         "aliases": {},
         "fallback": None,
         "learnable_context": 0,
+        "shuffle": False,  # the shuffled-CLIP control: true (a draw per seed) or a draw K
     },
     "data": {
         "dataset": "camvid",
@@ -241,6 +243,11 @@ def changed_keys(old: dict, new: dict, where: str = "") -> dict[str, tuple]:
 def upgrade_config(config: dict, format_version: int) -> dict:
     """``config`` of a model saved at ``format_version`` (see :data:`FORMAT_VERSION`), with
     the settings it was trained with that today's defaults no longer imply made explicit."""
+    text = config.get("text") or {}
+    encoder = text.get("encoder")
+    if format_version < 4 and isinstance(encoder, str) and encoder.startswith("random:"):
+        if encoder.count(":") == 1:
+            config = {**config, "text": {**text, "encoder": f"{encoder}:0"}}
     model = config.get("model") or {}
     if current_method(model.get("method")) != "convformer":
         return config

@@ -2,7 +2,6 @@
 
 import pickle
 import random
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -147,17 +146,16 @@ def test_eval_resizes_only_the_image() -> None:
     assert out_image.abs().max() < 0.01
 
 
-def test_picklable_and_reseeded_per_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_picklable_and_reseeded_per_sample() -> None:
     image, mask = image_and_mask(40, 40)
     evaluation = pickle.loads(pickle.dumps(build_eval_transform(MEAN, STD, size=(20, 20))))
     assert evaluation(image, mask)[0].shape == (3, 20, 20)
-    train = seeded(build_train_transform((24, 24), MEAN, STD))
-    copies = [pickle.loads(pickle.dumps(train)) for _ in range(3)]
-    worker = {"seed": 1}
-    monkeypatch.setattr(
-        "clipfuse.data.transforms.get_worker_info", lambda: SimpleNamespace(seed=worker["seed"])
-    )
-    first = copies[0](image, mask)[0]
-    assert torch.equal(copies[1](image, mask)[0], first)
-    worker["seed"] = 2
-    assert not torch.equal(copies[2](image, mask)[0], first)
+    copies = [pickle.loads(pickle.dumps(build_train_transform((24, 24), MEAN, STD)))]
+    copies.append(pickle.loads(pickle.dumps(copies[0])))
+    outputs = []
+    for copy, seed in zip(copies * 2, (1, 1, 2, 1), strict=True):
+        copy.reseed(seed)
+        outputs.append(copy(image, mask)[0])
+    assert torch.equal(outputs[0], outputs[1])  # same seed, another copy (worker): same draw
+    assert not torch.equal(outputs[0], outputs[2])  # another seed: another draw
+    assert torch.equal(outputs[0], outputs[3])  # reseeding restarts the stream

@@ -13,6 +13,7 @@ from safetensors.torch import load_file, save_file
 
 import clipfuse
 from clipfuse import ClipfuseError
+from clipfuse.config import FORMAT_VERSION
 from clipfuse.inference import ClipfuseModel, read_image
 
 
@@ -92,10 +93,10 @@ def test_checkpoint_and_folder_load_the_same_model(tiny_run, tiny_model):
 
 def test_pretrained_folder_contents(tiny_run):
     meta = json.loads((tiny_run.pretrained / "config.json").read_text())
-    assert meta["format"] == "clipfuse-pretrained" and meta["format_version"] == 3
+    assert meta["format"] == "clipfuse-pretrained" and meta["format_version"] == FORMAT_VERSION
     assert meta["method"] == "convformer" and meta["backbone"] == "mobilenetv2_100"
     assert meta["class_names"] == ["sky", "road", "car"]
-    assert meta["text"]["encoder"] == "random:32" and "template" in meta["text"]
+    assert meta["text"]["encoder"] == "random:32:0" and "template" in meta["text"]
     assert len(meta["normalization"]["mean"]) == 3 and len(meta["normalization"]["std"]) == 3
     assert np.asarray(meta["palette"]).shape == (3, 3)
     assert set(meta["config"]) >= {"model", "text", "data", "train", "eval"}

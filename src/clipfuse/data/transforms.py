@@ -22,7 +22,6 @@ import cv2
 import numpy as np
 import torch
 from albumentations.pytorch import ToTensorV2
-from torch.utils.data import get_worker_info
 
 from clipfuse.data.base import IGNORE_INDEX
 
@@ -91,30 +90,25 @@ class PairTransform:
         pipeline: ends with ``ToTensorV2``.
         image_only: the mask skips the pipeline (kept at full resolution) when True.
 
-    In a DataLoader worker the pipeline's random state is reseeded from the worker's seed on
-    first use, so that workers (and, with non-persistent workers, epochs) draw different
-    augmentations instead of copies of one random stream.
+    :meth:`reseed` sets the random state of the next call; the training loader reseeds it per
+    sample (:class:`clipfuse.data.sampling.SeededSamples`), so the augmentations depend on the
+    sample's seed only, not on which worker draws them.
     """
 
     def __init__(self, pipeline: A.Compose, image_only: bool = False) -> None:
         self.pipeline = pipeline
         self.image_only = image_only
-        self._worker_seed: int | None = None
 
     def __call__(self, image: np.ndarray, mask: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        self._reseed_in_worker()
         if self.image_only:
             return self.pipeline(image=image)["image"], torch.from_numpy(mask.astype(np.int64))
         out = self.pipeline(image=image, mask=mask)
         return out["image"], torch.as_tensor(out["mask"]).long()
 
-    def _reseed_in_worker(self) -> None:
-        info = get_worker_info()
-        if info is not None and info.seed != self._worker_seed:
-            self._worker_seed = info.seed
-            self.pipeline.set_random_state(
-                np.random.default_rng(info.seed), random.Random(info.seed)
-            )
+    def reseed(self, seed: int) -> None:
+        """Draw the following augmentations from ``seed`` (one numpy and one Python stream,
+        shared by every step of the pipeline)."""
+        self.pipeline.set_random_state(np.random.default_rng(seed), random.Random(seed))
 
     def __repr__(self) -> str:
         return f"PairTransform(image_only={self.image_only}, {self.pipeline!r})"

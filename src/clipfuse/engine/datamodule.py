@@ -3,9 +3,12 @@
 from collections.abc import Sequence
 
 import lightning as L
-from torch.utils.data import DataLoader, Dataset
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from clipfuse.data import build_dataset, build_eval_transform, build_train_transform
+from clipfuse.data.sampling import SeededSampler, SeededSamples
+from clipfuse.seeding import derive_seed
 
 
 class SegmentationDataModule(L.LightningDataModule):
@@ -22,6 +25,11 @@ class SegmentationDataModule(L.LightningDataModule):
         dataset_kwargs: extra dataset arguments.
         eval_split: the split validated during training and by ``clipfuse eval`` (``val``;
             ``test`` where the dataset has one, e.g. CamVid's 233 test images).
+        seed: the run seed: the training stream (order and augmentations) is drawn from it
+            alone (:class:`~clipfuse.data.sampling.SeededSampler`), in any number of workers.
+
+    ``train_sampler`` is the sampler of the last training loader made (a resumed run tells it
+    where to continue).
     """
 
     def __init__(
@@ -40,6 +48,7 @@ class SegmentationDataModule(L.LightningDataModule):
         num_workers: int = 2,
         dataset_kwargs: dict | None = None,
         eval_split: str = "val",
+        seed: int = 0,
     ) -> None:
         super().__init__()
         self.name = dataset
@@ -59,6 +68,8 @@ class SegmentationDataModule(L.LightningDataModule):
         self.val_batch_size = val_batch_size
         self.num_workers = num_workers
         self.eval_split = eval_split
+        self.seed = seed
+        self.train_sampler: SeededSampler | None = None
 
     def dataset(self, split: str, train: bool = False) -> Dataset:
         transform = self.train_transform if train else self.eval_transform
@@ -72,18 +83,25 @@ class SegmentationDataModule(L.LightningDataModule):
         for split in splits:
             self.dataset(split).check_files()
 
-    def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
+    def _loader(
+        self, dataset: Dataset, batch_size: int, sampler: Sampler | None, stream: str
+    ) -> DataLoader:
+        """A loader whose worker seeds come from its own generator (``stream`` of the run
+        seed), so creating it draws nothing from the global generator."""
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            shuffle=shuffle,
-            drop_last=shuffle,
+            sampler=sampler,
+            drop_last=sampler is not None,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            generator=torch.Generator().manual_seed(derive_seed(self.seed, stream)),
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.dataset("train", train=True), self.batch_size, shuffle=True)
+        dataset = self.dataset("train", train=True)
+        self.train_sampler = SeededSampler(len(dataset), self.seed)
+        return self._loader(SeededSamples(dataset), self.batch_size, self.train_sampler, "workers")
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.dataset(self.eval_split), self.val_batch_size, shuffle=False)
+        return self._loader(self.dataset(self.eval_split), self.val_batch_size, None, "val")

@@ -16,6 +16,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from clipfuse.build import build_model, class_names_of, load_model, resolve_text_encoder
 from clipfuse.checkpoint import CHECKPOINT_KEY, checkpoint_meta
 from clipfuse.config import apply_overrides, changed_keys, dump_config, load_config
+from clipfuse.engine.batch_stream import BatchStream
 from clipfuse.engine.checkpoints import AtomicCheckpointIO
 from clipfuse.engine.datamodule import SegmentationDataModule
 from clipfuse.engine.lock import RunLock
@@ -26,6 +27,7 @@ from clipfuse.evaluation import InferenceConfig, format_table, results_to_json
 from clipfuse.fileio import atomic_write_text, prepare_dir, prepare_file, remove_partial_files
 from clipfuse.models import Segmentor, method_uses_text
 from clipfuse.precision import with_resolved_precision
+from clipfuse.seeding import init_rng, with_resolved_draws
 
 # What may change when a run is resumed: when to stop, validate, checkpoint, log and show.
 RESUMABLE_KEYS = (
@@ -89,7 +91,9 @@ class _RunTask(SegmentationTask):
 
 def _datamodule(config: dict, model: Segmentor) -> SegmentationDataModule:
     data = dict(config["data"])
-    return SegmentationDataModule(mean=model.backbone.mean, std=model.backbone.std, **data)
+    return SegmentationDataModule(
+        mean=model.backbone.mean, std=model.backbone.std, seed=config["seed"], **data
+    )
 
 
 def _trainer(config: dict, out_dir: Path, callbacks: list | None = None) -> L.Trainer:
@@ -170,7 +174,7 @@ def _run_config(
     # auto precision compared as this machine resolves it (as the saved run did)
     saved = with_resolved_precision(load_config(saved_path))[0]
     wanted = with_resolved_precision(
-        apply_overrides(saved if config is None else config, overrides)
+        with_resolved_draws(apply_overrides(saved if config is None else config, overrides))
     )[0]
     changed = changed_keys(saved, wanted)
     refused = {key: change for key, change in changed.items() if key not in RESUMABLE_KEYS}
@@ -214,18 +218,21 @@ def train(
             for folder in (out_dir, checkpoint_dir):
                 remove_partial_files(folder)
         config = _run_config(config, out_dir, resume, overrides, check=launching)
-        config, note = with_resolved_precision(config)
+        config, note = with_resolved_precision(with_resolved_draws(config))
         if note and launching:
             announce(f"{note}; set train.precision and train.channels_last to choose")
         return _fit(config, out_dir, last, resume, callbacks)
 
 
 def _fit(config: dict, out_dir: Path, last: Path, resume: bool, callbacks: list | None) -> dict:
+    """Train with the seeding of :mod:`clipfuse.seeding`: the model is built under its own
+    generator, the data stream comes from the seed alone, and the batches are recorded."""
     L.seed_everything(config["seed"], workers=True, verbose=False)
     class_names = class_names_of(config)
     if method_uses_text(config["model"]["method"]):  # config.yaml names the encoder used
         config = resolve_text_encoder(config, class_names)
-    model = build_model(config, class_names)
+    with init_rng(config["seed"]):
+        model = build_model(config, class_names)
     task = _RunTask(model, class_names, config, report_path=out_dir / "metrics.json")
     datamodule = _datamodule(config, model)
     datamodule.check_files()
@@ -237,7 +244,7 @@ def _fit(config: dict, out_dir: Path, last: Path, resume: bool, callbacks: list 
         save_top_k=0,
         enable_version_counter=False,  # the run lock makes last.ckpt this run's own
     )
-    trainer = _trainer(config, out_dir, [checkpoints, *(callbacks or [])])
+    trainer = _trainer(config, out_dir, [checkpoints, BatchStream(out_dir), *(callbacks or [])])
     ckpt_path = None
     if resume and last.exists():
         ckpt_path = str(last)

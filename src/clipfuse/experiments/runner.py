@@ -13,8 +13,9 @@ Before anything starts, every folder gets a status:
 A folder whose saved config differs from the spec's (other than how it runs: devices, logging,
 workers) is an error, not silently mixed into the results. After each run, ``result.json``
 records its val metrics, GMACs, parameters and CPU latency (:mod:`clipfuse.experiments.measure`),
-its training wall time (accumulated over resumptions through the checkpoint) and its config
-path; then the report (:mod:`clipfuse.experiments.report`) is rewritten from every finished run.
+its training wall time (accumulated over resumptions through the checkpoint), its seeding
+version and batch-stream hash (:mod:`clipfuse.engine.batch_stream`: what a strict pairing
+checks) and its config path; then the report (:mod:`clipfuse.experiments.report`) is rewritten from every finished run.
 """
 
 import gc
@@ -29,6 +30,7 @@ import lightning as L
 
 from clipfuse.config import changed_keys, load_config
 from clipfuse.engine import train
+from clipfuse.engine.batch_stream import STREAM_FILE
 from clipfuse.engine.lock import RunLock
 from clipfuse.errors import ClipfuseError
 from clipfuse.experiments.measure import measure_model
@@ -36,6 +38,7 @@ from clipfuse.experiments.report import RESULT_FILE, write_report
 from clipfuse.experiments.spec import ExperimentSpec, load_spec
 from clipfuse.fileio import atomic_write_text
 from clipfuse.precision import with_resolved_precision
+from clipfuse.seeding import with_resolved_draws
 
 TIMING_FILE = "timing.json"
 LOCK_FILE = ".experiment.lock"
@@ -106,7 +109,8 @@ def job_status(folder: Path, config: dict) -> tuple[Status, int | None]:
     started = saved.is_file() or (folder / "checkpoints" / "last.ckpt").exists()
     if saved.is_file():
         # auto precision is compared as this machine resolves it (as the saved run did)
-        changed = changed_keys(load_config(saved), with_resolved_precision(config)[0])
+        planned = with_resolved_precision(with_resolved_draws(config))[0]
+        changed = changed_keys(load_config(saved), planned)
         differences = [
             f"{key} ({there!r} there, {planned!r} in the spec)"
             for key, (there, planned) in changed.items()
@@ -189,6 +193,8 @@ def _record(job: Job, spec: ExperimentSpec) -> dict:
         )
     timing_path = job.folder / TIMING_FILE
     timing = json.loads(timing_path.read_text()) if timing_path.is_file() else {}
+    stream_path = job.folder / STREAM_FILE
+    stream = json.loads(stream_path.read_text()) if stream_path.is_file() else {}
     cost = measure_model(job.config, spec.eval_size, **spec.latency)
     row = {
         "run": job.run,
@@ -203,6 +209,8 @@ def _record(job: Job, spec: ExperimentSpec) -> dict:
         "eval_size": list(spec.eval_size),
         "train_seconds": timing.get("train_seconds"),
         "resumed": timing.get("resumed"),
+        "seeding": stream.get("seeding", 1),  # runs without the record predate seeding 2
+        "batch_stream": stream.get("stream"),
         "config": str(job.folder / "config.yaml"),
     }
     atomic_write_text(job.folder / RESULT_FILE, json.dumps(row, indent=2))

@@ -1,7 +1,7 @@
 """Text encoders for the class names (method.md sections 1 and 4).
 
 Specs: ``open_clip:<arch>/<pretrained>``, ``hf:<model-id-or-dir>``, ``bank:<npy-or-folder>``,
-``random:<dim>[:<seed>]``. :func:`embed_class_names` computes T0 once and caches it on disk;
+``random:<dim>[:<seed>]``; ``text.shuffle`` (:func:`derangement`). :func:`embed_class_names` computes T0 once and caches it on disk;
 :func:`build_prompt_encoder` gives DenseCLIP's learnable-context prompts.
 """
 
@@ -15,6 +15,7 @@ from clipfuse.text.prompt_learner import ContextPromptEncoder, build_prompt_enco
 from clipfuse.text.prompts import DEFAULT_TEMPLATE
 from clipfuse.text.random_encoder import RandomEncoder
 from clipfuse.text.registry import ENCODERS, build_text_encoder
+from clipfuse.text.shuffle import derangement
 
 __all__ = [
     "CAMVID_ALIASES",
@@ -30,6 +31,7 @@ __all__ = [
     "build_prompt_encoder",
     "build_text_encoder",
     "cache_key",
+    "derangement",
     "embed_class_names",
     "normalize_name",
     "validate_class_names",
