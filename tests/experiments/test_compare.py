@@ -121,6 +121,7 @@ def write_spec(folder, **changes):
         "name": "tiny",
         "base": BASE,
         "seeds": [0, 1, 2],
+        "out": str(folder / "grid"),
         "report_dir": str(folder / "report"),
         "runs": {
             "plain": {},
@@ -177,7 +178,7 @@ def test_a_report_is_re_rendered_from_a_results_json_without_run_folders(tmp_pat
     assert "| not shown | not strict: seeding 1 |" in markdown
     assert "missing: longer seed 0, longer seed 1, longer seed 2" in markdown
     assert (report / "results.png").is_file() and (report / "results.csv").is_file()
-    assert not (tmp_path / "runs").exists() and not (tmp_path / "old" / "results.md").exists()
+    assert not (tmp_path / "grid").exists() and not (tmp_path / "old" / "results.md").exists()
     assert "best_config.yaml not rewritten" in capsys.readouterr().err
     other = tmp_path / "other.json"
     other.write_text(json.dumps({"experiment": "another", "rows": rows}))
