@@ -51,7 +51,7 @@ class Comparison:
     note: str | None
 
     def as_dict(self) -> dict:
-        """JSON-ready: tuples as lists."""
+        """A plain dict, as results.json holds it."""
         return asdict(self)
 
 
