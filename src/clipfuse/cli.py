@@ -130,8 +130,13 @@ def _export(args: argparse.Namespace) -> None:
 
 
 def _experiment(args: argparse.Namespace) -> None:
-    from clipfuse.experiments.runner import run_experiment
+    from clipfuse.experiments.runner import rewrite_report, run_experiment
 
+    if args.report_only or args.rows_from:
+        if args.only or args.seeds or args.dry_run:
+            raise ClipfuseError("--report-only / --from take no --only, --seeds or --dry-run")
+        rewrite_report(args.spec, out=args.out, rows_from=args.rows_from)
+        return
     run_experiment(args.spec, out=args.out, only=args.only, seeds=args.seeds, dry_run=args.dry_run)
 
 
@@ -318,6 +323,18 @@ def build_parser() -> argparse.ArgumentParser:
     experiment.add_argument("--only", nargs="+", metavar="NAME", help="run only these runs")
     experiment.add_argument(
         "--seeds", nargs="+", type=int, metavar="SEED", help="run only these seeds"
+    )
+    experiment.add_argument(
+        "--report-only",
+        action="store_true",
+        help="rewrite the report from the finished runs, train and measure nothing",
+    )
+    experiment.add_argument(
+        "--from",
+        dest="rows_from",
+        metavar="RESULTS_JSON",
+        help="rewrite the report from the rows of this results.json instead of the run folders "
+        "(implies --report-only), into --out, else the spec's report_dir",
     )
     experiment.set_defaults(func=_experiment)
 

@@ -208,6 +208,24 @@ def test_dry_run_and_only_through_the_cli(grid, capsys):
     assert "seed(s) [7] are not in the selected runs" in capsys.readouterr().err
 
 
+def test_report_only_rewrites_the_report_from_the_run_folders(grid, monkeypatch, capsys):
+    def forbidden(*args, **kwargs):
+        raise AssertionError("--report-only trained or measured a run")
+
+    monkeypatch.setattr(runner_module, "train", forbidden)
+    monkeypatch.setattr(runner_module, "measure_model", forbidden)
+    before = (grid["out"] / "results.csv").read_text()
+    (grid["out"] / "results.md").unlink()
+    assert main(["experiment", str(grid["spec"]), "--out", str(grid["out"]), "--report-only"]) == 0
+    markdown = (grid["out"] / "results.md").read_text()
+    # no comparisons in the spec: every run against the first, paired over seeds 0 and 1
+    assert "| `convformer` − `plain` | paired t | 2 |" in markdown
+    assert (grid["out"] / "results.csv").read_text() == before
+    missing = ["experiment", str(grid["spec"]), "--out", str(grid["out"] / "none")]
+    assert main([*missing, "--report-only"]) == 2
+    assert "no grid folder" in capsys.readouterr().err
+
+
 def test_a_folder_with_another_config_is_an_error_not_mixed_in(grid, tmp_path):
     spec = yaml.safe_load(grid["spec"].read_text())
     spec["overrides"].append("train.lr=0.5")

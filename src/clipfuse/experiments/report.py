@@ -4,10 +4,15 @@ Written into each report folder (atomically, file by file):
 
 * ``results.json`` and ``results.csv``: one row per (run, seed) with val mIoU / mAcc / aAcc,
   per-class IoU, GMACs, parameters, CPU latency, training wall time and the run's config path;
-* ``results.md``: mean ± sample standard deviation (n - 1) over seeds per run, per-class IoU
-  means, the best run and the commands that reproduce the grid and retrain the best run;
+* ``results.md``: mean ± sample standard deviation (n - 1) over seeds per run, the
+  comparisons of the spec (:mod:`clipfuse.experiments.compare`: differences, 95% interval,
+  p-value, verdict, pairing), per-class IoU means, the best run and the commands that
+  reproduce the grid and retrain the best run;
 * ``best_config.yaml``: the full config of the best single run (highest val mIoU);
 * ``results.png``: val mIoU against GMACs, one labelled point per run, error bars = the std.
+
+The rows come from the run folders (:func:`load_rows`) or, to re-render a report without
+them, from a committed ``results.json`` (:func:`read_rows`).
 """
 
 import csv
@@ -20,6 +25,7 @@ from pathlib import Path
 
 from clipfuse.config import current_method
 from clipfuse.errors import ClipfuseError, announce, one_line
+from clipfuse.experiments.compare import compare_all, comparison_markdown
 from clipfuse.experiments.spec import ExperimentSpec
 from clipfuse.extras import require
 from clipfuse.fileio import atomic_write_bytes, prepare_dir
@@ -63,6 +69,29 @@ def load_rows(spec: ExperimentSpec, out: Path) -> list[dict]:
             path = Path(out) / run.name / f"seed{seed}" / RESULT_FILE
             if path.is_file():
                 rows.append(json.loads(path.read_text()))
+    return rows
+
+
+def read_rows(spec: ExperimentSpec, path: Path) -> list[dict]:
+    """The rows of a report's ``results.json`` written for ``spec``, as they are."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise ClipfuseError(f"cannot read the rows of {path}: {one_line(error)}") from error
+    rows = data.get("rows") if isinstance(data, dict) else None
+    if not isinstance(rows, list) or not all(
+        isinstance(row, dict) and {"run", "seed"} <= set(row) for row in rows
+    ):
+        raise ClipfuseError(f"{path} is not an experiment's results.json: no list of 'rows'")
+    if data.get("experiment") != spec.name:
+        raise ClipfuseError(
+            f"{path} holds experiment {data.get('experiment')!r}, the spec is {spec.name!r}"
+        )
+    names = {run.name for run in spec.runs}
+    unknown = sorted({row["run"] for row in rows} - names)
+    if unknown:
+        raise ClipfuseError(f"{path} has rows of run(s) {', '.join(unknown)}, not in the spec")
     return rows
 
 
@@ -187,6 +216,9 @@ def results_markdown(spec: ExperimentSpec, out: Path, rows: Sequence[dict]) -> s
         + (f" ({'; '.join(machines)})" if machines else "")
         + "; train: wall time of training and validation.",
     ]
+    if summaries:
+        lines += ["", "## Comparisons", ""]
+        lines += comparison_markdown(compare_all(rows, spec.comparison_pairs()))
     if summaries and any(s["per_class"] for s in summaries):
         classes: list[str] = []
         for summary in summaries:
@@ -303,16 +335,26 @@ def _json_safe(value):
     return value
 
 
-def write_report(spec: ExperimentSpec, out: Path, folders: Sequence[Path] = ()) -> list[Path]:
-    """(Re)write results.{json,csv,md,png} from every finished run under ``out`` into ``out``
-    and each of ``folders``; returns the paths written."""
+def write_report(
+    spec: ExperimentSpec,
+    out: Path,
+    folders: Sequence[Path] = (),
+    rows: Sequence[dict] | None = None,
+) -> list[Path]:
+    """(Re)write results.{json,csv,md,png} and best_config.yaml from every finished run under
+    ``out`` (or from ``rows``, e.g. :func:`read_rows`, then written into ``folders`` only)
+    into ``out`` and each of ``folders``; returns the paths written."""
     out = Path(out)
-    rows = load_rows(spec, out)
+    targets = [out, *folders] if rows is None else list(folders)
+    rows = load_rows(spec, out) if rows is None else list(rows)
+    report = {
+        "experiment": spec.name,
+        "rows": rows,
+        "summary": summarize(rows),
+        "comparisons": [item.as_dict() for item in compare_all(rows, spec.comparison_pairs())],
+    }
     files = {
-        "results.json": json.dumps(
-            _json_safe({"experiment": spec.name, "rows": rows, "summary": summarize(rows)}),
-            indent=2,
-        ),
+        "results.json": json.dumps(_json_safe(report), indent=2),
         "results.csv": results_csv(rows),
         "results.md": results_markdown(spec, out, rows),
     }
@@ -322,11 +364,13 @@ def write_report(spec: ExperimentSpec, out: Path, folders: Sequence[Path] = ()) 
         announce(f"results.png not written: {one_line(error)}")
     best = best_row(rows)
     if best is not None:
-        files[BEST_CONFIG_FILE] = (
-            out / best["run"] / f"seed{best['seed']}" / "config.yaml"
-        ).read_text()
+        best_config = out / best["run"] / f"seed{best['seed']}" / "config.yaml"
+        if best_config.is_file():
+            files[BEST_CONFIG_FILE] = best_config.read_text()
+        else:
+            announce(f"{BEST_CONFIG_FILE} not rewritten: {best_config} not found")
     written = []
-    for folder in [out, *folders]:
+    for folder in targets:
         folder = prepare_dir(folder, "report folder")
         for name, data in files.items():
             written.append(atomic_write_bytes(folder / name, _as_bytes(data)))

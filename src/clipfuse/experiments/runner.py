@@ -15,7 +15,10 @@ workers) is an error, not silently mixed into the results. After each run, ``res
 records its val metrics, GMACs, parameters and CPU latency (:mod:`clipfuse.experiments.measure`),
 its training wall time (accumulated over resumptions through the checkpoint), its seeding
 version and batch-stream hash (:mod:`clipfuse.engine.batch_stream`: what a strict pairing
-checks) and its config path; then the report (:mod:`clipfuse.experiments.report`) is rewritten from every finished run.
+checks) and its config path; then the report (:mod:`clipfuse.experiments.report`) is
+rewritten from every finished run. :func:`rewrite_report` rewrites it without training
+(``--report-only``), also from a committed ``results.json`` when the run folders are gone
+(``--from``).
 """
 
 import gc
@@ -34,7 +37,7 @@ from clipfuse.engine.batch_stream import STREAM_FILE
 from clipfuse.engine.lock import RunLock
 from clipfuse.errors import ClipfuseError
 from clipfuse.experiments.measure import measure_model
-from clipfuse.experiments.report import RESULT_FILE, write_report
+from clipfuse.experiments.report import RESULT_FILE, read_rows, write_report
 from clipfuse.experiments.spec import ExperimentSpec, load_spec
 from clipfuse.fileio import atomic_write_text
 from clipfuse.precision import with_resolved_precision
@@ -260,3 +263,38 @@ def run_experiment(
             written = write_report(spec, out, folders)
             say(f"report: {', '.join(str(path) for path in written if path.suffix == '.md')}")
     return jobs
+
+
+def rewrite_report(
+    spec: ExperimentSpec | str | Path,
+    out: str | Path | None = None,
+    rows_from: str | Path | None = None,
+    progress: Callable[[str], None] | None = print,
+) -> list[Path]:
+    """Rewrite the report of ``spec``, training and measuring nothing: from the finished runs
+    under ``out`` (default: the spec's grid folder) into it and the spec's ``report_dir``; or,
+    with ``rows_from`` (a ``results.json``), from its rows as they are into ``out`` if given,
+    else the spec's ``report_dir``. Returns the paths written."""
+    if not isinstance(spec, ExperimentSpec):
+        spec = load_spec(spec)
+    say = progress or (lambda message: None)
+    if rows_from is None:
+        out = Path(out) if out is not None else spec.default_out()
+        if not out.is_dir():
+            raise ClipfuseError(
+                f"no grid folder {out} to report on (--from RESULTS_JSON re-renders a report "
+                "from its rows)"
+            )
+        folders = [spec.report_dir] if spec.report_dir else []
+        with RunLock(out, LOCK_FILE, ("experiment folder", "another clipfuse experiment")):
+            written = write_report(spec, out, folders)
+    else:
+        target = Path(out) if out is not None else spec.report_dir
+        if target is None:
+            raise ClipfuseError(
+                f"--from {rows_from}: the spec has no report_dir; name the folder with --out"
+            )
+        rows = read_rows(spec, Path(rows_from))
+        written = write_report(spec, spec.default_out(), [target], rows=rows)
+    say(f"report: {', '.join(str(path) for path in written if path.suffix == '.md')}")
+    return written

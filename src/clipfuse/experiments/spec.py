@@ -11,6 +11,7 @@ The format is documented in ``docs/experiments.md``::
       fpn: {overrides: [model.method=plain], replace: {model.head_kwargs: {}}}
       convformer: {}
       convformer_dot: {overrides: [model.head_kwargs.bridge=dot], seeds: [0]}
+    comparisons: [convformer:fpn, convformer_dot:convformer]   # default: every run vs the first
 
 A run's config is built in this order: its base file (with ``_base_``), then ``replace``
 (shared, then the run's: each dotted key set to the given value outright, so a mapping such as
@@ -28,6 +29,7 @@ import yaml
 
 from clipfuse.config import apply_overrides, load_config, replace_key, with_defaults
 from clipfuse.errors import ClipfuseError
+from clipfuse.experiments.compare import default_pairs
 
 SPEC_KEYS = {
     "name",
@@ -40,6 +42,7 @@ SPEC_KEYS = {
     "out",
     "report_dir",
     "runs",
+    "comparisons",
 }
 RUN_KEYS = {"base", "overrides", "replace", "seeds"}
 LATENCY_KEYS = {"warmup", "repeats"}
@@ -85,6 +88,11 @@ class ExperimentSpec:
     path: Path | None = None
     base: Path | None = None
     overrides: tuple[str, ...] = ()
+    comparisons: tuple[tuple[str, str], ...] = ()  # (run, baseline) pairs; () = the default
+
+    def comparison_pairs(self) -> list[tuple[str, str]]:
+        """The declared ``comparisons``, else every run against the first."""
+        return list(self.comparisons) or default_pairs([run.name for run in self.runs])
 
     def run(self, name: str) -> RunSpec:
         """The run called ``name``."""
@@ -154,6 +162,29 @@ def _check_keys(data: Mapping, allowed: set[str], what: str) -> None:
         )
 
 
+def _comparisons(value: Any, run_names: Sequence[str], what: str) -> tuple[tuple[str, str], ...]:
+    """``[RUN:BASELINE, ...]`` as (run, baseline) pairs of two different runs of the spec."""
+    if value is None:
+        return ()
+    if isinstance(value, str) or not isinstance(value, Sequence):
+        raise ClipfuseError(f"{what} must be a list of RUN:BASELINE strings, got {value!r}")
+    pairs = []
+    for item in value:
+        run, colon, baseline = str(item).partition(":")
+        run, baseline = run.strip(), baseline.strip()
+        if not colon or not run or not baseline or run == baseline:
+            raise ClipfuseError(f"{what}: {item!r} must be RUN:BASELINE, two different run names")
+        unknown = [name for name in (run, baseline) if name not in run_names]
+        if unknown:
+            raise ClipfuseError(
+                f"{what}: {item!r} names no run {unknown[0]!r}; runs: {', '.join(run_names)}"
+            )
+        if (run, baseline) in pairs:
+            raise ClipfuseError(f"{what} lists {item!r} twice")
+        pairs.append((run, baseline))
+    return tuple(pairs)
+
+
 def parse_spec(data: Mapping, path: Path | None = None) -> ExperimentSpec:
     """An :class:`ExperimentSpec` from the loaded YAML mapping; every run's config is built
     once for its first seed, so typos fail here rather than hours into a grid."""
@@ -212,6 +243,9 @@ def parse_spec(data: Mapping, path: Path | None = None) -> ExperimentSpec:
         path=path,
         base=base,
         overrides=overrides,
+        comparisons=_comparisons(
+            data.get("comparisons"), [run.name for run in runs], f"{where}: comparisons"
+        ),
     )
 
 
