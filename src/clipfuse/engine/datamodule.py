@@ -1,11 +1,12 @@
 """The Lightning data module: datasets and transforms from the ``data`` config section."""
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import lightning as L
 from torch.utils.data import DataLoader, Dataset
 
 from clipfuse.data import build_dataset, build_eval_transform, build_train_transform
+from clipfuse.data.collate import collate_by_size
 
 
 class SegmentationDataModule(L.LightningDataModule):
@@ -72,12 +73,15 @@ class SegmentationDataModule(L.LightningDataModule):
         for split in splits:
             self.dataset(split).check_files()
 
-    def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
+    def _loader(
+        self, dataset: Dataset, batch_size: int, shuffle: bool, collate_fn: Callable | None = None
+    ) -> DataLoader:
         return DataLoader(
             dataset,
             batch_size=batch_size,
             shuffle=shuffle,
             drop_last=shuffle,
+            collate_fn=collate_fn,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )
@@ -86,4 +90,8 @@ class SegmentationDataModule(L.LightningDataModule):
         return self._loader(self.dataset("train", train=True), self.batch_size, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.dataset(self.eval_split), self.val_batch_size, shuffle=False)
+        """Batches of :class:`~clipfuse.data.collate.SizeGroups`: images of different sizes
+        share a batch, each size predicted at its own (the metrics do not depend on
+        ``val_batch_size``)."""
+        dataset = self.dataset(self.eval_split)
+        return self._loader(dataset, self.val_batch_size, shuffle=False, collate_fn=collate_by_size)
