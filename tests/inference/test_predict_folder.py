@@ -48,7 +48,7 @@ def test_other_labels_or_mode_are_refused_and_nothing_is_deleted(tiny_run, tmp_p
     before = snapshot(out)
     for flags, differ in [
         (["--labels", "car, road=street"], "class names, colours differ"),
-        (["--labels", "sky, road, car", "--open-vocab"], "mode differ"),
+        (["--labels", "sky, road, car", "--open-vocab"], "mode differs from"),
     ]:
         code, err = predict(capsys, images, tiny_run.pretrained, out, *flags)
         assert code == 2
@@ -66,7 +66,7 @@ def test_another_models_predictions_are_refused(tiny_run, tmp_path):
     other = clipfuse.load(tiny_run.pretrained, device="cpu")  # then trained a little further
     with torch.no_grad():
         next(other.segmentor.parameters()).add_(1e-3)
-    with pytest.raises(ClipfuseError, match=r"holds 2 label map\(s\) .*\(model differ"):
+    with pytest.raises(ClipfuseError, match=r"holds 2 label map\(s\) .*\(model differs from"):
         predict_to_folder(other, images, out)
     assert snapshot(out) == before
 

@@ -64,8 +64,8 @@ def check_predictions_folder(out: Path, description: dict) -> None:
     if differ:
         raise ClipfuseError(
             f"predictions folder {out} holds {len(label_maps)} label map(s) of another "
-            f"prediction ({', '.join(differ)} differ from this run's): a new {MANIFEST} would "
-            f"describe them wrongly; {where}"
+            f"prediction ({', '.join(differ)} {'differs' if len(differ) == 1 else 'differ'} "
+            f"from this run's): a new {MANIFEST} would describe them wrongly; {where}"
         )
     announce(
         f"{out} holds {len(label_maps)} prediction(s) of this model and these labels: images "
