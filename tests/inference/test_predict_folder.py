@@ -100,3 +100,12 @@ def test_classes_json_is_written_before_the_label_maps(tiny_run, tmp_path, monke
     )
     predict_to_folder(clipfuse.load(tiny_run.pretrained, device="cpu"), tiny_run.val_images, out)
     assert order[0] == "classes.json" and len(order) == 1 + 2 * len(tiny_run.val_images)
+
+
+def test_a_run_that_reads_no_image_writes_nothing(tiny_run, tmp_path, capsys):
+    out = tmp_path / "predictions"
+    unreadable = tmp_path / "broken.png"
+    unreadable.write_text("not a png")
+    code, err = predict(capsys, [unreadable], tiny_run.pretrained, out)
+    assert code == 2 and "error: 1 of 1 image(s) could not be read" in err
+    assert list(out.iterdir()) == []

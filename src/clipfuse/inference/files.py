@@ -97,7 +97,7 @@ def predict_to_folder(
     the right) and ``<stem>_labels.png`` (8-bit label indices into ``classes.json``'s
     ``class_names``); a repeated stem gets ``_2``, ``_3``... ``classes.json`` lists the class
     names, their colours, the mode and the model (:func:`describe_predictions`); it is written
-    before the first label map. A folder holding another model's or other labels' predictions
+    just before the first label map (not at all when no image can be read). A folder holding another model's or other labels' predictions
     is refused (:func:`check_predictions_folder`). A progress bar is shown for more than one
     image (unless ``progress`` says otherwise). Unreadable images are skipped with a message
     and reported together at the end as one :class:`ClipfuseError`; the others are written.
@@ -113,7 +113,6 @@ def predict_to_folder(
     out = prepare_dir(out_dir, "output folder")
     description = describe_predictions(model, choice, open_vocab)
     check_predictions_folder(out, description)
-    atomic_write_text(out / MANIFEST, json.dumps(description, indent=2) + "\n")
     show = len(paths) > 1 if progress is None else progress
     failures: list[str] = []
     written: list[Path] = []
@@ -133,6 +132,8 @@ def predict_to_folder(
                     images, labels, open_vocab=open_vocab, batch_size=batch_size, scores=False
                 )
                 for path, result in zip(chunk, results, strict=True):
+                    if not written:  # described before the first label map lands
+                        atomic_write_text(out / MANIFEST, json.dumps(description, indent=2) + "\n")
                     stem = _unique_stem(path, used)
                     overlay = out / f"{stem}_overlay.png"
                     atomic_write(overlay, result.overlay.save)
