@@ -14,6 +14,7 @@ file, a full disk) become :class:`~clipfuse.errors.ClipfuseError` naming the pat
 
 import errno
 import os
+import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -55,7 +56,12 @@ def prepare_dir(path: str | os.PathLike, what: str = "output folder") -> Path:
 
 
 def prepare_file(path: str | os.PathLike, what: str = "output file") -> Path:
-    """Check that ``path`` can be written (see :func:`prepare_dir`); its folder is created."""
+    """Check that ``path`` can be written (see :func:`prepare_dir`); its folder is created.
+
+    An existing file that this user cannot write (read-only, or immutable / append-only,
+    which even root cannot change) is refused, as ``cp`` would: its folder may be writable, so
+    the rename of :func:`atomic_write` would replace a read-only file the user protected, or
+    fail on an immutable one only after all the work."""
     path = Path(path)
     if path.is_dir():
         raise ClipfuseError(f"{what} {path} is a folder: expected a file path")
@@ -63,6 +69,16 @@ def prepare_file(path: str | os.PathLike, what: str = "output file") -> Path:
     if parent is not None and not parent.is_dir():
         raise ClipfuseError(f"cannot write the {what} {path}: {parent} is a file, not a folder")
     prepare_dir(path.parent, f"folder of the {what}")
+    if path.exists() and not os.access(path, os.W_OK):
+        mode = path.stat().st_mode
+        reason = (
+            f"it is read-only ({stat.filemode(mode)})"
+            if not mode & stat.S_IWUSR
+            else "it cannot be written (immutable or append-only: see lsattr; or another user's)"
+        )
+        raise ClipfuseError(
+            f"cannot replace the {what} {path}: {reason}; make it writable or choose another path"
+        )
     return path
 
 

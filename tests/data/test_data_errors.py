@@ -181,8 +181,13 @@ def test_unknown_label_values(tmp_path: Path) -> None:
         ("cat\n\ndog\n", ["class 1", "''", "non-empty"]),
         ("   \ncat\n", ["class 0", "non-empty"]),
         ("cat\ndog\ncat\n", ["repeats 'cat'", "unique"]),
+        ("sky\nroad\nSky\n", ["('sky' and 'Sky')", "differ only in case"]),
+        (
+            "Traffic light\ncar\ntraffic_light\nCAR\n",
+            ["'Traffic light' and 'traffic_light'; 'car' and 'CAR'"],
+        ),
     ],
-    ids=["empty-file", "empty-line", "blank-name", "duplicate"],
+    ids=["empty-file", "empty-line", "blank-name", "duplicate", "case", "case-and-separators"],
 )
 def test_bad_class_lists(tmp_path: Path, lines: str, fragments: list[str]) -> None:
     root = write_folder(tmp_path / "mine", ["a", "b"])

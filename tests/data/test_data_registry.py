@@ -93,6 +93,18 @@ def test_missing_explicit_root_is_an_error(tmp_path: Path) -> None:
         find_dataset_root("camvid", tmp_path / "typo")
 
 
+def test_missing_explicit_root_says_what_the_folder_must_hold(tmp_path: Path) -> None:
+    with pytest.raises(ClipfuseError) as error:
+        find_dataset_root("folder", tmp_path / "typo")
+    message = str(error.value)
+    assert "holding folder" not in message  # the dataset's name is no description
+    layout = ["<root>/classes.txt", "<root>/images/<split>/", "<root>/masks/<split>/"]
+    for part in [*layout, "<root>/splits/<split>.txt", "data.dataset=folder"]:
+        assert part in message, (part, message)
+    with pytest.raises(ClipfuseError, match=r"<root>/<split>annot/.* as camvid/ or CamVid/"):
+        find_dataset_root("camvid", tmp_path / "typo")
+
+
 def test_build_dataset_passes_split_transform_and_kwargs(tmp_path: Path) -> None:
     folder = write_folder(tmp_path / "mine", ["cat", "dog"])
     dataset = build_dataset("folder", "val", root=folder, transform=lambda i, m: (i.shape, m.shape))

@@ -15,6 +15,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from clipfuse.errors import ClipfuseError, one_line
+from clipfuse.text.base import normalize_name
 
 IGNORE_INDEX = 255
 """Mask value that losses and metrics ignore, in every dataset."""
@@ -33,7 +34,8 @@ def default_palette(num_classes: int, seed: int = 0) -> np.ndarray:
 
 def validate_classes(classes: Sequence[str], source: str) -> tuple[str, ...]:
     """The class names as a tuple; a :class:`ClipfuseError` naming ``source`` when the list is
-    empty, longer than 255 (255 is the ignore index), or has an empty or duplicate name."""
+    empty, longer than 255 (255 is the ignore index), or has an empty or duplicate name (names
+    that differ only in case, spaces, underscores or hyphens are duplicates)."""
     names = tuple(classes)
     if not names:
         raise ClipfuseError(f"class list of {source} is empty: expected at least one class name")
@@ -53,7 +55,24 @@ def validate_classes(classes: Sequence[str], source: str) -> tuple[str, ...]:
             f"class list of {source} repeats {', '.join(map(repr, duplicates))}: "
             "expected unique class names"
         )
+    _refuse_names_alike(names, source)
     return names
+
+
+def _refuse_names_alike(names: tuple[str, ...], source: str) -> None:
+    """Names that differ only in case, spaces, underscores or hyphens (``sky`` / ``Sky``) are
+    one name to ``--labels`` and the text encoders (:func:`clipfuse.text.normalize_name`)."""
+    alike: dict[str, list[str]] = {}
+    for name in names:
+        alike.setdefault(normalize_name(name), []).append(name)
+    clashes = [group for group in alike.values() if len(group) > 1]
+    if clashes:
+        listed = "; ".join(" and ".join(map(repr, group)) for group in clashes)
+        raise ClipfuseError(
+            f"class list of {source} has names that differ only in case, spaces, underscores "
+            f"or hyphens ({listed}): expected names that stay distinct when labels are matched "
+            "(rename or merge them)"
+        )
 
 
 def to_8bit(values: np.ndarray, what: str) -> np.ndarray:

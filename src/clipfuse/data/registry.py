@@ -44,9 +44,12 @@ def find_dataset_root(name: str, root: str | os.PathLike | None = None) -> Path:
     never a silent fall-back to another copy.
     """
     cls = dataset_class(name)
+    names = " or ".join(f"{folder}/" for folder in cls.folder_names)
     if root is not None and not Path(root).expanduser().exists():
+        elsewhere = f"; or a folder holding it as {names}" if names else ""
         raise ClipfuseError(
-            f"data root {root} does not exist: expected a folder holding {cls.name}"
+            f"data root {root} does not exist: expected a folder holding {cls.layout} "
+            f"(data.dataset={cls.name}{elsewhere})"
         )
     if root is not None:
         bases = [Path(root).expanduser()]
@@ -57,7 +60,6 @@ def find_dataset_root(name: str, root: str | os.PathLike | None = None) -> Path:
             if cls.looks_like(candidate):
                 return candidate
     hint = " (`clipfuse data download camvid` fetches it)" if cls is CamVid else ""
-    names = " or ".join(f"{folder}/" for folder in cls.folder_names)
     inside = f", or its {names} subfolder" if names else ""
     raise ClipfuseError(
         f"dataset {cls.name} not found{hint}: searched {', '.join(map(str, bases))} (each itself"

@@ -1,12 +1,13 @@
 """The Lightning data module: datasets and transforms from the ``data`` config section."""
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from clipfuse.data import build_dataset, build_eval_transform, build_train_transform
+from clipfuse.data.collate import collate_by_size
 from clipfuse.data.sampling import SeededSampler, SeededSamples
 from clipfuse.seeding import derive_seed
 
@@ -84,7 +85,12 @@ class SegmentationDataModule(L.LightningDataModule):
             self.dataset(split).check_files()
 
     def _loader(
-        self, dataset: Dataset, batch_size: int, sampler: Sampler | None, stream: str
+        self,
+        dataset: Dataset,
+        batch_size: int,
+        sampler: Sampler | None,
+        stream: str,
+        collate_fn: Callable | None = None,
     ) -> DataLoader:
         """A loader whose worker seeds come from its own generator (``stream`` of the run
         seed), so creating it draws nothing from the global generator."""
@@ -93,6 +99,7 @@ class SegmentationDataModule(L.LightningDataModule):
             batch_size=batch_size,
             sampler=sampler,
             drop_last=sampler is not None,
+            collate_fn=collate_fn,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             generator=torch.Generator().manual_seed(derive_seed(self.seed, stream)),
@@ -104,4 +111,8 @@ class SegmentationDataModule(L.LightningDataModule):
         return self._loader(SeededSamples(dataset), self.batch_size, self.train_sampler, "workers")
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.dataset(self.eval_split), self.val_batch_size, None, "val")
+        """Batches of :class:`~clipfuse.data.collate.SizeGroups`: images of different sizes
+        share a batch, each size predicted at its own (the metrics do not depend on
+        ``val_batch_size``)."""
+        dataset = self.dataset(self.eval_split)
+        return self._loader(dataset, self.val_batch_size, None, "val", collate_by_size)

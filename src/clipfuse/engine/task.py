@@ -5,6 +5,7 @@ from collections.abc import Sequence
 import lightning as L
 import torch
 
+from clipfuse.data.collate import SizeGroups
 from clipfuse.engine.optim import PolyWithWarmup, build_optimizer
 from clipfuse.evaluation import InferenceConfig, SegmentationMetrics, infer_logits
 from clipfuse.losses import segmentation_loss
@@ -75,11 +76,15 @@ class SegmentationTask(L.LightningModule):
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
 
-    def on_after_batch_transfer(self, batch: tuple, dataloader_idx: int) -> tuple:
+    def on_after_batch_transfer(
+        self, batch: tuple | SizeGroups, dataloader_idx: int
+    ) -> tuple | SizeGroups:
+        if not self.channels_last:
+            return batch
+        if isinstance(batch, SizeGroups):
+            return SizeGroups([(_channels_last(images), masks) for images, masks in batch.groups])
         images, masks = batch
-        if self.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        return images, masks
+        return _channels_last(images), masks
 
     def training_step(
         self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
@@ -98,16 +103,16 @@ class SegmentationTask(L.LightningModule):
     def _logits(self, images: torch.Tensor) -> torch.Tensor:
         return self.model(images)["logits"]
 
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        images, masks = batch
-        probabilities = infer_logits(
-            self._logits,
-            images,
-            num_classes=len(self.class_names),
-            output_size=tuple(masks.shape[-2:]),
-            **self.inference.as_kwargs(),
-        )
-        self.val_metrics.update(probabilities.argmax(1), masks)
+    def validation_step(self, batch: SizeGroups, batch_idx: int) -> None:
+        for images, masks in batch.groups:  # one size each: see clipfuse.data.collate
+            probabilities = infer_logits(
+                self._logits,
+                images,
+                num_classes=len(self.class_names),
+                output_size=tuple(masks.shape[-2:]),
+                **self.inference.as_kwargs(),
+            )
+            self.val_metrics.update(probabilities.argmax(1), masks)
 
     def on_validation_epoch_end(self) -> None:
         results = self.val_metrics.compute()
@@ -124,3 +129,7 @@ class SegmentationTask(L.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
+
+
+def _channels_last(images: torch.Tensor) -> torch.Tensor:
+    return images.contiguous(memory_format=torch.channels_last)

@@ -9,11 +9,68 @@ from pathlib import Path
 from PIL import Image
 from tqdm.auto import tqdm
 
-from clipfuse.errors import ClipfuseError, one_line
+from clipfuse.errors import ClipfuseError, announce, one_line
 from clipfuse.fileio import atomic_write, atomic_write_text, prepare_dir
-from clipfuse.inference.labels import LabelsArg
+from clipfuse.inference.labels import LabelChoice, LabelsArg
 from clipfuse.inference.predict import expand_inputs, read_image
 from clipfuse.inference.pretrained import ClipfuseModel
+
+MANIFEST = "classes.json"
+COMPARED = {
+    "model_sha256": "model",
+    "class_names": "class names",
+    "palette": "colours",
+    "mode": "mode",
+}
+"""What must match for a run to add to a predictions folder (manifest key: what it is)."""
+
+
+def describe_predictions(model: ClipfuseModel, choice: LabelChoice, open_vocab: bool) -> dict:
+    """What a predictions folder's ``classes.json`` says about its label maps."""
+    return {
+        "class_names": list(choice.names),
+        "palette": model.label_palette(choice).tolist(),
+        "mode": "score_map" if open_vocab else "decoder",
+        "model_sha256": model.fingerprint(),
+        "model_source": model.source,
+    }
+
+
+def _read_manifest(path: Path) -> dict:
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # absent or damaged: it describes nothing
+        return {}
+    return manifest if isinstance(manifest, dict) else {}
+
+
+def check_predictions_folder(out: Path, description: dict) -> None:
+    """Refuse a folder holding label maps that ``description`` (the new ``classes.json``)
+    would describe wrongly: another model's, other labels, colours or mode, or maps without a
+    ``classes.json``. Nothing is deleted. Label maps of the same model and labels are added
+    to, and that is announced."""
+    label_maps = sorted(out.glob("*_labels.png"))
+    if not label_maps:
+        return
+    manifest = out / MANIFEST
+    old = _read_manifest(manifest)
+    differ = [what for key, what in COMPARED.items() if old.get(key) != description[key]]
+    where = f"choose another --out, or first delete its *_labels.png, *_overlay.png and {MANIFEST}"
+    if not manifest.is_file():
+        raise ClipfuseError(
+            f"predictions folder {out} holds {len(label_maps)} label map(s) but no {MANIFEST} "
+            f"(their classes are unknown), e.g. {label_maps[0].name}: {where}"
+        )
+    if differ:
+        raise ClipfuseError(
+            f"predictions folder {out} holds {len(label_maps)} label map(s) of another "
+            f"prediction ({', '.join(differ)} {'differs' if len(differ) == 1 else 'differ'} "
+            f"from this run's): a new {MANIFEST} would describe them wrongly; {where}"
+        )
+    announce(
+        f"{out} holds {len(label_maps)} prediction(s) of this model and these labels: images "
+        "predicted again are replaced, the others are kept"
+    )
 
 
 def _unique_stem(path: Path, used: set[str]) -> str:
@@ -39,9 +96,11 @@ def predict_to_folder(
     For each image ``<stem>.<ext>``: ``<stem>_overlay.png`` (colours over the image, legend on
     the right) and ``<stem>_labels.png`` (8-bit label indices into ``classes.json``'s
     ``class_names``); a repeated stem gets ``_2``, ``_3``... ``classes.json`` lists the class
-    names, their colours and the mode. A progress bar is shown for more than one image (unless
-    ``progress`` says otherwise). Unreadable images are skipped with a message and reported
-    together at the end as one :class:`ClipfuseError`; the others are written.
+    names, their colours, the mode and the model (:func:`describe_predictions`); it is written
+    just before the first label map (not at all when no image can be read). A folder holding another model's or other labels' predictions
+    is refused (:func:`check_predictions_folder`). A progress bar is shown for more than one
+    image (unless ``progress`` says otherwise). Unreadable images are skipped with a message
+    and reported together at the end as one :class:`ClipfuseError`; the others are written.
 
     Returns the overlay paths.
     """
@@ -52,11 +111,12 @@ def predict_to_folder(
     if open_vocab:
         model.embed_labels(choice)  # so do labels the text encoder cannot embed
     out = prepare_dir(out_dir, "output folder")
+    description = describe_predictions(model, choice, open_vocab)
+    check_predictions_folder(out, description)
     show = len(paths) > 1 if progress is None else progress
     failures: list[str] = []
     written: list[Path] = []
     used: set[str] = set()
-    palette = None
     with tqdm(total=len(paths), desc="predict", unit="image", disable=not show) as bar:
         for start in range(0, len(paths), batch_size):
             chunk, images = [], []
@@ -72,28 +132,16 @@ def predict_to_folder(
                     images, labels, open_vocab=open_vocab, batch_size=batch_size, scores=False
                 )
                 for path, result in zip(chunk, results, strict=True):
+                    if not written:  # described before the first label map lands
+                        atomic_write_text(out / MANIFEST, json.dumps(description, indent=2) + "\n")
                     stem = _unique_stem(path, used)
                     overlay = out / f"{stem}_overlay.png"
                     atomic_write(overlay, result.overlay.save)
                     atomic_write(out / f"{stem}_labels.png", Image.fromarray(result.label_map).save)
                     written.append(overlay)
-                    palette = result.palette
                     if not show:
                         print(f"{path} -> {overlay}")
             bar.update(len(paths[start : start + batch_size]))
-    if palette is not None:
-        atomic_write_text(
-            out / "classes.json",
-            json.dumps(
-                {
-                    "class_names": list(choice.names),
-                    "palette": palette.tolist(),
-                    "mode": "score_map" if open_vocab else "decoder",
-                },
-                indent=2,
-            )
-            + "\n",
-        )
     if show:
         print(f"wrote {len(written)} overlay(s) and label map(s) to {out}")
     if failures:

@@ -120,6 +120,19 @@ class ClipfuseModel:
             f"classes={len(self.class_names)}, device={str(self.device)!r})"
         )
 
+    def fingerprint(self) -> str:
+        """SHA-256 of the weights (with the trained text embeddings): equal for a checkpoint and
+        its pretrained folder, different for another training or a later checkpoint."""
+        state = self.segmentor.state_dict()
+        if self._trained_text is not None:  # open vocabulary swaps the buffer while predicting
+            state = {**state, "head.text_embeddings": self._trained_text}
+        digest = hashlib.sha256()
+        for key in sorted(state):
+            digest.update(key.encode())
+            raw = state[key].detach().cpu().contiguous().reshape(-1).view(torch.uint8)
+            digest.update(raw.numpy().tobytes())
+        return digest.hexdigest()
+
     def to(self, device: str | torch.device | None) -> "ClipfuseModel":
         """Move to ``"cpu"``, ``"cuda"`` (``"cuda:N"``) or None / ``"auto"`` (CUDA if any)."""
         self.device = _resolve_device(device)
@@ -190,6 +203,16 @@ class ClipfuseModel:
             )
         return text
 
+    def label_palette(self, choice: LabelChoice) -> np.ndarray:
+        """K' x 3 uint8 colours of ``choice``: trained classes keep theirs, new labels get
+        :func:`label_colour`."""
+        return np.stack(
+            [
+                self.palette[k] if k is not None else label_colour(query)
+                for k, query in zip(choice.indices, choice.queries, strict=True)
+            ]
+        )
+
     # -- prediction --------------------------------------------------------------------------
 
     def _score_map_logits(self, images: torch.Tensor) -> torch.Tensor:
@@ -225,12 +248,7 @@ class ClipfuseModel:
         single = not isinstance(images, list | tuple)
         arrays = [as_rgb(image) for image in ([images] if single else images)]
         choice = self.resolve_labels(labels, open_vocab)
-        palette = np.stack(
-            [
-                self.palette[k] if k is not None else label_colour(query)
-                for k, query in zip(choice.indices, choice.queries, strict=True)
-            ]
-        )
+        palette = self.label_palette(choice)
         with self._lock:
             if open_vocab:
                 results = self._predict_score_map(arrays, choice, batch_size, scores)

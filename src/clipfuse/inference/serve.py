@@ -12,6 +12,7 @@ import io
 import json
 import socket
 import warnings
+from collections.abc import Awaitable, Callable
 
 from PIL import Image, UnidentifiedImageError
 
@@ -22,6 +23,12 @@ from clipfuse.inference.pretrained import ClipfuseModel
 
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024
 DEFAULT_MAX_PIXELS = 4096 * 4096
+FORM_OVERHEAD = 64 * 1024
+"""Bytes a request may hold beyond ``max_bytes``: the multipart headers and the other fields."""
+
+
+class BodyTooLarge(Exception):
+    """Raised by the request stream once more than ``max_bytes + FORM_OVERHEAD`` have arrived."""
 
 
 class UploadError(Exception):
@@ -156,12 +163,15 @@ def create_app(
     @app.post("/api/predict")
     async def api_predict(request: Request):
         length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > max_bytes + 64 * 1024:
+        if length and length.isdigit() and int(length) > max_bytes + FORM_OVERHEAD:
             return error(
                 f"the upload is {_size(int(length))}: the limit is {_size(max_bytes)}", 413
             )
-        try:
-            form = await request.form(max_files=1, max_fields=8)
+        try:  # a chunked body (no Content-Length) is counted as it arrives
+            limited = Request(request.scope, _limited_receive(request.receive, max_bytes))
+            form = await limited.form(max_files=1, max_fields=8)
+        except BodyTooLarge:
+            return error(f"the upload is larger than the limit of {_size(max_bytes)}", 413)
         except Exception:  # malformed multipart body
             return error("the request is not a valid form upload (multipart/form-data)", 400)
         try:
@@ -187,6 +197,35 @@ def create_app(
     return app
 
 
+Receive = Callable[[], Awaitable[dict]]
+
+
+def _limited_receive(receive: Receive, max_bytes: int) -> Receive:
+    """``receive`` (an ASGI callable) raising :class:`BodyTooLarge` as soon as the body passes
+    ``max_bytes + FORM_OVERHEAD``: nothing beyond that is read, spooled or parsed."""
+    received = 0
+
+    async def limited() -> dict:
+        nonlocal received
+        message = await receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > max_bytes + FORM_OVERHEAD:
+                raise BodyTooLarge
+        return message
+
+    return limited
+
+
+def check_options(port: int, max_bytes: int, max_pixels: int) -> None:
+    """One-line errors for ``clipfuse serve`` values that cannot work, before the model loads."""
+    if not 0 <= port <= 65535:
+        raise ClipfuseError(f"--port {port}: expected a port number in 0..65535")
+    for flag, value in (("--max-bytes", max_bytes), ("--max-pixels", max_pixels)):
+        if value < 1:
+            raise ClipfuseError(f"{flag} {value}: expected a positive integer")
+
+
 def serve(
     model_path: str,
     host: str = "127.0.0.1",
@@ -196,6 +235,7 @@ def serve(
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> None:
     """Load the model and serve the page until interrupted."""
+    check_options(port, max_bytes, max_pixels)
     uvicorn = require("uvicorn", "clipfuse serve")
 
     from clipfuse.inference.pretrained import load
@@ -204,6 +244,7 @@ def serve(
     app = create_app(model, max_bytes=max_bytes, max_pixels=max_pixels)
     listening = bind_socket(host, port)  # fails before "serving on" when the port is taken
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    port = listening.getsockname()[1]  # the one the system chose for --port 0
     print(f"clipfuse: serving {model} on http://{host}:{port}/ (Ctrl+C stops)", flush=True)
     server.run(sockets=[listening])
 
