@@ -12,7 +12,13 @@ from scipy import stats
 from clipfuse.cli import main
 from clipfuse.errors import ClipfuseError
 from clipfuse.experiments import load_spec
-from clipfuse.experiments.compare import compare, comparison_markdown, seed_pairing, verdict
+from clipfuse.experiments.compare import (
+    compare,
+    comparison_markdown,
+    seed_pairing,
+    stream_markdown,
+    verdict,
+)
 
 T_975_DF2 = 4.302652729911275  # Student t, 97.5% quantile, 2 degrees of freedom (tables: 4.303)
 BASE = "configs/plain_mobilenetv2_camvid_192x256_140.yaml"
@@ -186,3 +192,18 @@ def test_a_report_is_re_rendered_from_a_results_json_without_run_folders(tmp_pat
     assert "holds experiment 'another', the spec is 'tiny'" in capsys.readouterr().err
     args = ["experiment", str(spec_path), "--from", str(results), "--seeds", "0"]
     assert main(args) == 2
+
+
+def test_the_report_shows_each_runs_batch_stream_by_seed():
+    rows = [
+        row("plain", 0, 50.0, stream="aaaaaaaaaaaaaaaa"),
+        row("convformer", 0, 51.0, stream="aaaaaaaaaaaaaaaa"),
+        row("plain", 1, 50.0, stream="bbbbbbbbbbbbbbbb"),
+        row("convformer", 1, 51.0, stream=None),
+        row("old", 0, 49.0, seeding=None),
+    ]
+    lines = stream_markdown(rows)
+    assert lines[0] == "| run | seed 0 | seed 1 |"
+    assert lines[2] == "| plain | `aaaaaaaaaaaa` | `bbbbbbbbbbbb` |"
+    assert lines[3] == "| convformer | `aaaaaaaaaaaa` | unknown |"
+    assert lines[4] == "| old | seeding 1 | – |"

@@ -251,3 +251,25 @@ def comparison_markdown(comparisons: Sequence[Comparison]) -> list[str]:
         "different batches.",
     ]
     return lines
+
+
+def stream_markdown(rows: Sequence[dict]) -> list[str]:
+    """Markdown lines: the batch-stream hash of every (run, seed), one column per seed, so a
+    reader sees which runs of a seed trained on the same batches."""
+    seeds = sorted({row["seed"] for row in rows})
+    runs = list(dict.fromkeys(row["run"] for row in rows))
+    cells = {(row["run"], row["seed"]): _stream_cell(row) for row in rows}
+    lines = ["| run | " + " | ".join(f"seed {seed}" for seed in seeds) + " |"]
+    lines.append("|" + "---|" * (len(seeds) + 1))
+    for run in runs:
+        lines.append(
+            f"| {run} | " + " | ".join(cells.get((run, seed), "–") for seed in seeds) + " |"
+        )
+    return lines
+
+
+def _stream_cell(row: dict) -> str:
+    if row.get("seeding", 1) < 2:
+        return "seeding 1"
+    stream = row.get("batch_stream")
+    return "unknown" if stream is None else f"`{stream[:12]}`"

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from clipfuse.config import current_method
 from clipfuse.errors import ClipfuseError, announce, one_line
-from clipfuse.experiments.compare import compare_all, comparison_markdown
+from clipfuse.experiments.compare import compare_all, comparison_markdown, stream_markdown
 from clipfuse.experiments.spec import ExperimentSpec
 from clipfuse.extras import require
 from clipfuse.fileio import atomic_write_bytes, prepare_dir
@@ -57,6 +57,8 @@ CSV_COLUMNS = (
     "latency_threads",
     "train_seconds",
     "resumed",
+    "seeding",
+    "batch_stream",
     "config",
 )
 
@@ -219,6 +221,13 @@ def results_markdown(spec: ExperimentSpec, out: Path, rows: Sequence[dict]) -> s
     if summaries:
         lines += ["", "## Comparisons", ""]
         lines += comparison_markdown(compare_all(rows, spec.comparison_pairs()))
+        lines += [
+            "",
+            "Batch streams (the first 12 hex digits of each run's hash of its training "
+            "batches; equal in a column: the same batches):",
+            "",
+        ]
+        lines += stream_markdown(rows)
     if summaries and any(s["per_class"] for s in summaries):
         classes: list[str] = []
         for summary in summaries:
