@@ -26,6 +26,7 @@ from clipfuse.evaluation import InferenceConfig, format_table, results_to_json
 from clipfuse.fileio import atomic_write_text, prepare_dir, prepare_file, remove_partial_files
 from clipfuse.models import Segmentor, method_uses_text
 from clipfuse.precision import with_resolved_precision
+from clipfuse.threads import use_threads
 
 # What may change when a run is resumed: when to stop, validate, checkpoint, log and show.
 RESUMABLE_KEYS = (
@@ -34,6 +35,7 @@ RESUMABLE_KEYS = (
     "train.checkpoint_every",
     "train.log_every",
     "train.progress_bar",
+    "train.threads",
 )
 
 # Lightning advertises a cloud logger on every run; keep its other info lines.
@@ -217,6 +219,7 @@ def train(
         config, note = with_resolved_precision(config)
         if note and launching:
             announce(f"{note}; set train.precision and train.channels_last to choose")
+        config = use_threads(config, say=launching)
         return _fit(config, out_dir, last, resume, callbacks)
 
 
