@@ -173,7 +173,7 @@ def test_an_alias_bomb_is_refused_naming_the_file(tmp_path):
     expanded = f"holds more than {MAX_VALUES:,} values once its YAML aliases"
     with pytest.raises(ClipfuseError, match=f"config file {path} {expanded}"):
         load_config(path)
-    with pytest.raises(ClipfuseError, match=f"override 'text.aliases=.*' {expanded}"):
+    with pytest.raises(ClipfuseError, match=f"override text.aliases=... {expanded}"):
         load_config(None, [f"text.aliases={_alias_bomb(6)}"])
     recursive = tmp_path / "loop.yaml"
     recursive.write_text("text:\n  aliases: &loop {sky: *loop}\n")

@@ -75,12 +75,13 @@ class _ConfigLoader(yaml.SafeLoader):
             if key_node.tag == "tag:yaml.org,2002:merge":
                 continue
             key = self.construct_object(key_node, deep=True)
+            seen = (type(key), key)  # 1 and true are different keys
             line = key_node.start_mark.line + 1
-            if isinstance(key, str | int | float | bool) and key in lines:
+            if isinstance(key, str | int | float | bool) and seen in lines:
                 raise ClipfuseError(
-                    f"{self.where}: key {key!r} is given twice (lines {lines[key]} and {line})"
+                    f"{self.where}: key {key!r} is given twice (lines {lines[seen]} and {line})"
                 )
-            lines[key] = line
+            lines[seen] = line
         return super().construct_mapping(node, deep)
 
 
@@ -110,7 +111,7 @@ def parse_yaml(text: str, where: str) -> Any:
     name ``where`` (``config file runs/a.yaml``): bad YAML, a key given twice, and aliases
     that expand it beyond :data:`MAX_VALUES` values."""
     loader = _ConfigLoader(text)
-    loader.where = where
+    loader.where = loader.name = where  # name: what YAML's own messages say it reads
     try:
         node = loader.get_single_node()
         if node is None:
@@ -186,7 +187,7 @@ def parse_overrides(overrides: Sequence[str]) -> dict:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise ClipfuseError(f"override {item!r} must look like section.key=value")
-        _set(update, key.strip(), parse_yaml(raw, f"override {item!r}"))
+        _set(update, key.strip(), parse_yaml(raw, f"override {key.strip()}=..."))
     return update
 
 

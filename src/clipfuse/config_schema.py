@@ -11,6 +11,7 @@ A bad value is one error naming the key, the value and what is allowed::
 """
 
 import inspect
+import reprlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Annotated, Any, Literal
 
@@ -322,13 +323,14 @@ class RunConfig(_Section):
 def _shown(value: Any) -> str:
     """A value as the error shows it: a string quoted, anything else as YAML writes it (the
     override ``text.encoder=random:`` is the mapping ``{random: null}``), cut at 80 letters."""
-    text = repr(value)
-    if not isinstance(value, str):
-        try:
+    if isinstance(value, str):
+        text = repr(value)
+    else:
+        try:  # a value that shares parts is written with YAML anchors, never expanded
             text = yaml.safe_dump(value, default_flow_style=True, width=10**9)
+            text = text.strip().removesuffix("...").strip()
         except yaml.YAMLError:
-            pass
-        text = text.strip().removesuffix("...").strip()
+            text = reprlib.repr(value)
     return text if len(text) <= 80 else f"{text[:77]}..."
 
 
