@@ -455,7 +455,7 @@ def test_mapping_overrides_replace_and_null_or_empty_clear(tmp_path):
     path.write_text(
         yaml.safe_dump(
             {
-                "model": {"head_kwargs": {"dim": 32, "heads": 2}},
+                "model": {"method": "convformer", "head_kwargs": {"dim": 32, "heads": 2}},
                 "text": {"aliases": {"Pavement": "sidewalk", "Pedestrian": "person"}},
             }
         )

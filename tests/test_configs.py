@@ -85,7 +85,7 @@ def test_table2_rows_use_the_papers_pretraining_and_matching_text(method, backbo
 
 def test_base_files_merge_in_order_and_overrides_win(tmp_path):
     (tmp_path / "a.yaml").write_text(
-        "train: {lr: 0.1, max_steps: 5}\nmodel: {head_kwargs: {dim: 8}}\n"
+        "train: {lr: 0.1, max_steps: 5}\nmodel: {method: convformer, head_kwargs: {dim: 8}}\n"
     )
     (tmp_path / "b.yaml").write_text(
         "_base_: a.yaml\ntrain: {lr: 0.2}\nmodel: {head_kwargs: {heads: 2}}\n"

@@ -27,12 +27,6 @@ def test_explicit_settings_win_and_are_not_announced(monkeypatch):
     assert resolve_precision("bf16-mixed", False, "cpu") == ("bf16-mixed", False, None)
 
 
-@pytest.mark.parametrize("bad", ["yes", 3])
-def test_bad_channels_last_is_a_clear_error(bad):
-    with pytest.raises(ClipfuseError, match="train.channels_last"):
-        resolve_precision("auto", bad)
-
-
 def test_unknown_eval_precision_is_a_clear_error():
     with pytest.raises(ClipfuseError, match="eval.precision 'fp8'"):
         inference_dtype("fp8", "cpu")

@@ -15,8 +15,11 @@ def _train(args: argparse.Namespace) -> None:
 
     if args.config is None and not args.resume:
         raise ClipfuseError("train needs --config FILE (or --resume with --out of an existing run)")
-    config = load_config(args.config) if args.config is not None else None
-    results = train(config, args.out, resume=args.resume, overrides=args.overrides)
+    # A config file and its overrides are validated before the run folder is touched; without
+    # one (--resume), the overrides apply to the run's saved config.
+    config = load_config(args.config, args.overrides) if args.config is not None else None
+    overrides = args.overrides if config is None else []
+    results = train(config, args.out, resume=args.resume, overrides=overrides)
     print(f"mIoU {results['mIoU']:.2f}")
 
 

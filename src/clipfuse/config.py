@@ -4,7 +4,13 @@ A config has five sections whose keys are the arguments of the objects they buil
 ``model`` (:func:`clipfuse.models.create_model`), ``text`` (:func:`clipfuse.text.embed_class_names`),
 ``data`` (:class:`clipfuse.engine.SegmentationDataModule`), ``train``
 (:class:`clipfuse.engine.SegmentationTask` and the Lightning ``Trainer``) and ``eval``
-(:class:`clipfuse.evaluation.InferenceConfig`). Unknown keys are errors, never ignored.
+(:class:`clipfuse.evaluation.InferenceConfig`). Unknown keys are errors, never ignored, and
+every value is checked against :mod:`clipfuse.config_schema` (types, ranges, choices) whenever
+a config is loaded, overridden or read back, before anything is built or written.
+
+YAML is read by :func:`parse_yaml`, in files and in override values alike: ``1e-3`` is a
+number (as in YAML 1.2), a key given twice is an error, and so are aliases that expand a
+document beyond :data:`MAX_VALUES` values. An empty config file is an error.
 
 A file may start from others with ``_base_: [relative.yaml, ...]`` (merged in order, then
 the file itself on top), as mmseg's configs do.
@@ -23,12 +29,14 @@ older clipfuse meant, spelled as today's keys.
 
 import copy
 import functools
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from clipfuse.config_schema import default_config, validate_config
 from clipfuse.errors import ClipfuseError, announce
 from clipfuse.fileio import atomic_write_text
 from clipfuse.paths import shared_root
@@ -42,71 +50,12 @@ FORMAT_VERSION = 4
 # Old method names, read as today's: "fpn" was the no-text Semantic FPN (also a decoder name).
 RENAMED_METHODS = {"fpn": "plain"}
 
-DEFAULTS: dict[str, Any] = {
-    "seed": 0,
-    "model": {
-        "method": "plain",
-        "backbone": "mobilenetv2_100",
-        "decoder": "fpn",
-        "backbone_kwargs": {},
-        "head_kwargs": {},
-        "decoder_kwargs": {},
-    },
-    "text": {
-        "encoder": "auto",
-        "allow_mismatch": False,
-        "template": "a photo of a {}.",
-        "aliases": {},
-        "fallback": None,
-        "learnable_context": 0,
-        "shuffle": False,  # the shuffled-CLIP control: true (a draw per seed) or a draw K
-    },
-    "data": {
-        "dataset": "camvid",
-        "root": None,
-        "dataset_kwargs": {},
-        "crop_size": [512, 512],
-        "base_size": None,
-        "scale_range": [0.5, 2.0],
-        "cat_max_ratio": 0.75,
-        "val_size": None,
-        "batch_size": 8,
-        "val_batch_size": 1,
-        "num_workers": 2,
-        "eval_split": "val",
-    },
-    "train": {
-        "max_steps": 1000,
-        "optimizer": "sgd",
-        "lr": 0.01,
-        "weight_decay": 5e-4,
-        "momentum": 0.9,
-        "backbone_lr_mult": 0.1,
-        "head_lr_mult": 1.0,
-        "warmup_steps": 0,
-        "poly_power": 0.9,
-        "aux_weight": 0.4,
-        "aux_temperature": 0.07,
-        "precision": "auto",  # bf16-mixed where the CPU / GPU has native bf16, else 32-true
-        "channels_last": "auto",  # follows precision: channels-last under mixed precision
-        "accelerator": "auto",
-        "devices": 1,
-        "num_nodes": 1,
-        "strategy": "auto",
-        "val_every": 1000,
-        "checkpoint_every": 200,
-        "log_every": 10,
-        "progress_bar": True,
-    },
-    "eval": {
-        "mode": "whole",
-        "crop_size": None,
-        "stride": None,
-        "flip": False,
-        "scales": [1.0],
-        "precision": "auto",
-    },
-}
+# Every key with its default (the schema, clipfuse.config_schema, says what each accepts).
+DEFAULTS: dict[str, Any] = default_config()
+
+# A config holds a few hundred values; YAML aliases (``*name``) that expand it beyond this are
+# refused (a "billion laughs" document of nested aliases expands to billions).
+MAX_VALUES = 10_000
 
 # Sections whose contents are free-form keyword arguments, checked by the object they build.
 _FREE_FORM = {"backbone_kwargs", "head_kwargs", "decoder_kwargs", "dataset_kwargs", "aliases"}
@@ -115,6 +64,71 @@ _FREE_FORM = {"backbone_kwargs", "head_kwargs", "decoder_kwargs", "dataset_kwarg
 class _Replace(dict):
     """An override's whole mapping for a free-form key (``text.aliases={...}``): it replaces
     the mapping, where ``model.head_kwargs.dim=256`` sets one key in it."""
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, changed for configs: ``1e-3`` is a number (YAML 1.2; YAML 1.1
+    reads it as a string unless written ``1.0e-3``) and a key given twice is an error."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        lines: dict = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            seen = (type(key), key)  # 1 and true are different keys
+            line = key_node.start_mark.line + 1
+            if isinstance(key, str | int | float | bool) and seen in lines:
+                raise ClipfuseError(
+                    f"{self.where}: key {key!r} is given twice (lines {lines[seen]} and {line})"
+                )
+            lines[seen] = line
+        return super().construct_mapping(node, deep)
+
+
+_ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+.0123456789"),
+)
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
+    """Values in ``node`` with every alias expanded (a node inside itself: endless)."""
+    if id(node) in sizes:
+        return sizes[id(node)]
+    sizes[id(node)] = MAX_VALUES + 1
+    children: list = []
+    if isinstance(node, yaml.SequenceNode):
+        children = node.value
+    elif isinstance(node, yaml.MappingNode):
+        children = [child for pair in node.value for child in pair]
+    sizes[id(node)] = 1 + sum(_expanded_size(child, sizes) for child in children)
+    return sizes[id(node)]
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    """The YAML document ``text`` (None when it holds none) read by the config loader; errors
+    name ``where`` (``config file runs/a.yaml``): bad YAML, a key given twice, and aliases
+    that expand it beyond :data:`MAX_VALUES` values."""
+    loader = _ConfigLoader(text)
+    loader.where = loader.name = where  # name: what YAML's own messages say it reads
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if _expanded_size(node, {}) > MAX_VALUES:
+            raise ClipfuseError(
+                f"{where} holds more than {MAX_VALUES:,} values once its YAML aliases (*name) "
+                "are expanded: refused (an alias bomb?); write the values out instead"
+            )
+        return loader.construct_document(node)
+    except yaml.YAMLError as error:
+        raise ClipfuseError(f"{where} is not valid YAML: {error}") from error
+    except RecursionError:
+        raise ClipfuseError(f"{where} is nested too deeply to be a config") from None
+    finally:
+        loader.dispose()
 
 
 def current_method(method: str | None) -> str | None:
@@ -174,7 +188,7 @@ def parse_overrides(overrides: Sequence[str]) -> dict:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise ClipfuseError(f"override {item!r} must look like section.key=value")
-        _set(update, key.strip(), yaml.safe_load(raw))
+        _set(update, key.strip(), parse_yaml(raw, f"override {key.strip()}=..."))
     return update
 
 
@@ -194,10 +208,11 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
         raise ClipfuseError(f"config file {path} not found")
     if path.resolve() in seen:
         raise ClipfuseError(f"config file {path} includes itself through _base_")
-    try:
-        loaded = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise ClipfuseError(f"config file {path} is not valid YAML: {error}") from error
+    loaded = parse_yaml(path.read_text(), f"config file {path}")
+    if loaded is None or loaded == {}:
+        raise ClipfuseError(
+            f"config file {path} is empty: expected a mapping of sections ({', '.join(DEFAULTS)})"
+        )
     if not isinstance(loaded, dict):
         raise ClipfuseError(f"config file {path} must hold a mapping of sections")
     bases = loaded.pop("_base_", [])
@@ -207,9 +222,15 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     return _deep_update(merged, loaded)
 
 
+def _validated(config: dict) -> dict:
+    validate_config(config)
+    return config
+
+
 def apply_overrides(config: dict, overrides: Sequence[str]) -> dict:
-    """``config`` with ``section.key=value`` overrides applied, every key validated."""
-    return _merge(config, parse_overrides(overrides), "")
+    """``config`` with ``section.key=value`` overrides applied, every key and value validated
+    (:mod:`clipfuse.config_schema`)."""
+    return _validated(_merge(config, parse_overrides(overrides), ""))
 
 
 def replace_key(config: dict, dotted: str, value: Any) -> None:
@@ -262,13 +283,13 @@ def upgrade_config(config: dict, format_version: int) -> dict:
 def with_defaults(config: dict, format_version: int = FORMAT_VERSION) -> dict:
     """A saved config (a checkpoint's, a pretrained folder's, a run folder's) written at
     ``format_version``: upgraded (:func:`upgrade_config`) and completed with the keys added
-    to :data:`DEFAULTS` since; every key validated."""
-    return _merge(copy.deepcopy(DEFAULTS), upgrade_config(config, format_version), "")
+    to :data:`DEFAULTS` since; every key and value validated."""
+    return _validated(_merge(copy.deepcopy(DEFAULTS), upgrade_config(config, format_version), ""))
 
 
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> dict:
     """Defaults, then the YAML file (and its ``_base_`` files), then the overrides; every key
-    validated."""
+    and value validated."""
     config = copy.deepcopy(DEFAULTS)
     if path is not None:
         config = _merge(config, _read_yaml(Path(path)), "")

@@ -45,10 +45,6 @@ def resolve_precision(
 ) -> tuple[str, bool, str | None]:
     """``(precision, channels_last, note)`` with ``auto`` replaced by this machine's choice;
     ``note`` is the line that announces an automatic choice (None when both were explicit)."""
-    if channels_last not in (True, False, AUTO):
-        raise ClipfuseError(
-            f"train.channels_last must be true, false or auto, got {channels_last!r}"
-        )
     automatic = AUTO in (precision, channels_last)
     reason = f"train.precision={precision}"
     if precision == AUTO:

@@ -1,6 +1,7 @@
 """``clipfuse bench``: the table and JSON structure on tiny configs (a few seconds)."""
 
 import json
+import os
 
 import pytest
 import yaml
@@ -29,6 +30,7 @@ def check_rows(result: dict, names: list[str], batches=("1", "2")) -> None:
     assert first["ratios"] and all(value == 1.0 for value in first["ratios"].values())
     assert result["machine"]["matmul_gflops"] > 0
     assert result["machine"]["threads"] == 1
+    assert result["machine"]["cores"] == len(os.sched_getaffinity(0))
     for row in result["rows"]:
         assert row["gmacs"] > 0 and row["params_m"] > 0
         assert set(row["latency_ms"]) == set(batches)
@@ -58,6 +60,7 @@ def test_bench_rows_ratios_and_table(config_files):
     table = format_bench(result)
     assert "tiny-plain" in table and "tiny-convformer" in table
     assert "matmul peak" in table and "b2 ms/img" in table and "train img/s" in table
+    assert f"1 threads of {result['machine']['cores']} usable cores" in table
     json.dumps(result)  # JSON-able
 
 

@@ -5,7 +5,6 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from clipfuse.errors import ClipfuseError
 from clipfuse.evaluation import InferenceConfig, infer_logits
 
 K = 4
@@ -150,23 +149,3 @@ def test_config_kwargs_are_exactly_infer_logits_keywords(
     assert list(kwargs) == ["mode", "crop_size", "stride", "flip", "scales", "precision"]
     with torch.inference_mode():
         assert infer_logits(conv, images, K, **kwargs).shape == (2, K, 13, 17)
-
-
-@pytest.mark.parametrize(
-    ("values", "message"),
-    [
-        ({"mode": "tiles"}, "eval.mode 'tiles' is unknown: expected one of whole, slide"),
-        ({"mode": "slide"}, "needs eval.crop_size and eval.stride"),
-        ({"mode": "slide", "crop_size": [8, 8]}, "needs eval.crop_size and eval.stride"),
-        ({"mode": "slide", "crop_size": [8, 8], "stride": [4, 9]}, "must not exceed"),
-        ({"crop_size": [8]}, "eval.crop_size must be"),
-        ({"stride": [0, 4]}, "eval.stride must be"),
-        ({"scales": []}, "eval.scales"),
-        ({"scales": [1.0, -0.5]}, "eval.scales"),
-        ({"flip": "yes"}, "eval.flip"),
-        ({"crop": [8, 8]}, "unknown eval key"),
-    ],
-)
-def test_config_validation(values: dict, message: str) -> None:
-    with pytest.raises(ClipfuseError, match=message):
-        InferenceConfig.from_dict(values)

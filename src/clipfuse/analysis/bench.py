@@ -45,7 +45,6 @@ from clipfuse.analysis.candidates import (
 from clipfuse.analysis.memory import memory_cpu, memory_cuda
 from clipfuse.analysis.timing import (
     inference_runner,
-    load_average,
     machine_info,
     matmul_peak,
     random_batch,
@@ -58,6 +57,7 @@ from clipfuse.analysis.timing import (
 from clipfuse.errors import ClipfuseError
 from clipfuse.extras import require
 from clipfuse.precision import inference_dtype
+from clipfuse.threads import load_average
 
 DEFAULT_BATCHES = (1, 4)
 __all__ = ["bench", "format_bench"]

@@ -35,12 +35,18 @@ def _fmt(value: float | None, spec: str, width: int) -> str:
     return f"{'-':>{width}}" if value is None else f"{value:>{width}{spec}}"
 
 
+def _of_cores(machine: dict) -> str:
+    """`` of N usable cores`` (results from before the field was recorded have none)."""
+    return f" of {machine['cores']} usable cores" if "cores" in machine else ""
+
+
 def format_bench(result: dict) -> str:
     """Two plain-text tables: cost and latency; throughput, memory and efficiency."""
     machine, settings, rows = result["machine"], result["settings"], result["rows"]
     height, width = settings["size"]
     lines = [
-        f"clipfuse bench: {height}x{width}, {machine['threads']} threads, {machine['device']} "
+        f"clipfuse bench: {height}x{width}, {machine['threads']} threads"
+        f"{_of_cores(machine)}, {machine['device']} "
         f"({machine['name']}), torch {machine['torch']}",
         f"latency: median over {settings['repeats']} calls after {settings['warmup']} warm-up, "
         "round-robin, per image for batches > 1; +- is the inter-quartile range; "

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from clipfuse.losses import segmentation_loss
+from clipfuse.threads import usable_cores
 
 
 def summarize_ms(seconds: Sequence[float]) -> dict:
@@ -127,14 +128,6 @@ def inference_runner(model: nn.Module, images: torch.Tensor) -> Callable[[], Non
     return run
 
 
-def load_average() -> float | None:
-    """The 1-minute load average: other processes running during a CPU benchmark show here."""
-    try:
-        return round(os.getloadavg()[0], 2)
-    except (AttributeError, OSError):
-        return None
-
-
 def cpu_name() -> str:
     """The CPU's model name (``/proc/cpuinfo``), else what ``platform`` knows."""
     try:
@@ -147,12 +140,14 @@ def cpu_name() -> str:
 
 
 def machine_info(device: torch.device, threads: int, peak: dict) -> dict:
-    """The device, its name, CPU count, threads, torch version and the matmul ``peak``."""
+    """The device, its name, CPU count, the cores this process may use, threads, torch version
+    and the matmul ``peak``."""
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
     return {
         "device": str(device),
         "name": name,
         "cpu_count": os.cpu_count(),
+        "cores": usable_cores(),
         "threads": threads,
         "torch": torch.__version__,
         "matmul_gflops": peak["gflops"],

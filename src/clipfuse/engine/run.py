@@ -28,6 +28,7 @@ from clipfuse.fileio import atomic_write_text, prepare_dir, prepare_file, remove
 from clipfuse.models import Segmentor, method_uses_text
 from clipfuse.precision import with_resolved_precision
 from clipfuse.seeding import init_rng, with_resolved_draws
+from clipfuse.threads import use_threads
 
 # What may change when a run is resumed: when to stop, validate, checkpoint, log and show.
 RESUMABLE_KEYS = (
@@ -36,6 +37,7 @@ RESUMABLE_KEYS = (
     "train.checkpoint_every",
     "train.log_every",
     "train.progress_bar",
+    "train.threads",
 )
 
 # Lightning advertises a cloud logger on every run; keep its other info lines.
@@ -221,6 +223,7 @@ def train(
         config, note = with_resolved_precision(with_resolved_draws(config))
         if note and launching:
             announce(f"{note}; set train.precision and train.channels_last to choose")
+        config = use_threads(config, say=launching)
         return _fit(config, out_dir, last, resume, callbacks)
 
 

@@ -53,6 +53,7 @@ _EXECUTION_KEYS = {
     "train.strategy",
     "train.progress_bar",
     "train.log_every",
+    "train.threads",
     "data.num_workers",
 }
 

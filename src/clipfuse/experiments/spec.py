@@ -25,9 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from clipfuse.config import apply_overrides, load_config, replace_key, with_defaults
+from clipfuse.config import apply_overrides, load_config, parse_yaml, replace_key, with_defaults
 from clipfuse.errors import ClipfuseError
 from clipfuse.experiments.compare import default_pairs
 
@@ -67,11 +65,11 @@ class RunSpec:
         try:
             for dotted, value in self.replace.items():
                 replace_key(config, dotted, value)
-            config = with_defaults(config)  # validates what was replaced
+            config["seed"] = seed
+            config = with_defaults(config)  # validates what was replaced, and the seed
             config = apply_overrides(config, self.overrides)
         except ClipfuseError as error:
             raise ClipfuseError(f"experiment run {self.name!r}: {error}") from error
-        config["seed"] = int(seed)
         return config
 
 
@@ -254,8 +252,5 @@ def load_spec(path: str | Path) -> ExperimentSpec:
     path = Path(path)
     if not path.is_file():
         raise ClipfuseError(f"experiment spec {path} not found")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise ClipfuseError(f"experiment spec {path} is not valid YAML: {error}") from error
+    data = parse_yaml(path.read_text(), f"experiment spec {path}")
     return parse_spec(data or {}, path)

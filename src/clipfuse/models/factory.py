@@ -1,45 +1,21 @@
 """``create_model``: the one entry point that builds a method by name (method.md Sec. 4)."""
 
-from collections.abc import Callable
-
 import torch
 from torch import nn
 
-from clipfuse.backbones import TimmBackbone, create_backbone
+from clipfuse.backbones import create_backbone
 from clipfuse.decoders import create_decoder
 from clipfuse.errors import ClipfuseError
+from clipfuse.models.denseclip import DenseCLIPHead
+from clipfuse.models.heads import ConvFormerHead
 from clipfuse.models.segmentor import Segmentor
 
-
-def _no_head(backbone: TimmBackbone, text_embeddings: torch.Tensor | None, **kwargs) -> None:
-    if kwargs:
-        raise ClipfuseError(f"method 'plain' takes no head options, got {sorted(kwargs)}")
-    return None
-
-
-def _convformer_head(
-    backbone: TimmBackbone, text_embeddings: torch.Tensor | None, **kwargs
-) -> nn.Module:
-    from clipfuse.models.heads import ConvFormerHead
-
-    return ConvFormerHead(backbone.channels[-1], text_embeddings, **kwargs)
-
-
-def _denseclip_head(
-    backbone: TimmBackbone, text_embeddings: torch.Tensor | None, **kwargs
-) -> nn.Module:
-    """DenseCLIP's attention pool starts from a CLIP ResNet's own (Table 2)."""
-    from clipfuse.models.denseclip import DenseCLIPHead
-
-    kwargs.setdefault("clip_pool", backbone.attention_pool)
-    return DenseCLIPHead(backbone.channels[-1], text_embeddings, **kwargs)
-
-
-# method name -> (builds the language head or None, needs text embeddings)
-METHODS: dict[str, tuple[Callable[..., nn.Module | None], bool]] = {
-    "plain": (_no_head, False),
-    "denseclip": (_denseclip_head, True),
-    "convformer": (_convformer_head, True),
+# method name -> (the class of its language head, built on c5, or None; needs text embeddings).
+# ``model.head_kwargs`` are the keyword arguments of that class.
+METHODS: dict[str, tuple[type[nn.Module] | None, bool]] = {
+    "plain": (None, False),
+    "denseclip": (DenseCLIPHead, True),
+    "convformer": (ConvFormerHead, True),
 }
 
 
@@ -86,8 +62,14 @@ def create_model(
     if num_classes is None or num_classes < 1:
         raise ClipfuseError(f"num_classes must be a positive integer, got {num_classes!r}")
     image_backbone = create_backbone(backbone, **(backbone_kwargs or {}))
-    build_head = METHODS[method][0]
-    head = build_head(image_backbone, text_embeddings, **(head_kwargs or {}))
+    head_class, head_options = METHODS[method][0], dict(head_kwargs or {})
+    if head_class is None and head_options:
+        raise ClipfuseError(f"method {method!r} takes no head options, got {sorted(head_options)}")
+    if head_class is DenseCLIPHead:  # its attention pool starts from a CLIP ResNet's own (Table 2)
+        head_options.setdefault("clip_pool", image_backbone.attention_pool)
+    head = None
+    if head_class is not None:
+        head = head_class(image_backbone.channels[-1], text_embeddings, **head_options)
     image_backbone.attention_pool = None  # only a head's initialisation reads it
     in_channels = list(image_backbone.channels)
     if head is not None:
