@@ -114,6 +114,12 @@ class ClipfuseModel:
         """Language-guided methods (convformer, denseclip) can predict any embeddable label."""
         return method_uses_text(self.method)
 
+    @property
+    def open_vocab_path(self) -> str | None:
+        """What ``open_vocab=True`` predicts from: ``"score_map"`` (the cosine score map of the
+        last backbone stage), or None for a model without text."""
+        return "score_map" if self.supports_open_vocab else None
+
     def __repr__(self) -> str:
         return (
             f"ClipfuseModel(method={self.method!r}, backbone={self.backbone!r}, "
