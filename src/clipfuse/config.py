@@ -51,6 +51,7 @@ DEFAULTS: dict[str, Any] = {
         "backbone_kwargs": {},
         "head_kwargs": {},
         "decoder_kwargs": {},
+        "text_classifier": False,  # LSeg-style: decoder pixel embeddings . class text vectors
     },
     "text": {
         "encoder": "auto",

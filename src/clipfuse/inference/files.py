@@ -88,7 +88,7 @@ def predict_to_folder(
                 {
                     "class_names": list(choice.names),
                     "palette": palette.tolist(),
-                    "mode": "score_map" if open_vocab else "decoder",
+                    "mode": model.open_vocab_path if open_vocab else "decoder",
                 },
                 indent=2,
             )
