@@ -179,6 +179,7 @@ def build_model(
         backbone_kwargs=backbone_kwargs,
         head_kwargs=head_kwargs,
         decoder_kwargs=model_cfg["decoder_kwargs"],
+        text_classifier=model_cfg["text_classifier"],
     )
     if method == "denseclip" and pretrained:
         backbone = model_cfg["backbone"]

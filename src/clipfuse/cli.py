@@ -32,6 +32,23 @@ def _eval(args: argparse.Namespace) -> None:
         print(json.dumps(results, indent=2))
 
 
+def _eval_vocab(args: argparse.Namespace) -> None:
+    from clipfuse.evaluation.zero_shot import DEFAULT_GAMMAS
+    from clipfuse.inference.open_vocab import evaluate_vocab, format_vocab_report
+
+    report = evaluate_vocab(
+        args.model,
+        **{key: getattr(args, key) for key in ("root", "split", "names", "unseen", "limit")},
+        **{key: getattr(args, key) for key in ("seen_drop", "device", "batch_size")},
+        dataset=args.data,
+        mapping=args.map,
+        gammas=args.gammas or DEFAULT_GAMMAS,
+        json_path=args.output,
+        progress=not args.json,
+    )
+    print(json.dumps(report, indent=2) if args.json else format_vocab_report(report))
+
+
 def _predict(args: argparse.Namespace) -> None:
     from clipfuse.inference import load
     from clipfuse.inference.files import predict_to_folder
@@ -152,6 +169,33 @@ def _download(args: argparse.Namespace) -> None:
     print(f"camvid: {root}")
 
 
+def _add_eval_vocab(commands, model_help: str, device_help: str) -> None:
+    vocab = commands.add_parser(
+        "eval-vocab", help="score a model on a dataset's names: label mapping, open vocabulary"
+    )
+    vocab.add_argument("--model", required=True, help=model_help)
+    vocab.add_argument("--data", help="dataset name (default: the model's training dataset)")
+    vocab.add_argument("--root", help="dataset folder (default: the registry's search)")
+    vocab.add_argument("--split", default="val", help="the split to score (default: val)")
+    lists = {
+        "--names": "open-vocabulary queries: one text per dataset class, or CLASS=TEXT pairs",
+        "--map": "decoder label mapping MODEL_CLASS=DATASET_CLASS (default: same names)",
+        "--unseen": "dataset classes counted as unseen (default: queries of no model class)",
+    }
+    for flag, text in lists.items():
+        vocab.add_argument(flag, nargs="+", metavar="NAME", help=text)
+    vocab.add_argument("--gammas", nargs="+", type=float, help="stacking offsets (0, 0.5 .. 20)")
+    vocab.add_argument(
+        "--seen-drop", type=float, default=1.0, help="seen mIoU points the chosen gamma may lose"
+    )
+    vocab.add_argument("--limit", type=int, help="score only the first N images")
+    vocab.add_argument("--device", help=device_help)
+    vocab.add_argument("--batch-size", type=int, default=4)
+    vocab.add_argument("--json", action="store_true", help="print the report as JSON")
+    vocab.add_argument("--output", help="also write the report to this JSON file")
+    vocab.set_defaults(func=_eval_vocab)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="clipfuse", description="Language-guided lightweight semantic segmentation."
@@ -184,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     model_help = "a model folder (save_pretrained) or a training .ckpt"
     device_help = "cpu, cuda or cuda:N (default: cuda when available)"
+    _add_eval_vocab(commands, model_help, device_help)
     predict = commands.add_parser(
         "predict", help="segment images; write colour overlays with a legend and label PNGs"
     )

@@ -128,6 +128,9 @@ class ModelSection(_Section):
     backbone_kwargs: dict[str, Any] = _key({}, "a mapping of the backbone's options")
     head_kwargs: dict[str, Any] = _key({}, "a mapping of the language head's options")
     decoder_kwargs: dict[str, Any] = _key({}, "a mapping of the decoder's options")
+    text_classifier: StrictBool = _key(
+        False, "true or false (LSeg-style: the decoder's classifier as text similarities)"
+    )
 
     @field_validator("method", mode="before")
     @classmethod

@@ -23,12 +23,15 @@ def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 
 def test_registered_names() -> None:
-    assert sorted(DATASETS) == ["ade20k", "camvid", "cityscapes", "folder"]
+    assert sorted(DATASETS) == [
+        "ade20k", "camvid", "ccp", "cityscapes", "folder", "labelmefacade",
+    ]  # fmt: skip
 
 
 def test_unknown_name_lists_known_ones() -> None:
     with pytest.raises(
-        ClipfuseError, match="unknown dataset 'pascal'.*ade20k, camvid, cityscapes, folder"
+        ClipfuseError,
+        match="unknown dataset .pascal.*ade20k, camvid, ccp, cityscapes, folder, labelmefacade",
     ):
         build_dataset("pascal", "train")
 

@@ -1,4 +1,4 @@
-"""Datasets (CamVid, ADE20K, Cityscapes, custom folders), their registry, transforms, download.
+"""Datasets (CamVid, ADE20K, Cityscapes, CCP, LabelMeFacade, custom folders), their registry, transforms, download.
 
 Every dataset yields ``(image, mask)``: with no transform, RGB ``H x W x 3`` uint8 and train ids
 ``H x W`` uint8 where 255 is ignored; the transforms of :mod:`clipfuse.data.transforms` turn
@@ -8,23 +8,29 @@ them into a float32 ``3 x H x W`` tensor and an int64 ``H x W`` tensor.
 from clipfuse.data.ade20k import ADE20K
 from clipfuse.data.base import IGNORE_INDEX, SegmentationDataset, default_palette
 from clipfuse.data.camvid import CamVid
+from clipfuse.data.ccp import CCP
 from clipfuse.data.cityscapes import Cityscapes
 from clipfuse.data.folder import FolderDataset
+from clipfuse.data.labelmefacade import LabelMeFacade
 from clipfuse.data.registry import DATASETS, build_dataset, dataset_classes, find_dataset_root
+from clipfuse.data.stats import class_image_counts
 from clipfuse.data.transforms import build_eval_transform, build_train_transform
 
 __all__ = [
     "ADE20K",
+    "CCP",
     "DATASETS",
     "IGNORE_INDEX",
     "CamVid",
     "Cityscapes",
     "FolderDataset",
+    "LabelMeFacade",
     "SegmentationDataset",
     "build_dataset",
     "build_eval_transform",
     "dataset_classes",
     "build_train_transform",
+    "class_image_counts",
     "default_palette",
     "find_dataset_root",
 ]

@@ -238,6 +238,11 @@ class SegmentationDataset(Dataset):
         """Whether ``path`` is a folder of this dataset (used by the registry's search)."""
         return False
 
+    @classmethod
+    def class_names(cls, **kwargs) -> tuple[str, ...] | None:
+        """The class names known without the data on disk (``fixed_classes``), or None."""
+        return cls.fixed_classes
+
     @property
     def num_classes(self) -> int:
         return len(self.classes)

@@ -14,12 +14,17 @@ or flat folders with split lists (used when ``<root>/splits/<split>.txt`` exists
     <root>/splits/<split>.txt          one image stem per line (blank lines and # comments skipped)
 
 Mask values are class indices ``0..K-1``; 255 is ignored (unlabelled pixels). Every image
-needs its mask; image stems must be unique within a split.
+needs its mask; image stems must be unique within a split. The options ``merge``, ``ignore``
+and ``unseen`` relabel the classes (:mod:`clipfuse.data.relabel`).
 """
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from clipfuse.data.base import SegmentationDataset, Transform, require_dir
+import numpy as np
+
+from clipfuse.data.base import SegmentationDataset, Transform, require_dir, validate_classes
+from clipfuse.data.relabel import relabel
 from clipfuse.errors import ClipfuseError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -75,6 +80,10 @@ class FolderDataset(SegmentationDataset):
         root: the dataset folder (holding ``classes.txt``, ``images/``, ``masks/``).
         split: a split folder name under ``images/`` or a ``splits/<split>.txt`` list.
         transform: see :class:`SegmentationDataset`.
+        merge, ignore, unseen: relabelling options (:func:`clipfuse.data.relabel.relabel`).
+
+    A subclass with ``fixed_classes`` (a named dataset in this format) requires its
+    ``classes.txt`` to list exactly those names.
     """
 
     name = "folder"
@@ -85,11 +94,29 @@ class FolderDataset(SegmentationDataset):
     )
 
     def __init__(
-        self, root: str | Path, split: str = "train", transform: Transform | None = None
+        self,
+        root: str | Path,
+        split: str = "train",
+        transform: Transform | None = None,
+        merge: Mapping[str, str] | None = None,
+        ignore: Sequence[str] | None = None,
+        unseen: Sequence[str] | None = None,
     ) -> None:
         root = require_dir(Path(root), "dataset folder", self.layout)
         classes_file = root / CLASSES_FILE
-        classes = read_class_file(classes_file, self.layout)
+        raw_classes = validate_classes(
+            read_class_file(classes_file, self.layout), str(classes_file)
+        )
+        if self.fixed_classes is not None and raw_classes != self.fixed_classes:
+            raise ClipfuseError(
+                f"{classes_file} does not list the {len(self.fixed_classes)} classes of "
+                f"{self.name} ({', '.join(self.fixed_classes[:4])}, ...): expected that "
+                "classes.txt (data.dataset=folder reads any other class list)"
+            )
+        self.relabeling = relabel(raw_classes, merge, ignore, unseen, source=str(classes_file))
+        self.raw_classes = raw_classes
+        self.unseen = self.relabeling.unseen
+        classes = self.relabeling.classes
         split_file = root / "splits" / f"{split}.txt"
         if split_file.is_file():
             samples = self._listed_samples(root, split_file)
@@ -127,4 +154,18 @@ class FolderDataset(SegmentationDataset):
 
     @classmethod
     def looks_like(cls, path: Path) -> bool:
-        return (path / CLASSES_FILE).is_file() and (path / "images").is_dir()
+        if not ((path / CLASSES_FILE).is_file() and (path / "images").is_dir()):
+            return False
+        if cls.fixed_classes is None:
+            return True
+        return tuple(read_class_file(path / CLASSES_FILE, cls.layout)) == cls.fixed_classes
+
+    @classmethod
+    def class_names(cls, **kwargs) -> tuple[str, ...] | None:
+        """``fixed_classes`` relabelled by the dataset options ``kwargs``; None without them."""
+        if cls.fixed_classes is None:
+            return None
+        return relabel(cls.fixed_classes, source=f"dataset {cls.name}", **kwargs).classes
+
+    def map_labels(self, mask: np.ndarray) -> np.ndarray:
+        return self.relabeling(mask)

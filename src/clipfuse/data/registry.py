@@ -6,8 +6,10 @@ from pathlib import Path
 from clipfuse.data.ade20k import ADE20K
 from clipfuse.data.base import SegmentationDataset, Transform
 from clipfuse.data.camvid import CamVid
+from clipfuse.data.ccp import CCP
 from clipfuse.data.cityscapes import Cityscapes
 from clipfuse.data.folder import FolderDataset
+from clipfuse.data.labelmefacade import LabelMeFacade
 from clipfuse.errors import ClipfuseError
 from clipfuse.paths import cache_dir, data_roots
 
@@ -15,6 +17,8 @@ DATASETS: dict[str, type[SegmentationDataset]] = {
     "camvid": CamVid,
     "ade20k": ADE20K,
     "cityscapes": Cityscapes,
+    "ccp": CCP,
+    "labelmefacade": LabelMeFacade,
     "folder": FolderDataset,
 }
 
@@ -40,7 +44,7 @@ def find_dataset_root(name: str, root: str | os.PathLike | None = None) -> Path:
     ``<shared>/data`` (:func:`clipfuse.paths.data_roots`), then the download folder
     (:func:`download_root`). A candidate matches when it is itself a folder of the dataset or
     holds one under a conventional name (``camvid``, ``ADEChallengeData2016`` / ``ade20k``,
-    ``cityscapes``). An explicit ``root`` is the only place searched: a wrong one is an error,
+    ``cityscapes``, ``ccp``, ``labelmefacade``). An explicit ``root`` is the only place searched: a wrong one is an error,
     never a silent fall-back to another copy.
     """
     cls = dataset_class(name)
@@ -81,9 +85,10 @@ def build_dataset(
 
 
 def dataset_classes(name: str, root: str | os.PathLike | None = None, **kwargs) -> list[str]:
-    """The class names of dataset ``name``: fixed lists need no data on disk, a ``folder``
-    dataset is read (its ``classes.txt``)."""
-    cls = dataset_class(name)
-    if cls.fixed_classes is not None:
-        return list(cls.fixed_classes)
+    """The class names of dataset ``name`` under the dataset options ``kwargs`` (``merge``,
+    ``ignore``, ``unseen``): fixed lists need no data on disk, a ``folder`` dataset is read
+    (its ``classes.txt``)."""
+    names = dataset_class(name).class_names(**kwargs)
+    if names is not None:
+        return list(names)
     return list(build_dataset(name, "val", root=root, **kwargs).classes)

@@ -85,20 +85,25 @@ class SegmentationMetrics(Metric):
             ``aAcc``, ``mIoU``, ``mAcc`` (floats, percent); ``IoU``, ``Acc`` (K float64
             tensors, percent, NaN where undefined); ``confmat`` (K x K int64, a copy).
         """
-        confmat = self.confmat.double()
-        hits = confmat.diagonal()
-        ground_truth = confmat.sum(dim=1)
-        predicted = confmat.sum(dim=0)
-        iou = hits / (ground_truth + predicted - hits) * 100
-        acc = hits / ground_truth * 100
-        return {
-            "aAcc": (hits.sum() / ground_truth.sum() * 100).item(),
-            "mIoU": iou.nanmean().item(),
-            "mAcc": acc.nanmean().item(),
-            "IoU": iou,
-            "Acc": acc,
-            "confmat": self.confmat.clone(),
-        }
+        return {**confmat_scores(self.confmat), "confmat": self.confmat.clone()}
+
+
+def confmat_scores(confmat: Tensor) -> dict[str, float | Tensor]:
+    """``aAcc``, ``mIoU``, ``mAcc``, ``IoU``, ``Acc`` (percent) of a K x K confusion matrix
+    (rows: ground truth, columns: prediction), as :meth:`SegmentationMetrics.compute`."""
+    confmat = confmat.double()
+    hits = confmat.diagonal()
+    ground_truth = confmat.sum(dim=1)
+    predicted = confmat.sum(dim=0)
+    iou = hits / (ground_truth + predicted - hits) * 100
+    acc = hits / ground_truth * 100
+    return {
+        "aAcc": (hits.sum() / ground_truth.sum() * 100).item(),
+        "mIoU": iou.nanmean().item(),
+        "mAcc": acc.nanmean().item(),
+        "IoU": iou,
+        "Acc": acc,
+    }
 
 
 def _check_range(labels: Tensor, num_classes: int, name: str, also: str) -> None:

@@ -30,7 +30,7 @@ def describe_predictions(model: ClipfuseModel, choice: LabelChoice, open_vocab: 
     return {
         "class_names": list(choice.names),
         "palette": model.label_palette(choice).tolist(),
-        "mode": "score_map" if open_vocab else "decoder",
+        "mode": model.open_vocab_path if open_vocab else "decoder",
         "model_sha256": model.fingerprint(),
         "model_source": model.source,
     }

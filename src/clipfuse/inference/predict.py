@@ -97,8 +97,9 @@ class Prediction:
             score map S.
         palette: K x 3 uint8 colours of ``class_names``.
         image: the RGB uint8 input, H x W x 3.
-        mode: ``"decoder"`` (the segmentation head's logits) or ``"score_map"`` (open
-            vocabulary: the pixel-text cosine map).
+        mode: ``"decoder"`` (the segmentation head's logits), or in open vocabulary
+            ``"score_map"`` (the pixel-text cosine map) or ``"text_classifier"`` (the decoder's
+            pixel embeddings against the labels' vectors).
     """
 
     label_map: np.ndarray

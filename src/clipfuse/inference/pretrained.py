@@ -114,6 +114,15 @@ class ClipfuseModel:
         """Language-guided methods (convformer, denseclip) can predict any embeddable label."""
         return method_uses_text(self.method)
 
+    @property
+    def open_vocab_path(self) -> str | None:
+        """What ``open_vocab=True`` predicts from: ``"text_classifier"`` (the decoder's pixel
+        embeddings against the labels' vectors, ``model.text_classifier``), ``"score_map"``
+        (the cosine score map of the last backbone stage), or None for a model without text."""
+        if not self.supports_open_vocab:
+            return None
+        return "score_map" if self.segmentor.text_classifier is None else "text_classifier"
+
     def __repr__(self) -> str:
         return (
             f"ClipfuseModel(method={self.method!r}, backbone={self.backbone!r}, "
@@ -239,9 +248,10 @@ class ClipfuseModel:
                 ``"road, car, person"``, ``["Road=street", "Car"]``, ``{"Road": "street"}``
                 (names match case-insensitively, also through the text aliases of training).
                 The prediction is the argmax over the chosen classes' logits.
-            open_vocab: predict from the cosine score map S instead of the decoder, so labels
-                outside the trained vocabulary work (embedded with the model's text encoder).
-                Language-guided methods only. Usually less accurate than the decoder.
+            open_vocab: labels outside the trained vocabulary work (embedded with the model's
+                text encoder): predicted through the decoder's text classifier when the model
+                has one (``model.text_classifier``), else from the cosine score map S, usually
+                less accurate than the decoder. Language-guided methods only.
             batch_size: images per forward pass (images of equal size are batched).
             scores: also return the K x H x W probabilities (``Prediction.scores``).
         """
@@ -261,7 +271,7 @@ class ClipfuseModel:
                 scores=probabilities,
                 palette=palette,
                 image=image,
-                mode="score_map" if open_vocab else "decoder",
+                mode=self.open_vocab_path if open_vocab else "decoder",
             )
             for image, (label_map, probabilities) in zip(arrays, results, strict=True)
         ]
@@ -280,6 +290,14 @@ class ClipfuseModel:
 
     def _predict_score_map(self, arrays, choice, batch_size, scores):
         text = self.embed_labels(choice)
+        if self.segmentor.text_classifier is not None:
+            text = text.to(self.device)
+            logits_fn = lambda x: self.segmentor(x, text)["logits"]  # noqa: E731
+            return list(
+                self._runner.run(
+                    logits_fn, arrays, len(choice.names), self.device, batch_size, scores
+                )
+            )
         head = self.segmentor.head
         head.set_text_embeddings(text)
         try:

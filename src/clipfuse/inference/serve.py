@@ -371,7 +371,7 @@ form.addEventListener("submit", async (event) => {
   }
   const seconds = ((performance.now() - started) / 1000).toFixed(1);
   statusLine.textContent = `${answer.width} x ${answer.height} pixels, ` +
-    `${answer.mode === "score_map" ? "score map (open vocabulary)" : "decoder"}, ${seconds} s`;
+    `${answer.mode === "decoder" ? "decoder" : answer.mode + " (open vocabulary)"}, ${seconds} s`;
 });
 </script>
 </body>

@@ -9,6 +9,7 @@ from clipfuse.errors import ClipfuseError
 from clipfuse.models.denseclip import DenseCLIPHead
 from clipfuse.models.heads import ConvFormerHead
 from clipfuse.models.segmentor import Segmentor
+from clipfuse.models.text_classifier import TextClassifier
 
 # method name -> (the class of its language head, built on c5, or None; needs text embeddings).
 # ``model.head_kwargs`` are the keyword arguments of that class.
@@ -35,6 +36,7 @@ def create_model(
     backbone_kwargs: dict | None = None,
     head_kwargs: dict | None = None,
     decoder_kwargs: dict | None = None,
+    text_classifier: bool = False,
 ) -> Segmentor:
     """Build a segmentation model.
 
@@ -49,8 +51,16 @@ def create_model(
         backbone_kwargs: ``pretrained``, ``frozen_bn``, ``img_size``, ``mean``, ``std``.
         head_kwargs: options of the language head (e.g. ``num_blocks``, ``bridge``, ``dim``).
         decoder_kwargs: options of the decoder (e.g. ``channels``, ``dropout``).
+        text_classifier: language-guided methods only: the decoder's last 1x1 conv projects
+            to the text width and the logits are cosine similarities with the class vectors
+            (:class:`~clipfuse.models.text_classifier.TextClassifier`, LSeg's classifier).
     """
     uses_text = method_uses_text(method)
+    if text_classifier and not uses_text:
+        raise ClipfuseError(
+            f"model.text_classifier needs a language-guided method (convformer or denseclip), "
+            f"got {method!r}"
+        )
     if uses_text:
         if text_embeddings is None:
             raise ClipfuseError(f"method {method!r} needs text embeddings of the class names")
@@ -74,5 +84,7 @@ def create_model(
     in_channels = list(image_backbone.channels)
     if head is not None:
         in_channels[-1] = head.out_channels
-    seg_decoder = create_decoder(decoder, in_channels, num_classes, **(decoder_kwargs or {}))
-    return Segmentor(image_backbone, seg_decoder, num_classes, head)
+    outputs = text_embeddings.shape[1] if text_classifier else num_classes
+    seg_decoder = create_decoder(decoder, in_channels, outputs, **(decoder_kwargs or {}))
+    classifier = TextClassifier() if text_classifier else None
+    return Segmentor(image_backbone, seg_decoder, num_classes, head, classifier)

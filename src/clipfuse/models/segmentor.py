@@ -11,7 +11,10 @@ class Segmentor(nn.Module):
     predicts logits, upsampled to the input size.
 
     ``forward`` returns ``{"logits": B x K x H x W}`` plus ``"score_map"`` (B x K x h x w,
-    cosine, stride 32) for language-guided methods. Plain tensors in and out: no Lightning,
+    cosine, stride 32) for language-guided methods. With a ``text_classifier``
+    (:class:`~clipfuse.models.text_classifier.TextClassifier`) the decoder gives pixel
+    embeddings and the logits are their similarity with the head's ``text_embeddings``, or with
+    the K' x Ct ``class_embeddings`` passed to ``forward`` (then K' logits). Plain tensors in and out: no Lightning,
     no files, so the engine, export and the web demo can all wrap it.
     """
 
@@ -21,19 +24,26 @@ class Segmentor(nn.Module):
         decoder: nn.Module,
         num_classes: int,
         head: nn.Module | None = None,
+        text_classifier: nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.num_classes = num_classes
         self.backbone = backbone
         self.head = head
         self.decoder = decoder
+        self.text_classifier = text_classifier
 
-    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(
+        self, images: torch.Tensor, class_embeddings: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
         features = self.backbone(images)
         outputs: dict[str, torch.Tensor] = {}
         if self.head is not None:
             features[-1], outputs["score_map"] = self.head(features[-1])
         logits = self.decoder(features)
+        if self.text_classifier is not None:
+            text = self.head.text_embeddings if class_embeddings is None else class_embeddings
+            logits = self.text_classifier(logits, text)
         outputs["logits"] = F.interpolate(
             logits, size=images.shape[-2:], mode="bilinear", align_corners=False
         )
