@@ -342,7 +342,10 @@ def main(argv: list[str] | None = None) -> int:
         args.func(args)
     except ClipfuseError as error:
         print(f"error: {one_line(error)}", file=sys.stderr)
-        return 2
+        return error.exit_code
+    except KeyboardInterrupt:  # Ctrl-C outside a training, which handles its own
+        print(f"error: interrupted (Ctrl-C) during clipfuse {args.command}", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -6,6 +6,7 @@ import lightning as L
 from torch.utils.data import DataLoader, Dataset
 
 from clipfuse.data import build_dataset, build_eval_transform, build_train_transform
+from clipfuse.engine.stops import worker_init
 
 
 class SegmentationDataModule(L.LightningDataModule):
@@ -80,6 +81,7 @@ class SegmentationDataModule(L.LightningDataModule):
             drop_last=shuffle,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            worker_init_fn=worker_init,  # the training process handles SIGTERM and Ctrl-C
         )
 
     def train_dataloader(self) -> DataLoader:
