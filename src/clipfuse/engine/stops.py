@@ -7,10 +7,10 @@
 * SIGTERM (``kill``, a scheduler's pre-emption) is Lightning's: its handler notes the signal
   and training stops at the end of the step (:class:`SafeStop` raises Lightning's
   ``SIGTERMException`` there, where periodic checkpoints are taken) or at the next
-  validation batch. Ctrl-C (SIGINT) is forwarded to that handler, so it stops the same way; a
-  second Ctrl-C stops at once. :class:`SafeStop` then writes ``last.ckpt`` (atomically) and
-  :meth:`SafeStop.signals` turns Lightning's exit into :class:`TrainingInterrupted` (exit
-  status 143 for SIGTERM, 130 for SIGINT).
+  validation batch. Ctrl-C (SIGINT) is forwarded to that handler, so it stops the same way
+  (a second Ctrl-C stops at once, without saving). :class:`SafeStop` then writes
+  ``last.ckpt`` (atomically) and :meth:`SafeStop.signals` turns Lightning's exit into
+  :class:`TrainingInterrupted` (exit status 143 for SIGTERM, 130 for SIGINT).
 * DataLoader workers ignore both signals (:func:`worker_init`): the training process stops
   the run and ends them, so a signal sent to the whole process group does not kill a worker
   under the running training.
@@ -110,10 +110,11 @@ class SafeStop(L.Callback):
         self.step = trainer.global_step
         if not isinstance(exception, SIGTERMException) or self.saved_step == self.step:
             return
+        kept = self.saved_step
         try:
             trainer.save_checkpoint(self.last, weights_only=False)
         except ClipfuseError as error:  # reported by TrainingInterrupted
-            self.save_error = error
+            self.save_error, self.saved_step = error, kept
 
     def _diverged(self, trainer: L.Trainer, what: str) -> str:
         if self.saved_step is None:
@@ -126,18 +127,18 @@ class SafeStop(L.Callback):
             "another --out"
         )
 
-    def _interrupted(self, out_dir: Path) -> TrainingInterrupted:
+    def _interrupted(self, out_dir: Path, saved: bool = True) -> TrainingInterrupted:
         signum = self.signal or signal.SIGTERM
         stopped = f"training interrupted at step {self.step} ({signal.Signals(signum).name})"
         resume = f"resume with clipfuse train --out {out_dir} --resume"
-        if self.save_error is None:
+        if saved and self.save_error is None:
             return TrainingInterrupted(
                 f"{stopped}: checkpoint saved to {self.last}; {resume}", signum
             )
+        why = one_line(self.save_error) if saved else "a second Ctrl-C stopped it without saving"
         kept = "no checkpoint" if self.saved_step is None else f"step {self.saved_step}"
         return TrainingInterrupted(
-            f"{stopped}: {one_line(self.save_error)}; {self.last.parent} keeps {kept}; {resume}",
-            signum,
+            f"{stopped}: {why}; {self.last.parent} keeps {kept}; {resume}", signum
         )
 
     @contextmanager
@@ -154,6 +155,10 @@ class SafeStop(L.Callback):
             yield
         except SIGTERMException:
             raise self._interrupted(out_dir) from None
+        except SystemExit:  # Lightning's exit after a KeyboardInterrupt
+            if self.signal != signal.SIGINT:
+                raise
+            raise self._interrupted(out_dir, saved=False) from None
         finally:
             if forward:
                 signal.signal(signal.SIGINT, signal.default_int_handler)
