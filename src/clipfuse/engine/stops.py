@@ -155,7 +155,7 @@ class SafeStop(L.Callback):
             yield
         except SIGTERMException:
             raise self._interrupted(out_dir) from None
-        except SystemExit:  # Lightning's exit after a KeyboardInterrupt
+        except (KeyboardInterrupt, SystemExit):  # SystemExit: Lightning's, after a Ctrl-C
             if self.signal != signal.SIGINT:
                 raise
             raise self._interrupted(out_dir, saved=False) from None
