@@ -293,8 +293,8 @@ def test_checkpoint_write_is_atomic_next_to_the_target(world, tmp_path, monkeypa
     scratch.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # $TMPDIR must not be used
 
-    def killed(obj, path):  # half a file written, then the process is interrupted
-        Path(path).write_bytes(b"half")
+    def killed(obj, file):  # half a file written, then the process is interrupted
+        file.write(b"half")
         raise KeyboardInterrupt
 
     monkeypatch.setattr(torch, "save", killed)

@@ -1,5 +1,6 @@
 """The one atomic-write helper: temporary file next to the target, cleaned up on failure."""
 
+import errno
 import os
 import stat
 from pathlib import Path
@@ -9,6 +10,7 @@ import pytest
 from clipfuse.errors import ClipfuseError
 from clipfuse.fileio import (
     atomic_write,
+    atomic_write_all,
     atomic_write_text,
     partial_files,
     prepare_dir,
@@ -47,11 +49,47 @@ def test_a_failed_write_leaves_the_target_and_no_temporary_file(tmp_path):
 
 def test_an_os_error_while_writing_is_one_line(tmp_path):
     def full(path: Path) -> None:
-        raise OSError(28, "No space left on device")
+        path.write_bytes(b"half")
+        raise OSError(errno.ENOSPC, "No space left on device")
 
-    with pytest.raises(ClipfuseError, match=r"cannot write .*x\.bin: No space left on device"):
+    with pytest.raises(ClipfuseError, match=r"cannot write .*x\.bin: no space left on device;"):
         atomic_write(tmp_path / "x.bin", full)
+    (tmp_path / "x.bin").write_text("good")
+    with pytest.raises(ClipfuseError, match=r"the checkpoint .*x\.bin: .* earlier x\.bin is kept"):
+        atomic_write(tmp_path / "x.bin", full, "checkpoint")
+    assert (tmp_path / "x.bin").read_text() == "good"
     assert not partial_files(tmp_path)
+
+
+def test_files_that_belong_together_are_replaced_together(tmp_path):
+    weights, config = tmp_path / "model.safetensors", tmp_path / "config.json"
+    weights.write_text("old weights")
+    config.write_text("old config")
+
+    def fail(path: Path) -> None:
+        path.write_text("half")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):  # the second file fails: the first is not replaced
+        atomic_write_all({weights: lambda p: p.write_text("new weights"), config: fail})
+    assert (weights.read_text(), config.read_text()) == ("old weights", "old config")
+    assert not partial_files(tmp_path)
+    atomic_write_all(
+        {weights: lambda p: p.write_text("new"), config: lambda p: p.write_text("new")}
+    )
+    assert (weights.read_text(), config.read_text()) == ("new", "new")
+
+
+def test_a_writer_that_creates_its_own_file_gets_the_usual_permissions(tmp_path):
+    def recreate(path: Path) -> None:  # as safetensors does: a new file, mode 0600
+        path.unlink()
+        descriptor = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+        os.close(descriptor)
+
+    target = atomic_write(tmp_path / "model.safetensors", recreate)
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~mask
 
 
 def test_leftovers_of_killed_writes_are_found_and_removed(tmp_path):
@@ -61,6 +99,12 @@ def test_leftovers_of_killed_writes_are_found_and_removed(tmp_path):
     assert remove_partial_files(tmp_path) == [leftover]
     assert not leftover.exists() and (tmp_path / "last.ckpt").exists()
     assert remove_partial_files(tmp_path / "absent") == []
+    other = tmp_path / ".config.json.xyz.partial.json"
+    mine = tmp_path / ".model.onnx.abc.partial.onnx"
+    other.write_bytes(b"x")
+    mine.write_bytes(b"x")
+    assert remove_partial_files(tmp_path, "model.onnx") == [mine]  # only that target's
+    assert other.exists()
 
 
 def test_output_paths_are_checked_before_the_work(tmp_path):

@@ -33,6 +33,7 @@ CHECKPOINT_KEY = "clipfuse"
 PRETRAINED_FORMAT = "clipfuse-pretrained"
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+SAVE_ID = "save_id"  # in both files of a pretrained folder: they were written together
 _EXPECTED = "expected a .ckpt written by clipfuse train"
 
 
@@ -106,7 +107,12 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 
 def load_checkpoint(path: str | os.PathLike) -> tuple[dict, list[str], dict[str, torch.Tensor]]:
     """``(config, class_names, model_state_dict)`` of a clipfuse training checkpoint."""
-    checkpoint = read_checkpoint(path)
+    return unpack_checkpoint(read_checkpoint(path))
+
+
+def unpack_checkpoint(checkpoint: dict) -> tuple[dict, list[str], dict[str, torch.Tensor]]:
+    """``(config, class_names, model_state_dict)`` of a checkpoint from
+    :func:`read_checkpoint`; the config upgraded to today's keys."""
     meta = checkpoint[CHECKPOINT_KEY]
     config = with_defaults(meta["config"], meta.get("format_version", 1))
     state = {
@@ -120,8 +126,7 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict, list[str], dict[str,
 def read_pretrained(directory: str | os.PathLike) -> tuple[dict, dict[str, torch.Tensor]]:
     """``(meta, state_dict)`` of a pretrained folder; ``meta`` is its ``config.json`` with
     ``config`` upgraded and completed (:func:`clipfuse.config.with_defaults`)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    from safetensors import SafetensorError, safe_open
 
     directory = Path(directory)
     config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
@@ -150,11 +155,19 @@ def read_pretrained(directory: str | os.PathLike) -> tuple[dict, dict[str, torch
     if not weights_path.is_file():
         raise ClipfuseError(f"{directory} has {CONFIG_FILE} but no {WEIGHTS_FILE}")
     try:
-        state = load_file(weights_path)
+        with safe_open(weights_path, "pt") as weights:
+            weights_id = (weights.metadata() or {}).get(SAVE_ID)
+            state = {key: weights.get_tensor(key) for key in weights.keys()}
     except (SafetensorError, OSError, ValueError) as error:
         raise ClipfuseError(
             f"{weights_path} could not be read as safetensors: {one_line(error)}"
         ) from error
+    if weights_id != meta.get(SAVE_ID):  # both absent: a folder saved before save ids
+        raise ClipfuseError(
+            f"{directory}: {WEIGHTS_FILE} (save {weights_id}) and {CONFIG_FILE} (save "
+            f"{meta.get(SAVE_ID)}) come from different saves (an interrupted save_pretrained?): "
+            "save the model again"
+        )
     return meta, state
 
 

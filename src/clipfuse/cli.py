@@ -78,30 +78,11 @@ def _serve(args: argparse.Namespace) -> None:
 
 
 def _flops(args: argparse.Namespace) -> None:
-    from clipfuse.analysis import segmentor_cost
-    from clipfuse.build import class_names_of, cost_model
+    from clipfuse.analysis import config_cost, format_cost
     from clipfuse.config import load_config
 
-    config = load_config(args.config, args.overrides)
-    class_names = class_names_of(config)
-    model = cost_model(config, class_names)
-    cost = segmentor_cost(model, *args.size)
-    cost.update(
-        method=config["model"]["method"],
-        backbone=config["model"]["backbone"],
-        size=list(args.size),
-        num_classes=len(class_names),
-    )
-    if args.json:
-        print(json.dumps(cost, indent=2))
-        return
-    print(
-        f"{cost['method']} + {cost['backbone']}, {args.size[0]}x{args.size[1]}, K={len(class_names)}"
-    )
-    print(f"{'part':<10}{'GMACs':>10}{'params (M)':>12}")
-    for name, part in cost["groups"].items():
-        print(f"{name:<10}{part['gmacs']:>10.2f}{part['params_m']:>12.2f}")
-    print(f"{'total':<10}{cost['gmacs']:>10.2f}{cost['params_m']:>12.2f}")
+    cost = config_cost(load_config(args.config, args.overrides), args.size)
+    print(json.dumps(cost, indent=2) if args.json else format_cost(cost))
 
 
 def _layouts(formats: list[str] | None) -> list[bool] | None:
@@ -407,7 +388,10 @@ def main(argv: list[str] | None = None) -> int:
         args.func(args)
     except ClipfuseError as error:
         print(f"error: {one_line(error)}", file=sys.stderr)
-        return 2
+        return error.exit_code
+    except KeyboardInterrupt:  # Ctrl-C outside a training, which handles its own
+        print(f"error: interrupted (Ctrl-C) during clipfuse {args.command}", file=sys.stderr)
+        return 130
     return 0
 
 

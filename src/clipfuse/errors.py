@@ -7,9 +7,11 @@ import sys
 class ClipfuseError(Exception):
     """A user-facing error: bad input, a missing file, an unknown name.
 
-    The CLI prints ``error: <message>`` and exits with status 2, without a traceback.
-    The message names the offending file or value and what was expected.
+    The CLI prints ``error: <message>`` and exits with status :attr:`exit_code` (2), without a
+    traceback. The message names the offending file or value and what was expected.
     """
+
+    exit_code = 2
 
 
 def one_line(error: BaseException) -> str:

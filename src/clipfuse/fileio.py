@@ -6,17 +6,20 @@ hidden temporary file in the target's own folder (``.<name>.<random>.partial<suf
 flushed to disk, then renamed over the target with ``os.replace``. A reader sees the old
 file or the new one, never half of one; a failed write removes its temporary file and leaves
 the old file as it was. A process killed mid-write leaves only the hidden temporary file,
-which :func:`remove_partial_files` deletes (``clipfuse train`` does so under its run lock).
+which :func:`remove_partial_files` deletes (``clipfuse train`` does so under its run lock;
+``clipfuse export`` and ``save_pretrained`` for the files they replace). Files that belong
+together are written with :func:`atomic_write_all`.
 
 File-system errors (a read-only folder, an output path that is a folder, a parent that is a
 file, a full disk) become :class:`~clipfuse.errors.ClipfuseError` naming the path.
 """
 
 import errno
+import glob
 import os
 import stat
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from clipfuse.errors import ClipfuseError
@@ -35,6 +38,12 @@ def os_error(path: Path, error: OSError, action: str = "write") -> ClipfuseError
         return ClipfuseError(
             f"cannot {action} {path}: permission denied ({error.strerror or 'read-only'}); "
             "choose a folder you can write to"
+        )
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        kept = f"; the earlier {path.name} is kept" if path.is_file() else ""
+        return ClipfuseError(
+            f"cannot {action} {path}: no space left on device{kept}; free some space or "
+            "write elsewhere"
         )
     reason = error.strerror or type(error).__name__
     return ClipfuseError(f"cannot {action} {path}: {reason}")
@@ -82,35 +91,56 @@ def prepare_file(path: str | os.PathLike, what: str = "output file") -> Path:
     return path
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> Path:
+def atomic_write(
+    path: str | os.PathLike, write: Callable[[Path], object], what: str | None = None
+) -> Path:
     """Call ``write(temporary_path)``, then move the result over ``path`` atomically.
 
     The temporary file lies in ``path``'s folder and keeps its suffix (so writers that infer
     the format from the name still work). On any failure it is removed and ``path`` is left
-    unchanged; ``OSError`` becomes a one-line :class:`ClipfuseError`.
+    unchanged; ``OSError`` becomes a one-line :class:`ClipfuseError` (naming the ``what``,
+    e.g. "checkpoint", when given).
     """
-    path = prepare_file(path)
+    return atomic_write_all({path: write}, what)[0]
+
+
+def atomic_write_all(
+    writes: Mapping[str | os.PathLike, Callable[[Path], object]], what: str | None = None
+) -> list[Path]:
+    """:func:`atomic_write` for files that belong together (a model's weights and config):
+    every ``write`` runs first, each into its temporary file; only when all succeeded are the
+    files renamed over their targets, one after the other, in the order given. A failure or a
+    kill while writing (the slow part) leaves every target as it was."""
+    targets = [prepare_file(path, what or "output file") for path in writes]
+    temporaries: list[Path] = []
+    target = targets[0]
     try:
-        descriptor, name = tempfile.mkstemp(
-            dir=path.parent, prefix=f".{path.name}.", suffix=f"{PARTIAL}{path.suffix}"
-        )
+        for target, write in zip(targets, writes.values(), strict=True):
+            descriptor, name = tempfile.mkstemp(
+                dir=target.parent, prefix=f".{target.name}.", suffix=f"{PARTIAL}{target.suffix}"
+            )
+            os.close(descriptor)
+            temporaries.append(Path(name))
+            write(temporaries[-1])
+            # after the write: mkstemp's 0600 (or a writer's own new file) would outlive the rename
+            os.chmod(temporaries[-1], 0o666 & ~_umask())
+            _fsync(temporaries[-1])
+        for target, temporary in zip(targets, temporaries, strict=True):
+            os.replace(temporary, target)
+        for folder in dict.fromkeys(target.parent for target in targets):
+            _fsync(folder)
     except OSError as error:
-        raise os_error(path, error) from error
-    os.close(descriptor)
-    temporary = Path(name)
-    try:
-        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp's 0600 would outlive the rename
-        write(temporary)
-        _fsync(temporary)
-        os.replace(temporary, path)
-        _fsync(path.parent)
-    except OSError as error:
-        temporary.unlink(missing_ok=True)
-        raise os_error(path, error) from error
+        _remove(temporaries)
+        raise os_error(target, error, f"write the {what}" if what else "write") from error
     except BaseException:
-        temporary.unlink(missing_ok=True)
+        _remove(temporaries)
         raise
-    return path
+    return targets
+
+
+def _remove(paths: list[Path]) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
@@ -121,16 +151,19 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     return atomic_write(path, lambda temporary: temporary.write_bytes(data))
 
 
-def partial_files(folder: str | os.PathLike) -> list[Path]:
-    """The temporary files that interrupted :func:`atomic_write` calls left in ``folder``."""
+def partial_files(folder: str | os.PathLike, name: str | None = None) -> list[Path]:
+    """The temporary files that interrupted :func:`atomic_write` calls left in ``folder``
+    (only those of the target ``name`` when given)."""
     folder = Path(folder)
-    return sorted(folder.glob(f".*{PARTIAL}*")) if folder.is_dir() else []
+    pattern = f".{glob.escape(name)}.*{PARTIAL}*" if name else f".*{PARTIAL}*"
+    return sorted(folder.glob(pattern)) if folder.is_dir() else []
 
 
-def remove_partial_files(folder: str | os.PathLike) -> list[Path]:
-    """Delete the leftovers of interrupted writes in ``folder`` (call it only while no other
-    process writes there, e.g. under the run lock); returns what was removed."""
-    removed = partial_files(folder)
+def remove_partial_files(folder: str | os.PathLike, name: str | None = None) -> list[Path]:
+    """Delete the leftovers of interrupted writes in ``folder`` (of the target ``name`` only,
+    when given; call it only while no other process writes there, e.g. under the run lock, or
+    for a target a command replaces); returns what was removed."""
+    removed = partial_files(folder, name)
     for path in removed:
         path.unlink(missing_ok=True)
     return removed

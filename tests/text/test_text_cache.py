@@ -102,6 +102,43 @@ def test_default_folder_and_corrupt_entry(tmp_path: Path, builds: list[str]) -> 
     assert [p.name for p in folder.iterdir()] == [entry.name]
 
 
+@pytest.mark.parametrize(
+    "bad, fragment",
+    [
+        (torch.tensor([[0.1, float("nan")], [0.2, 0.3], [0.4, 0.5]]), "not finite (NaN or inf)"),
+        (torch.ones(2, 4), "holds a 2x4 matrix, expected 3 rows"),
+        (torch.ones(3, 4, 1), "holds a 3x4x1 torch.float32 tensor"),
+    ],
+)
+def test_a_cache_entry_with_nan_or_another_shape_is_recomputed_and_said(
+    tmp_path: Path, builds: list[str], capsys: pytest.CaptureFixture, bad, fragment
+) -> None:
+    from safetensors.torch import save_file
+
+    embed_class_names("random:4", NAMES, cache_dir=tmp_path)
+    (entry,) = tmp_path.iterdir()
+    save_file({"embeddings": bad}, entry)
+    capsys.readouterr()
+    again = embed_class_names("random:4", NAMES, cache_dir=tmp_path)
+    assert len(builds) == 2 and torch.equal(again, RandomEncoder(4).encode(NAMES))
+    (note,) = capsys.readouterr().err.splitlines()
+    assert note.startswith(f"note: text-embedding cache {entry} ") and fragment in note
+    assert note.endswith("computing the embeddings again")
+    assert torch.equal(embed_class_names("random:4", NAMES, cache_dir=tmp_path), again)
+    assert len(builds) == 2  # the rewritten entry is used
+
+
+def test_an_encoder_that_gives_nan_is_an_error_and_nothing_is_cached(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(
+        RandomEncoder, "encode", lambda self, names, template: torch.full((3, 4), float("nan"))
+    )
+    with pytest.raises(ClipfuseError, match="random:4 gave embeddings .* not finite"):
+        embed_class_names("random:4", NAMES, cache_dir=tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_invalid_inputs_fail_before_any_work(tmp_path: Path, builds: list[str]) -> None:
     with pytest.raises(ClipfuseError, match="duplicate"):
         embed_class_names("random:4", ["sky", "Sky"], cache_dir=tmp_path)

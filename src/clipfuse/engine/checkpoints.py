@@ -25,7 +25,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     ) -> None:
         if storage_options is not None:
             raise TypeError("AtomicCheckpointIO.save_checkpoint takes no storage_options")
-        atomic_write(path, lambda temporary: torch.save(checkpoint, temporary))
+        atomic_write(path, lambda temporary: _save(checkpoint, temporary), "checkpoint")
 
     def load_checkpoint(
         self, path: str | os.PathLike, map_location: Any = None, weights_only: bool | None = None
@@ -37,3 +37,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if isinstance(checkpoint, dict) and isinstance(checkpoint.get(CHECKPOINT_KEY), dict):
             check_checkpoint(Path(path), checkpoint)
         return checkpoint
+
+
+def _save(checkpoint: dict[str, Any], path: Path) -> None:
+    """``torch.save`` through a Python file, so that a failed write (a full disk) raises the
+    ``OSError`` (given a path, torch reports only ``unexpected pos ...``)."""
+    with path.open("wb") as file:
+        torch.save(checkpoint, file)

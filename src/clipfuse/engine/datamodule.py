@@ -9,6 +9,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from clipfuse.data import build_dataset, build_eval_transform, build_train_transform
 from clipfuse.data.collate import collate_by_size
 from clipfuse.data.sampling import SeededSampler, SeededSamples
+from clipfuse.engine.stops import worker_init
 from clipfuse.seeding import derive_seed
 
 
@@ -103,6 +104,7 @@ class SegmentationDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             generator=torch.Generator().manual_seed(derive_seed(self.seed, stream)),
+            worker_init_fn=worker_init,  # the training process handles SIGTERM and Ctrl-C
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -21,6 +21,8 @@ from clipfuse.engine.checkpoints import AtomicCheckpointIO
 from clipfuse.engine.datamodule import SegmentationDataModule
 from clipfuse.engine.lock import RunLock
 from clipfuse.engine.progress import ProgressLines, StepProgressBar
+from clipfuse.engine.resume import check_resumable
+from clipfuse.engine.stops import SafeStop
 from clipfuse.engine.task import SegmentationTask
 from clipfuse.errors import ClipfuseError, announce
 from clipfuse.evaluation import InferenceConfig, format_table, results_to_json
@@ -236,6 +238,8 @@ def _fit(config: dict, out_dir: Path, last: Path, resume: bool, callbacks: list 
         config = resolve_text_encoder(config, class_names)
     with init_rng(config["seed"]):
         model = build_model(config, class_names)
+    if resume and last.exists():  # the checks of eval and clipfuse.load, and that it is this run's
+        check_resumable(last, config, class_names, model, RESUMABLE_KEYS)
     task = _RunTask(model, class_names, config, report_path=out_dir / "metrics.json")
     datamodule = _datamodule(config, model)
     datamodule.check_files()
@@ -247,13 +251,15 @@ def _fit(config: dict, out_dir: Path, last: Path, resume: bool, callbacks: list 
         save_top_k=0,
         enable_version_counter=False,  # the run lock makes last.ckpt this run's own
     )
-    trainer = _trainer(config, out_dir, [checkpoints, BatchStream(out_dir), *(callbacks or [])])
+    stop = SafeStop(last)  # a diverged loss, SIGTERM and Ctrl-C
+    callbacks = [checkpoints, stop, BatchStream(out_dir), *(callbacks or [])]
+    trainer = _trainer(config, out_dir, callbacks)
     ckpt_path = None
     if resume and last.exists():
         ckpt_path = str(last)
     elif resume:
         announce(f"no checkpoint in {last.parent} yet: starting from step 0")
-    with _expected_warnings():
+    with _expected_warnings(), stop.signals(out_dir):
         trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         trainer.save_checkpoint(last, weights_only=False)  # full state, so --resume can continue
         if _reported_step(out_dir) != config["train"]["max_steps"]:  # else fit just validated

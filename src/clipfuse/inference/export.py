@@ -29,7 +29,7 @@ from torch import nn
 
 from clipfuse.errors import ClipfuseError
 from clipfuse.extras import require
-from clipfuse.fileio import atomic_write, prepare_file
+from clipfuse.fileio import atomic_write, prepare_file, remove_partial_files
 
 Exporter = Literal["dynamo", "torchscript"]
 EXPORTERS = ("dynamo", "torchscript")
@@ -138,7 +138,9 @@ def export_onnx(
                 )
         _write_metadata(path, meta)
 
-    # Written next to ``out`` and renamed over it: a failed or killed export leaves it intact.
+    # Written next to ``out`` and renamed over it: a failed or killed export leaves it intact,
+    # and the next export to ``out`` removes what a killed one left.
+    remove_partial_files(out.parent, out.name)
     return atomic_write(out, write)
 
 

@@ -6,8 +6,11 @@ name* (what the result calls it). ``"Road"`` queries and shows Road; ``"Road=str
 mapping ``{"Road": "street"}``) queries Road and shows "street".
 """
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+
+import numpy as np
 
 from clipfuse.errors import ClipfuseError
 from clipfuse.text.base import normalize_name
@@ -124,3 +127,25 @@ def resolve_labels(
         tuple(query for query, _ in pairs),
         indices,
     )
+
+
+def label_colour(name: str) -> np.ndarray:
+    """A colour for a label outside the trained vocabulary, fixed by its name."""
+    digest = hashlib.sha256(normalize_name(name).encode()).digest()
+    seed = int.from_bytes(digest[:8], "little")
+    return np.random.default_rng(seed).integers(32, 256, size=3, dtype=np.uint8)
+
+
+def dataset_palette(config: dict, class_names: list[str]) -> np.ndarray | None:
+    """The training dataset's colours when it is on this machine, else None."""
+    from clipfuse.data import build_dataset
+
+    data = config.get("data", {})
+    try:
+        dataset = build_dataset(
+            data["dataset"], "val", root=data.get("root"), **data.get("dataset_kwargs", {})
+        )
+    except Exception:  # absent or unreadable: the default palette will do
+        return None
+    palette = np.asarray(dataset.palette)
+    return palette if palette.shape == (len(class_names), 3) else None

@@ -182,3 +182,16 @@ class BatchRunner:
             for i in range(len(batch)):
                 yield labels[i], (probabilities[i] if probabilities is not None else None)
             start = end
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """The torch device of ``device`` (None / "auto": CUDA if available); one-line errors."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ClipfuseError(f"device {device!r}: expected 'cpu', 'cuda' or 'cuda:N'") from error
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ClipfuseError(f"device {device}: CUDA is not available on this machine (use 'cpu')")
+    return device

@@ -4,7 +4,8 @@ A *pretrained folder* (written by :meth:`ClipfuseModel.save_pretrained`) holds
 
 * ``model.safetensors``: the network's ``state_dict`` (the class-name text embeddings are the
   buffer ``head.text_embeddings``), tensors only;
-* ``config.json``: ``format`` (``"clipfuse-pretrained"``), ``format_version``, ``method``,
+* ``config.json``: ``format`` (``"clipfuse-pretrained"``), ``format_version``, ``save_id``
+  (also in the weights' metadata: the two files are one save), ``method``,
   ``backbone``, ``decoder``, ``class_names``, ``text`` (encoder spec, template, aliases),
   ``normalization`` (mean / std, 0-255 units), ``palette``, and ``config``: the full run config
   the model was trained with.
@@ -18,6 +19,7 @@ import hashlib
 import json
 import os
 import threading
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -26,36 +28,27 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from clipfuse.checkpoint import CONFIG_FILE, PRETRAINED_FORMAT, WEIGHTS_FILE
+from clipfuse.checkpoint import CONFIG_FILE, PRETRAINED_FORMAT, SAVE_ID, WEIGHTS_FILE
 from clipfuse.config import FORMAT_VERSION
 from clipfuse.errors import ClipfuseError, one_line
-from clipfuse.fileio import atomic_write, atomic_write_text, prepare_dir
-from clipfuse.inference.labels import LabelChoice, LabelsArg, resolve_labels
-from clipfuse.inference.predict import BatchRunner, ImageInput, Prediction, as_rgb
+from clipfuse.fileio import atomic_write_all, prepare_dir, remove_partial_files
+from clipfuse.inference.labels import (
+    LabelChoice,
+    LabelsArg,
+    dataset_palette,
+    label_colour,
+    resolve_labels,
+)
+from clipfuse.inference.predict import (
+    BatchRunner,
+    ImageInput,
+    Prediction,
+    as_rgb,
+    resolve_device,
+)
 from clipfuse.models import Segmentor, method_uses_text
 
 MAX_LABELS = 255  # label maps are uint8 and 255 is the ignore index
-
-
-def _resolve_device(device: str | torch.device | None) -> torch.device:
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(device)
-    except (RuntimeError, TypeError) as error:
-        raise ClipfuseError(f"device {device!r}: expected 'cpu', 'cuda' or 'cuda:N'") from error
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ClipfuseError(f"device {device}: CUDA is not available on this machine (use 'cpu')")
-    return device
-
-
-def label_colour(name: str) -> np.ndarray:
-    """A colour for a label outside the trained vocabulary, fixed by its name."""
-    from clipfuse.text.base import normalize_name
-
-    digest = hashlib.sha256(normalize_name(name).encode()).digest()
-    seed = int.from_bytes(digest[:8], "little")
-    return np.random.default_rng(seed).integers(32, 256, size=3, dtype=np.uint8)
 
 
 class ClipfuseModel:
@@ -144,7 +137,7 @@ class ClipfuseModel:
 
     def to(self, device: str | torch.device | None) -> "ClipfuseModel":
         """Move to ``"cpu"``, ``"cuda"`` (``"cuda:N"``) or None / ``"auto"`` (CUDA if any)."""
-        self.device = _resolve_device(device)
+        self.device = resolve_device(device)
         self.segmentor.to(self.device)
         return self
 
@@ -345,41 +338,39 @@ class ClipfuseModel:
         }
 
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
-        """Write ``model.safetensors`` and ``config.json`` into ``directory`` (created; files
-        replaced atomically). :func:`clipfuse.load` reads it back on any machine."""
+        """Write ``model.safetensors`` and ``config.json`` into ``directory`` (created; other
+        files there are kept). Both are written before either replaces the old one, and share
+        a ``save_id`` that :func:`clipfuse.load` checks, so an interrupted save leaves the old
+        model (or, killed between the two renames, a folder refused as mixed), never a silent
+        mix. Leftovers of an earlier killed save are removed. :func:`clipfuse.load` reads it
+        back on any machine."""
         directory = prepare_dir(directory, "model folder")
+        for name in (WEIGHTS_FILE, CONFIG_FILE):
+            remove_partial_files(directory, name)
         state = {
             key: value.detach().to("cpu").contiguous().clone()
             for key, value in self.segmentor.state_dict().items()
         }
         if self._trained_text is not None:
             state["head.text_embeddings"] = self._trained_text.cpu().contiguous().clone()
-        metadata = {"format": PRETRAINED_FORMAT, "format_version": str(FORMAT_VERSION)}
-        atomic_write(
-            directory / WEIGHTS_FILE, lambda path: save_file(state, path, metadata=metadata)
-        )
-        atomic_write_text(
-            directory / CONFIG_FILE, json.dumps(self.pretrained_config(), indent=2) + "\n"
+        save_id = uuid.uuid4().hex
+        metadata = {
+            "format": PRETRAINED_FORMAT,
+            "format_version": str(FORMAT_VERSION),
+            SAVE_ID: save_id,
+        }
+        config = json.dumps({**self.pretrained_config(), SAVE_ID: save_id}, indent=2) + "\n"
+        atomic_write_all(
+            {
+                directory / WEIGHTS_FILE: lambda path: save_file(state, path, metadata=metadata),
+                directory / CONFIG_FILE: lambda path: path.write_text(config, encoding="utf-8"),
+            },
+            "model file",
         )
         return directory
 
 
 # -- loading -----------------------------------------------------------------------------------
-
-
-def _dataset_palette(config: dict, class_names: list[str]) -> np.ndarray | None:
-    """The training dataset's colours when it is on this machine, else None."""
-    from clipfuse.data import build_dataset
-
-    data = config.get("data", {})
-    try:
-        dataset = build_dataset(
-            data["dataset"], "val", root=data.get("root"), **data.get("dataset_kwargs", {})
-        )
-    except Exception:  # absent or unreadable: the default palette will do
-        return None
-    palette = np.asarray(dataset.palette)
-    return palette if palette.shape == (len(class_names), 3) else None
 
 
 def load(path: str | os.PathLike, device: str | torch.device | None = None) -> ClipfuseModel:
@@ -396,7 +387,7 @@ def load(path: str | os.PathLike, device: str | torch.device | None = None) -> C
     if meta is not None:
         palette = meta.get("palette")
     else:
-        palette = _dataset_palette(loaded.config, loaded.class_names)
+        palette = dataset_palette(loaded.config, loaded.class_names)
     return ClipfuseModel(
         loaded.segmentor,
         loaded.config,

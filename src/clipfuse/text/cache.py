@@ -3,7 +3,8 @@
 Each result is a safetensors file named by the SHA-256 of the spec, the template(s), the
 aliases, the class names and the size and mtime of the local files the spec reads (bank
 files, a local checkpoint or model folder). A cache hit reads that file and never builds
-the encoder.
+the encoder; a file that cannot be used (unreadable, another shape, NaN or inf) is announced
+on stderr and computed again.
 """
 
 import hashlib
@@ -17,6 +18,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from clipfuse import paths
+from clipfuse.errors import ClipfuseError, announce, one_line
 from clipfuse.fileio import atomic_write
 from clipfuse.text.aliases import apply_aliases
 from clipfuse.text.base import validate_class_names
@@ -50,15 +52,33 @@ def cache_key(
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
+def _problem(embeddings: torch.Tensor, rows: int) -> str | None:
+    """Why a cached matrix cannot stand for ``rows`` class embeddings, or None."""
+    shape = "x".join(map(str, embeddings.shape))
+    if not embeddings.is_floating_point() or embeddings.ndim != 2:
+        return f"holds a {shape} {embeddings.dtype} tensor, expected a {rows}xwidth float matrix"
+    if embeddings.shape[0] != rows or embeddings.shape[1] == 0:
+        return f"holds a {shape} matrix, expected {rows} rows (one per class)"
+    if not bool(torch.isfinite(embeddings).all()):
+        return "holds values that are not finite (NaN or inf)"
+    return None
+
+
 def _read(path: Path, rows: int) -> torch.Tensor | None:
-    """The cached matrix, or None when absent or unreadable (then it is recomputed)."""
+    """The cached matrix; None when absent, or when it cannot be used (unreadable, another
+    shape, not finite: announced), so that it is computed again."""
     if not path.is_file():
         return None
     try:
         embeddings = load_file(path)[_TENSOR]
-    except (SafetensorError, OSError, KeyError):
-        return None
-    return embeddings if embeddings.ndim == 2 and embeddings.shape[0] == rows else None
+    except (SafetensorError, OSError, KeyError) as error:
+        problem = f"cannot be read ({one_line(error)})"
+    else:
+        problem = _problem(embeddings, rows)
+    if problem is None:
+        return embeddings
+    announce(f"text-embedding cache {path} {problem}: computing the embeddings again")
+    return None
 
 
 def _write(path: Path, embeddings: torch.Tensor, metadata: dict[str, str]) -> None:
@@ -88,6 +108,9 @@ def embed_class_names(
     if cached is not None:
         return cached
     embeddings = build_text_encoder(spec).encode(apply_aliases(names, aliases), template)
+    problem = _problem(embeddings, len(names))
+    if problem is not None:  # never cached, never trained with
+        raise ClipfuseError(f"text encoder {spec} gave embeddings that are unusable: {problem}")
     metadata = {
         "spec": spec,
         "template": json.dumps(template if isinstance(template, str) else list(template)),
