@@ -232,7 +232,7 @@ def train(
 def _fit(config: dict, out_dir: Path, last: Path, resume: bool, callbacks: list | None) -> dict:
     """Train with the seeding of :mod:`clipfuse.seeding`: the model is built under its own
     generator, the data stream comes from the seed alone, and the batches are recorded."""
-    L.seed_everything(config["seed"], workers=True, verbose=False)
+    L.seed_everything(config["seed"], verbose=False)  # dropout; data and init: clipfuse.seeding
     class_names = class_names_of(config)
     if method_uses_text(config["model"]["method"]):  # config.yaml names the encoder used
         config = resolve_text_encoder(config, class_names)

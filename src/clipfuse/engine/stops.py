@@ -17,7 +17,6 @@
 """
 
 import logging
-import os
 import signal
 import threading
 from collections.abc import Iterator
@@ -26,7 +25,6 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.fabric.utilities.seed import pl_worker_init_function
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from clipfuse.errors import ClipfuseError, one_line
@@ -52,11 +50,10 @@ class TrainingInterrupted(ClipfuseError):
 
 def worker_init(worker_id: int) -> None:
     """A DataLoader worker leaves SIGTERM and Ctrl-C to the training process (which ends its
-    workers when it stops), then is seeded as Lightning seeds workers."""
+    workers when it stops). Its random draws need no seeding here: every sample's transform is
+    reseeded from the run's data stream (:mod:`clipfuse.data.sampling`)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    if int(os.environ.get("PL_SEED_WORKERS", 0)):  # what Lightning adds when there is no fn
-        pl_worker_init_function(worker_id)
 
 
 def _non_finite(state: dict[str, torch.Tensor]) -> list[str]:
