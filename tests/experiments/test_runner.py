@@ -177,12 +177,18 @@ def test_the_interrupted_run_is_resumed_and_nothing_else_is_trained(grid):
     assert result["resumed"] is True and result["step"] == 2
 
 
-def test_running_a_finished_grid_again_trains_and_measures_nothing(grid, monkeypatch, capsys):
+def forbid_training(monkeypatch, why: str) -> None:
+    """Make the runner fail the test if it trains or measures anything."""
+
     def forbidden(*args, **kwargs):
-        raise AssertionError("a finished run was trained or measured again")
+        raise AssertionError(why)
 
     monkeypatch.setattr(runner_module, "train", forbidden)
     monkeypatch.setattr(runner_module, "measure_model", forbidden)
+
+
+def test_running_a_finished_grid_again_trains_and_measures_nothing(grid, monkeypatch, capsys):
+    forbid_training(monkeypatch, "a finished run was trained or measured again")
     before = (grid["out"] / "results.csv").read_text()
     jobs = run_experiment(grid["spec"], out=grid["out"])
     assert [job.status for job in jobs] == [Status.DONE] * 4
@@ -209,11 +215,7 @@ def test_dry_run_and_only_through_the_cli(grid, capsys):
 
 
 def test_report_only_rewrites_the_report_from_the_run_folders(grid, monkeypatch, capsys):
-    def forbidden(*args, **kwargs):
-        raise AssertionError("--report-only trained or measured a run")
-
-    monkeypatch.setattr(runner_module, "train", forbidden)
-    monkeypatch.setattr(runner_module, "measure_model", forbidden)
+    forbid_training(monkeypatch, "--report-only trained or measured a run")
     before = (grid["out"] / "results.csv").read_text()
     (grid["out"] / "results.md").unlink()
     assert main(["experiment", str(grid["spec"]), "--out", str(grid["out"]), "--report-only"]) == 0
