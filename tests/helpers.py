@@ -88,3 +88,26 @@ def error_line(stderr: str) -> str:
     lines = [line for line in stderr.strip().splitlines() if not line.startswith("note: ")]
     assert len(lines) == 1 and lines[0].startswith("error: "), stderr
     return lines[0]
+
+
+def last_error_line(stderr: str) -> str:
+    """The one ``error:`` line, which ends ``stderr`` (a training's info lines may come
+    before it); no traceback."""
+    assert "Traceback" not in stderr, stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and stderr.strip().endswith(errors[0]), stderr
+    return errors[0]
+
+
+def refused(capsys, argv: list[str], *fragments: str, read=error_line) -> str:
+    """``clipfuse argv`` exits 2 with one ``error:`` line on stderr holding ``fragments``
+    (the line found by ``read``: :func:`error_line`, or :func:`last_error_line` where a
+    training's info lines may come first)."""
+    from clipfuse.cli import main
+
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = read(capsys.readouterr().err)
+    for fragment in fragments:
+        assert fragment in err, (fragment, err)
+    return err

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from helpers import error_line, tiny_config, write_folder_dataset
+from helpers import refused, tiny_config, write_folder_dataset
 from PIL import Image
 
 import clipfuse
@@ -86,16 +86,6 @@ def snapshot(*folders: Path) -> dict[str, str]:
         for path in paths:
             files[str(path)] = hashlib.sha256(path.read_bytes()).hexdigest()
     return files
-
-
-def refused(capsys, argv: list[str], *fragments: str) -> str:
-    """``clipfuse argv`` exits 2 with one ``error:`` line on stderr holding ``fragments``."""
-    capsys.readouterr()
-    assert main(argv) == 2
-    err = error_line(capsys.readouterr().err)
-    for fragment in fragments:
-        assert fragment in err, (fragment, err)
-    return err
 
 
 def save_png(path: Path, array: np.ndarray) -> Path:

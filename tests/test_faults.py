@@ -23,7 +23,8 @@ import lightning as L
 import pytest
 import torch
 import yaml
-from helpers import tiny_config, write_folder_dataset
+from helpers import last_error_line, tiny_config, write_folder_dataset
+from helpers import refused as refused_with
 
 import clipfuse
 from clipfuse.cli import main
@@ -63,23 +64,8 @@ def all_finite(out: Path) -> bool:
     return all(bool(torch.isfinite(t).all()) for t in state.values() if t.is_floating_point())
 
 
-def last_error_line(stderr: str) -> str:
-    """The one ``error:`` line, which ends ``stderr`` (a training's info lines may come
-    before it); no traceback."""
-    assert "Traceback" not in stderr, stderr
-    errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1 and stderr.strip().endswith(errors[0]), stderr
-    return errors[0]
-
-
 def refused(capsys, argv: list[str], *fragments: str) -> str:
-    """``clipfuse argv`` exits 2 with one ``error:`` line holding ``fragments``."""
-    capsys.readouterr()
-    assert main(argv) == 2
-    err = last_error_line(capsys.readouterr().err)
-    for fragment in fragments:
-        assert fragment in err, (fragment, err)
-    return err
+    return refused_with(capsys, argv, *fragments, read=last_error_line)
 
 
 # -- 1. divergence -------------------------------------------------------------------------------
