@@ -83,7 +83,7 @@ def test_runs_without_a_shared_seed_get_welch():
     assert result.interval == pytest.approx((-3.0 - half_width, -3.0 + half_width))
     assert result.p_value == pytest.approx(2 * stats.t.sf(3.0 / math.sqrt(se2), df))
     assert not result.strict and result.pairing == "unpaired: no shared seed"
-    assert "| `a` − `b` | Welch t | 3 vs 4 | – | -3.00 |" in comparison_markdown([result])[2]
+    assert "| `a` − `b` | mIoU | Welch t | 3 vs 4 | – | -3.00 |" in comparison_markdown([result])[2]
 
 
 def test_strict_only_with_seeding_2_and_the_same_known_batch_stream():
@@ -178,7 +178,7 @@ def test_a_report_is_re_rendered_from_a_results_json_without_run_folders(tmp_pat
     markdown = (report / "results.md").read_text()
     assert "## Comparisons" in markdown
     assert (
-        "| `lr` − `plain` | paired t | 3 | +1.00 / +2.00 / +4.00 (seeds 0/1/2) | +2.33 |"
+        "| `lr` − `plain` | mIoU | paired t | 3 | +1.00 / +2.00 / +4.00 (seeds 0/1/2) | +2.33 |"
         in markdown
     )
     assert "| not shown | not strict: seeding 1 |" in markdown

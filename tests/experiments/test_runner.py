@@ -221,7 +221,7 @@ def test_report_only_rewrites_the_report_from_the_run_folders(grid, monkeypatch,
     assert main(["experiment", str(grid["spec"]), "--out", str(grid["out"]), "--report-only"]) == 0
     markdown = (grid["out"] / "results.md").read_text()
     # no comparisons in the spec: every run against the first, paired over seeds 0 and 1
-    assert "| `convformer` − `plain` | paired t | 2 |" in markdown
+    assert "| `convformer` − `plain` | mIoU | paired t | 2 |" in markdown
     assert (grid["out"] / "results.csv").read_text() == before
     missing = ["experiment", str(grid["spec"]), "--out", str(grid["out"] / "none")]
     assert main([*missing, "--report-only"]) == 2
@@ -311,3 +311,42 @@ def test_a_second_runner_on_the_same_grid_folder_is_refused(grid):
     with RunLock(grid["out"], runner_module.LOCK_FILE):
         with pytest.raises(ClipfuseError, match="in use by another clipfuse experiment"):
             run_experiment(grid["spec"], out=grid["out"])
+
+
+def test_vocab_eval_scores_finished_runs_and_compares_on_its_metrics(grid, tmp_path, monkeypatch):
+    """A spec with ``vocab_eval`` measures a finished run again when its row lacks the
+    open-vocabulary scores (no training), keeps eval-vocab's report beside the run and makes
+    the comparisons on every metric of ``metrics``."""
+    import shutil
+
+    out = tmp_path / "out"
+    for run in ("convformer", "plain"):
+        shutil.copytree(grid["out"] / "convformer", out / run)  # plain: a copy, for a pair
+    spec = yaml.safe_load(grid["spec"].read_text())
+    spec["runs"] = {"convformer": {}, "plain": {}}  # both build the convformer of the copies
+    spec["vocab_eval"] = {"unseen": ["car"], "gammas": [0, 1, 2]}
+    spec["metrics"] = ["mIoU", "unseen_mIoU"]
+    spec_path = tmp_path / "vocab.yaml"
+    spec_path.write_text(yaml.safe_dump(spec))
+    monkeypatch.setattr(runner_module, "train", lambda *a, **k: pytest.fail("trained"))
+    jobs = run_experiment(spec_path, out=out, progress=None)
+    assert {job.status for job in jobs} == {Status.MEASURE}
+    row = json.loads((out / "convformer" / "seed0" / "result.json").read_text())
+    report = json.loads((out / "convformer" / "seed0" / "vocab_eval.json").read_text())
+    vocab = report["open_vocab"]
+    assert vocab["unseen"] == ["car"] and row["vocab_unseen"] == ["car"]
+    assert row["unseen_mIoU"] == vocab["unseen_mIoU"] == vocab["per_class"][2]["IoU"]
+    assert row["calibrated_gamma"] == vocab["calibrated"]["gamma"] in (0, 1, 2)
+    assert row["vocab_path"] == "score_map"
+    results = json.loads((out / "results.json").read_text())
+    assert [(c["metric"], c["run"]) for c in results["comparisons"]] == [
+        ("mIoU", "plain"),
+        ("unseen_mIoU", "plain"),
+    ]
+    assert all(c["differences"] == [0.0, 0.0] for c in results["comparisons"])
+    markdown = (out / "results.md").read_text()
+    assert "## Open vocabulary (`clipfuse eval-vocab`)" in markdown and "unseen: car" in markdown
+    assert "| `plain` − `convformer` | unseen_mIoU | paired t |" in markdown
+    assert run_experiment(spec_path, out=out, progress=None)[0].status is Status.DONE
+    with pytest.raises(ClipfuseError, match="unknown metric 'unseen_mIoU'.*need vocab_eval"):
+        load_spec(write_spec(tmp_path, tmp_path, metrics=["unseen_mIoU"]))

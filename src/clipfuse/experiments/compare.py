@@ -197,9 +197,11 @@ def default_pairs(run_names: Sequence[str]) -> list[tuple[str, str]]:
     return [(name, run_names[0]) for name in run_names[1:]]
 
 
-def compare_all(rows: Sequence[dict], pairs: Sequence[tuple[str, str]]) -> list[Comparison]:
-    """One :class:`Comparison` per ``(run, baseline)`` pair, in order."""
-    return [compare(rows, run, baseline) for run, baseline in pairs]
+def compare_all(
+    rows: Sequence[dict], pairs: Sequence[tuple[str, str]], metrics: Sequence[str] = (METRIC,)
+) -> list[Comparison]:
+    """One :class:`Comparison` per metric and ``(run, baseline)`` pair, in order."""
+    return [compare(rows, run, baseline, metric) for metric in metrics for run, baseline in pairs]
 
 
 def _signed(value: float | None) -> str:
@@ -215,8 +217,8 @@ def _p_value(value: float | None) -> str:
 def comparison_markdown(comparisons: Sequence[Comparison]) -> list[str]:
     """The comparison table and its legend, as Markdown lines."""
     lines = [
-        "| run − baseline | test | n | per seed | mean | 95% CI | p | verdict | pairing |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| run − baseline | metric | test | n | per seed | mean | 95% CI | p | verdict | pairing |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for item in comparisons:
         if item.test == "paired":
@@ -233,13 +235,13 @@ def comparison_markdown(comparisons: Sequence[Comparison]) -> list[str]:
             else f"– ({item.note})"
         )
         lines.append(
-            f"| `{item.run}` − `{item.baseline}` | {test} | {n} | {per_seed} | "
+            f"| `{item.run}` − `{item.baseline}` | {item.metric} | {test} | {n} | {per_seed} | "
             f"{_signed(item.mean)} | {interval} | {_p_value(item.p_value)} | {item.verdict} "
             f"| {item.pairing} |"
         )
     lines += [
         "",
-        f"Difference in val {METRIC} (points). Paired t: the per-seed differences of the seeds "
+        "Difference in the metric (points; mIoU: val mIoU of the trained classes). Paired t: the per-seed differences of the seeds "
         "both runs finished, their mean and the Student t 95% confidence interval of the mean "
         "(n - 1 degrees of freedom); Welch t: the runs share no seed, so the difference of the "
         "means, with Welch's interval (unequal variances). p: two-sided, against no difference. "

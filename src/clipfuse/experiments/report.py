@@ -27,11 +27,13 @@ from clipfuse.config import current_method
 from clipfuse.errors import ClipfuseError, announce, one_line
 from clipfuse.experiments.compare import compare_all, comparison_markdown, stream_markdown
 from clipfuse.experiments.spec import ExperimentSpec
+from clipfuse.experiments.vocab import VOCAB_METRICS
 from clipfuse.extras import require
 from clipfuse.fileio import atomic_write_bytes, prepare_dir
 
 RESULT_FILE = "result.json"  # one per (run, seed) folder, written by the runner
 BEST_CONFIG_FILE = "best_config.yaml"
+WIDE_TABLE_CLASSES = 12  # a per-class table with more classes has one line per class
 # (key, column title, digits) of the per-run table
 SUMMARY_COLUMNS = (
     ("mIoU", "mIoU", 2),
@@ -60,6 +62,7 @@ CSV_COLUMNS = (
     "seeding",
     "batch_stream",
     "config",
+    *(key for key, _ in VOCAB_METRICS),
 )
 
 
@@ -130,20 +133,24 @@ def summarize(rows: Sequence[dict]) -> list[dict]:
             "n": len(group),
             "seeds": [row["seed"] for row in group],
         }
-        for key, _, _ in SUMMARY_COLUMNS:
+        for key, _, _ in (*SUMMARY_COLUMNS, *_VOCAB_COLUMNS):
             if key == "train_minutes":
                 values = [_minutes(row.get("train_seconds")) for row in group]
             else:
                 values = [row.get(key) for row in group]
             mean, std = mean_std(values)
             summary[key] = {"mean": mean, "std": std}
-        classes = list(group[0].get("per_class", {}))
-        summary["per_class"] = {
-            name: mean_std([row.get("per_class", {}).get(name) for row in group])[0]
-            for name in classes
-        }
+        for field in ("per_class", "vocab_per_class", "calibrated_per_class"):
+            classes = list(group[0].get(field, {}))
+            summary[field] = {
+                name: mean_std([row.get(field, {}).get(name) for row in group])[0]
+                for name in classes
+            }
         summaries.append(summary)
     return summaries
+
+
+_VOCAB_COLUMNS = tuple((key, title, 2) for key, title in VOCAB_METRICS)
 
 
 def _minutes(seconds: float | None) -> float | None:
@@ -220,7 +227,7 @@ def results_markdown(spec: ExperimentSpec, out: Path, rows: Sequence[dict]) -> s
     ]
     if summaries:
         lines += ["", "## Comparisons", ""]
-        lines += comparison_markdown(compare_all(rows, spec.comparison_pairs()))
+        lines += comparison_markdown(compare_all(rows, spec.comparison_pairs(), spec.metrics))
         lines += [
             "",
             "Batch streams (the first 12 hex digits of each run's hash of its training "
@@ -228,15 +235,9 @@ def results_markdown(spec: ExperimentSpec, out: Path, rows: Sequence[dict]) -> s
             "",
         ]
         lines += stream_markdown(rows)
-    if summaries and any(s["per_class"] for s in summaries):
-        classes: list[str] = []
-        for summary in summaries:
-            classes += [name for name in summary["per_class"] if name not in classes]
-        lines += ["", "## Per-class IoU (mean over seeds)", ""]
-        lines += ["| run | " + " | ".join(classes) + " |", "|" + "---|" * (len(classes) + 1)]
-        for summary in summaries:
-            cells = [format_mean_std(summary["per_class"].get(name), None, 1) for name in classes]
-            lines.append(f"| {summary['run']} | " + " | ".join(cells) + " |")
+    lines += _per_class_markdown(summaries, "per_class", "Per-class IoU (mean over seeds)")
+    if spec.vocab_eval is not None:
+        lines += _vocab_markdown(spec, summaries, rows)
     best = best_row(rows)
     if best is not None:
         best_config = Path(spec.report_dir or out) / BEST_CONFIG_FILE
@@ -248,6 +249,62 @@ def results_markdown(spec: ExperimentSpec, out: Path, rows: Sequence[dict]) -> s
         ]
     lines += ["", "![val mIoU against GMACs](results.png)", ""]
     return "\n".join(lines)
+
+
+def _per_class_markdown(summaries: Sequence[dict], field: str, title: str) -> list[str]:
+    """A per-class table of ``field`` (class -> mean IoU), one line per run; none if empty."""
+    if not any(summary.get(field) for summary in summaries):
+        return []
+    classes: list[str] = []
+    for summary in summaries:
+        classes += [name for name in summary.get(field, {}) if name not in classes]
+    lines = ["", f"## {title}", ""]
+    if len(classes) <= WIDE_TABLE_CLASSES:
+        lines += ["| run | " + " | ".join(classes) + " |", "|" + "---|" * (len(classes) + 1)]
+        for summary in summaries:
+            cells = [format_mean_std(summary[field].get(name), None, 1) for name in classes]
+            lines.append(f"| {summary['run']} | " + " | ".join(cells) + " |")
+        return lines
+    runs = [summary["run"] for summary in summaries]  # many classes: one line per class
+    lines += ["| class | " + " | ".join(runs) + " |", "|" + "---|" * (len(runs) + 1)]
+    for name in classes:
+        cells = [format_mean_std(summary[field].get(name), None, 1) for summary in summaries]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _vocab_markdown(
+    spec: ExperimentSpec, summaries: Sequence[dict], rows: Sequence[dict]
+) -> list[str]:
+    """The open-vocabulary section: the table of :data:`VOCAB_METRICS` and per-class IoU."""
+    options = " ".join(f"{key}={value}" for key, value in (spec.vocab_eval or {}).items())
+    unseen = next((row["vocab_unseen"] for row in rows if row.get("vocab_unseen")), [])
+    paths = sorted({f"{row['run']}: {row['vocab_path']}" for row in rows if row.get("vocab_path")})
+    header = ["run", "n", *(title for _, title, _ in _VOCAB_COLUMNS)]
+    lines = ["", "## Open vocabulary (`clipfuse eval-vocab`)", ""]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for summary in summaries:
+        cells = [summary["run"], str(summary["n"])]
+        for key, _, digits in _VOCAB_COLUMNS:
+            cells.append(format_mean_std(summary[key]["mean"], summary[key]["std"], digits))
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        f"Every class of the evaluated split queried at once (options: `{options or 'none'}`); "
+        f"unseen: {', '.join(unseen) or 'none'}. mIoU in %, mean ± std over seeds, at gamma = 0 "
+        "and with calibrated stacking (cal.: gamma subtracted from the seen classes' "
+        "log-probabilities, chosen from the seen labels only); oracle: the best harmonic mean "
+        "on the gamma grid (reads the unseen labels; not a result). Paths: "
+        + ("; ".join(paths) or "–")
+        + ". Each run's full report with the seen-vs-unseen curve: `<run>/seed<k>/vocab_eval.json`.",
+    ]
+    lines += _per_class_markdown(
+        summaries, "vocab_per_class", "Open-vocabulary IoU per class (gamma = 0)"
+    )
+    lines += _per_class_markdown(
+        summaries, "calibrated_per_class", "Open-vocabulary IoU per class (calibrated gamma)"
+    )
+    return lines
 
 
 def best_row(rows: Sequence[dict]) -> dict | None:
@@ -360,7 +417,9 @@ def write_report(
         "experiment": spec.name,
         "rows": rows,
         "summary": summarize(rows),
-        "comparisons": [item.as_dict() for item in compare_all(rows, spec.comparison_pairs())],
+        "comparisons": [
+            item.as_dict() for item in compare_all(rows, spec.comparison_pairs(), spec.metrics)
+        ],
     }
     files = {
         "results.json": json.dumps(_json_safe(report), indent=2),

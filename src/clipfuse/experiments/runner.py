@@ -39,6 +39,7 @@ from clipfuse.errors import ClipfuseError
 from clipfuse.experiments.measure import measure_model
 from clipfuse.experiments.report import RESULT_FILE, read_rows, write_report
 from clipfuse.experiments.spec import ExperimentSpec, load_spec
+from clipfuse.experiments.vocab import evaluate_run
 from clipfuse.fileio import atomic_write_text
 from clipfuse.precision import with_resolved_precision
 from clipfuse.seeding import with_resolved_draws
@@ -107,8 +108,9 @@ def _last_step(folder: Path) -> int | None:
         return None
 
 
-def job_status(folder: Path, config: dict) -> tuple[Status, int | None]:
-    """The status of ``folder`` for a run of ``config`` and the step of its last validation."""
+def job_status(folder: Path, config: dict, needs: Sequence[str] = ()) -> tuple[Status, int | None]:
+    """The status of ``folder`` for a run of ``config`` and the step of its last validation;
+    a finished run whose result row lacks a key of ``needs`` is to be measured again."""
     saved = folder / "config.yaml"
     started = saved.is_file() or (folder / "checkpoints" / "last.ckpt").exists()
     if saved.is_file():
@@ -127,7 +129,9 @@ def job_status(folder: Path, config: dict) -> tuple[Status, int | None]:
             )
     step = _last_step(folder)
     if step is not None and step >= config["train"]["max_steps"]:
-        done = (folder / RESULT_FILE).is_file()
+        done = (folder / RESULT_FILE).is_file() and set(needs) <= set(
+            json.loads((folder / RESULT_FILE).read_text())
+        )
         return (Status.DONE if done else Status.MEASURE), step
     return (Status.RESUME if started else Status.RUN), step
 
@@ -156,9 +160,18 @@ def plan(
                 continue
             folder = Path(out) / run.name / f"seed{seed}"
             config = run.config(seed)
-            status, step = job_status(folder, config)
+            status, step = job_status(folder, config, _needs(spec))
             jobs.append(Job(run.name, seed, folder, config, status, step))
     return jobs
+
+
+def _number(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
+def _needs(spec: ExperimentSpec) -> tuple[str, ...]:
+    """The keys a finished run's result row must hold under ``spec``."""
+    return ("vocab_path",) if spec.vocab_eval is not None else ()
 
 
 def format_plan(spec: ExperimentSpec, out: Path, jobs: Sequence[Job]) -> str:
@@ -200,6 +213,7 @@ def _record(job: Job, spec: ExperimentSpec) -> dict:
     stream_path = job.folder / STREAM_FILE
     stream = json.loads(stream_path.read_text()) if stream_path.is_file() else {}
     cost = measure_model(job.config, spec.eval_size, **spec.latency)
+    vocab = evaluate_run(job.folder, spec.vocab_eval) if spec.vocab_eval is not None else {}
     row = {
         "run": job.run,
         "seed": job.seed,
@@ -216,6 +230,7 @@ def _record(job: Job, spec: ExperimentSpec) -> dict:
         "seeding": stream.get("seeding", 1),  # runs without the record predate seeding 2
         "batch_stream": stream.get("stream"),
         "config": str(job.folder / "config.yaml"),
+        **vocab,
     }
     atomic_write_text(job.folder / RESULT_FILE, json.dumps(row, indent=2))
     return row
@@ -255,9 +270,11 @@ def run_experiment(
                     verb = "resuming" if job.status is Status.RESUME else "training"
                     say(f"{label}: {verb} in {job.folder}")
                     _train(job)
-                say(f"{label}: measuring GMACs and latency at {spec.eval_size}")
+                vocab = " and open-vocabulary scores" if spec.vocab_eval is not None else ""
+                say(f"{label}: measuring GMACs and latency at {spec.eval_size}{vocab}")
                 row = _record(job, spec)
-                say(f"{label}: mIoU {row['mIoU']:.2f}, {row['gmacs']:.2f} GMACs")
+                scores = "".join(f", {key} {_number(row.get(key))}" for key in spec.metrics[1:])
+                say(f"{label}: mIoU {row['mIoU']:.2f}{scores}, {row['gmacs']:.2f} GMACs")
                 write_report(spec, out, folders)
                 gc.collect()
         finally:

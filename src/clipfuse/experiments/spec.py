@@ -12,6 +12,8 @@ The format is documented in ``docs/experiments.md``::
       convformer: {}
       convformer_dot: {overrides: [model.head_kwargs.bridge=dot], seeds: [0]}
     comparisons: [convformer:fpn, convformer_dot:convformer]   # default: every run vs the first
+    vocab_eval: {dataset: labelmefacade, map: [Tree=vegetation]}  # optional: eval-vocab each run
+    metrics: [mIoU, unseen_mIoU]              # compared on these row keys (default: mIoU)
 
 A run's config is built in this order: its base file (with ``_base_``), then ``replace``
 (shared, then the run's: each dotted key set to the given value outright, so a mapping such as
@@ -28,6 +30,7 @@ from typing import Any
 from clipfuse.config import apply_overrides, load_config, parse_yaml, replace_key, with_defaults
 from clipfuse.errors import ClipfuseError
 from clipfuse.experiments.compare import default_pairs
+from clipfuse.experiments.vocab import parse_metrics, parse_vocab_eval
 
 SPEC_KEYS = {
     "name",
@@ -41,6 +44,8 @@ SPEC_KEYS = {
     "report_dir",
     "runs",
     "comparisons",
+    "vocab_eval",
+    "metrics",
 }
 RUN_KEYS = {"base", "overrides", "replace", "seeds"}
 LATENCY_KEYS = {"warmup", "repeats"}
@@ -87,6 +92,8 @@ class ExperimentSpec:
     base: Path | None = None
     overrides: tuple[str, ...] = ()
     comparisons: tuple[tuple[str, str], ...] = ()  # (run, baseline) pairs; () = the default
+    vocab_eval: dict | None = None  # eval-vocab options scored after each run (experiments.vocab)
+    metrics: tuple[str, ...] = ("mIoU",)  # the row keys the comparisons are made on
 
     def comparison_pairs(self) -> list[tuple[str, str]]:
         """The declared ``comparisons``, else every run against the first."""
@@ -231,6 +238,7 @@ def parse_spec(data: Mapping, path: Path | None = None) -> ExperimentSpec:
         )
         run.config(run.seeds[0])  # fail early on a bad base, key or value
         runs.append(run)
+    vocab_eval = parse_vocab_eval(data.get("vocab_eval"), where)
     return ExperimentSpec(
         name=str(name),
         runs=tuple(runs),
@@ -244,6 +252,8 @@ def parse_spec(data: Mapping, path: Path | None = None) -> ExperimentSpec:
         comparisons=_comparisons(
             data.get("comparisons"), [run.name for run in runs], f"{where}: comparisons"
         ),
+        vocab_eval=vocab_eval,
+        metrics=parse_metrics(data.get("metrics"), vocab_eval, where),
     )
 
 

@@ -16,8 +16,9 @@ def derangement(num_classes: int, draw: int) -> torch.Tensor:
             f"text.shuffle needs at least 2 classes to give each another's vector, got {num_classes}"
         )
     generator = torch.Generator().manual_seed(int(draw))
-    identity = torch.arange(num_classes)
+    # on the CPU whatever the default device (a model built on "meta" still needs real indices)
+    identity = torch.arange(num_classes, device="cpu")
     while True:
-        order = torch.randperm(num_classes, generator=generator)
+        order = torch.randperm(num_classes, generator=generator, device="cpu")
         if not (order == identity).any():
             return order
