@@ -52,11 +52,17 @@ def test_validation_schedule_and_workers_leave_the_batches_unchanged(six_images,
     assert in_workers["per_step"] == reference["per_step"]
 
 
-def test_a_resumed_run_continues_the_same_stream(six_images, tmp_path):
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_a_resumed_run_continues_the_same_stream(six_images, tmp_path, num_workers):
+    """With workers too: their loader draws indices as soon as Lightning builds it, before it
+    sets the epoch or runs a callback (a CCP run resumed with 2 workers trained the first
+    batches of epoch 0 again)."""
     reference = stream_of(six_images, tmp_path / "reference")
     out = tmp_path / "crashed"
+    config = tiny_config(six_images, max_steps=7, val_every=7)
+    config["data"]["num_workers"] = num_workers
     with pytest.raises(RuntimeError, match="simulated crash"):
-        train(tiny_config(six_images, max_steps=7, val_every=7), out, callbacks=[CrashAt(5)])
+        train(config, out, callbacks=[CrashAt(5)])
     train(None, out, resume=True)  # from the step-4 checkpoint, in the middle of epoch 1
     resumed = json.loads((out / STREAM_FILE).read_text())
     assert resumed["per_step"] == reference["per_step"]

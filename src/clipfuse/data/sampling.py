@@ -32,22 +32,25 @@ class SeededSampler(Sampler[tuple[int, int]]):
         self.num_samples = num_samples
         self.seed = seed
         self.epoch = 0
-        self._resume: tuple[int, int] | None = None
+        self._resume: tuple[int, int] | None = None  # (epoch, samples to skip in it)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def resume_at(self, step: int, samples_per_step: int) -> None:
-        """Skip, in the next iteration, what ``step`` steps of ``samples_per_step`` samples
-        consumed of the epoch it iterates (epochs of whole steps, the tail dropped)."""
-        self._resume = (step, samples_per_step)
+        """Skip, in every iteration of the epoch ``step`` stopped in, what ``step`` steps of
+        ``samples_per_step`` samples consumed of it (epochs of whole steps, the tail dropped).
+        Every iteration, not only the next: a loader with workers starts drawing indices when
+        it is built, and Lightning may build one it discards."""
+        steps_per_epoch = self.num_samples // samples_per_step
+        epoch, done = divmod(step, steps_per_epoch)
+        self._resume = (epoch, done * samples_per_step)
+        self.epoch = epoch  # Lightning may draw from a resumed loader before it sets the epoch
 
     def _skipped(self) -> int:
-        if self._resume is None:
+        if self._resume is None or self._resume[0] != self.epoch:
             return 0
-        (step, samples_per_step), self._resume = self._resume, None
-        steps_per_epoch = self.num_samples // samples_per_step
-        return max(0, (step - self.epoch * steps_per_epoch) * samples_per_step)
+        return self._resume[1]
 
     def draw(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The permutation and the per-sample seeds of ``epoch``."""

@@ -50,9 +50,6 @@ class BatchStream(L.Callback):
         step = trainer.global_step
         if step != len(self.digests):  # resumed from a checkpoint that lacks this record
             self.digests, self.complete = [], False
-        sampler = getattr(trainer.datamodule, "train_sampler", None)
-        if step and sampler is not None:
-            sampler.resume_at(step, trainer.datamodule.batch_size * trainer.world_size)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
         self.digests.append(batch_digest(*batch))

@@ -110,6 +110,12 @@ class SegmentationDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         dataset = self.dataset("train", train=True)
         self.train_sampler = SeededSampler(len(dataset), self.seed)
+        trainer = self.trainer
+        if trainer is not None and trainer.global_step:
+            # a resumed run (the step is restored before the loader is made): Lightning builds
+            # the loader's iterator, which starts drawing indices with workers, before any
+            # callback hook of the run, so the sampler must know where to continue now
+            self.train_sampler.resume_at(trainer.global_step, self.batch_size * trainer.world_size)
         return self._loader(SeededSamples(dataset), self.batch_size, self.train_sampler, "workers")
 
     def val_dataloader(self) -> DataLoader:
