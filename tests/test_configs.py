@@ -20,8 +20,9 @@ CONFIGS = sorted(p for p in Path("configs").glob("*.yaml"))
 
 
 def test_configs_are_named_method_backbone_dataset_crop_iters():
-    """``<method>[-lite][-upernet]_<backbone>_<dataset>_<crop>_<iters>``: the decoder is
-    Semantic FPN unless the name says ``upernet``."""
+    """``<method>[-lite][-upernet]_<backbone>_<dataset>[-gzsl]_<crop>_<iters>``: the decoder
+    is Semantic FPN unless the name says ``upernet``; ``-gzsl``: names are held out
+    (``data.dataset_kwargs.unseen``)."""
     assert len(CONFIGS) >= 30
     for path in CONFIGS:
         variant, backbone, dataset, crop, iters = path.stem.split("_")
@@ -30,7 +31,10 @@ def test_configs_are_named_method_backbone_dataset_crop_iters():
         assert config["model"]["method"] == method
         assert set(options) <= {"lite", "upernet"}
         assert config["model"]["decoder"] == ("upernet" if "upernet" in options else "fpn")
+        dataset, *protocol = dataset.split("-")
         assert config["data"]["dataset"] == dataset
+        assert protocol in ([], ["gzsl"])
+        assert bool(protocol) == bool(config["data"]["dataset_kwargs"].get("unseen"))
         assert [int(v) for v in crop.split("x")] == config["data"]["crop_size"]
         assert iters.replace("k", "000") == str(config["train"]["max_steps"])
 

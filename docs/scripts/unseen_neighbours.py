@@ -2,7 +2,7 @@
 never trained on"): cosines of the bank vectors a config reads, through its text.aliases.
 
     PYTHONPATH=src .venv/bin/python docs/scripts/unseen_neighbours.py \\
-        configs/convformer_mobilenetv2_ccp_gzsl_256x192_200.yaml
+        configs/convformer_mobilenetv2_ccp-gzsl_256x192_200.yaml
 """
 
 import argparse
