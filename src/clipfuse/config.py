@@ -247,12 +247,24 @@ def _replace_key(config: dict, dotted: str, value: Any) -> None:
     node[leaf] = copy.deepcopy(value)
 
 
+class _Absent:
+    """What :func:`changed_keys` gives for a key one side lacks: in a ``*_kwargs`` mapping an
+    absent key means the built class's default, not None (``gate_init: null`` is no gates)."""
+
+    def __repr__(self) -> str:
+        return "absent"
+
+
+_ABSENT = _Absent()
+
+
 def changed_keys(old: dict, new: dict, where: str = "") -> dict[str, tuple]:
-    """Dotted key -> (old, new) for every setting that differs (an absent key is None)."""
+    """Dotted key -> (old, new) for every setting that differs (a key one side lacks is
+    shown as ``absent``)."""
     changed: dict[str, tuple] = {}
     for key in sorted(set(old) | set(new)):
         path = f"{where}.{key}" if where else key
-        before, after = old.get(key), new.get(key)
+        before, after = old.get(key, _ABSENT), new.get(key, _ABSENT)
         if isinstance(before, dict) and isinstance(after, dict) and before and after:
             changed.update(changed_keys(before, after, path))
         elif before != after:
