@@ -103,9 +103,14 @@ def resolve_text_encoder(config: dict, class_names: list[str]) -> dict:
 
 
 def text_spec(config: dict, class_names: list[str]) -> str:
-    """The text encoder of ``config`` (:func:`resolve_text_encoder`); ``text.fallback``
+    """The text encoder of ``config``: :func:`resolve_text_encoder`, then its fallback where
+    it is absent (:func:`_available_spec`)."""
+    return _available_spec(resolve_text_encoder(config, class_names)["text"])
+
+
+def _available_spec(text_cfg: dict) -> str:
+    """The encoder of a text section whose encoder is resolved; ``text.fallback``
     (announced) when its ``bank:`` is absent."""
-    text_cfg = resolve_text_encoder(config, class_names)["text"]
     spec = resolve_spec(text_cfg["encoder"])
     fallback = text_cfg["fallback"]
     if fallback and spec.startswith("bank:"):
@@ -206,7 +211,7 @@ def cost_model(config: dict, class_names: list[str]) -> Segmentor:
     if method_uses_text(config["model"]["method"]):
         config = resolve_text_encoder(config, class_names)
         try:
-            text = _embed_class_names(config, text_spec(config, class_names), class_names)
+            text = _embed_class_names(config, _available_spec(config["text"]), class_names)
         except ClipfuseError as error:
             encoder_class, argument = split_spec(resolve_spec(config["text"]["encoder"]))
             width = OpenClipEncoder.width(argument) if encoder_class is OpenClipEncoder else 512

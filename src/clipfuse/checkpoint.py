@@ -58,18 +58,20 @@ def _read_error(path: Path, error: Exception) -> ClipfuseError:
     return ClipfuseError(f"checkpoint {path} is not a PyTorch checkpoint: {_EXPECTED}")
 
 
-def torch_load(path: str | os.PathLike) -> Any:
-    """``torch.load(weights_only=True)`` on the CPU, with one-line errors."""
+def torch_load(path: str | os.PathLike, mmap: bool = False) -> Any:
+    """``torch.load(weights_only=True)`` on the CPU, with one-line errors; ``mmap``: tensors
+    are mapped from the file, not read."""
     path = Path(path)
     if not path.is_file():
         raise ClipfuseError(f"checkpoint {path} not found: {_EXPECTED}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as error:
         raise _read_error(path, error) from error
 
 
-def _check_version(source: str, version: Any) -> None:
+def check_format_version(source: str, version: Any) -> None:
+    """Refuse a format version (of ``source``, in the message) this clipfuse cannot read."""
     if not isinstance(version, int) or not 1 <= version <= FORMAT_VERSION:
         raise ClipfuseError(
             f"{source} has format version {version!r}; this clipfuse reads versions 1 "
@@ -85,7 +87,7 @@ def check_checkpoint(path: Path, checkpoint: Any) -> None:
             f"checkpoint {path} was not written by clipfuse (no '{CHECKPOINT_KEY}' entry)"
         )
     meta = checkpoint[CHECKPOINT_KEY]
-    _check_version(f"checkpoint {path}", meta.get("format_version", 1))
+    check_format_version(f"checkpoint {path}", meta.get("format_version", 1))
     missing = [key for key in ("config", "class_names") if key not in meta]
     if "state_dict" not in checkpoint:
         missing.append("state_dict")
@@ -103,6 +105,14 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     checkpoint = torch_load(path)
     check_checkpoint(Path(path), checkpoint)
     return checkpoint
+
+
+def checkpoint_version(path: str | os.PathLike) -> int:
+    """The format version of the clipfuse checkpoint at ``path`` (checked by
+    :func:`check_checkpoint`), read without reading its tensors."""
+    checkpoint = torch_load(path, mmap=True)
+    check_checkpoint(Path(path), checkpoint)
+    return checkpoint[CHECKPOINT_KEY].get("format_version", 1)
 
 
 def load_checkpoint(path: str | os.PathLike) -> tuple[dict, list[str], dict[str, torch.Tensor]]:
@@ -144,7 +154,7 @@ def read_pretrained(directory: str | os.PathLike) -> tuple[dict, dict[str, torch
             f"{config_path} is not a clipfuse model config (no format {PRETRAINED_FORMAT!r})"
         )
     version = meta.get("format_version")
-    _check_version(str(config_path), version)
+    check_format_version(str(config_path), version)
     missing = [key for key in ("config", "class_names") if not meta.get(key)]
     if missing:
         raise ClipfuseError(f"{config_path} lacks {', '.join(missing)}")

@@ -22,15 +22,16 @@ replaces it: ``text.aliases={}`` (or ``null``) clears the aliases, while
 Paths may start with ``shared:`` to mean the shared folder (``$CLIPFUSE_SHARED`` or
 ``../shared``), e.g. ``shared:weights/mobilenetv2_100_in1k.pth``.
 
-A saved config (a checkpoint's, a pretrained folder's, a run folder's) is read back with
-:func:`with_defaults`, which also applies :func:`upgrade_config`: what a model saved by an
-older clipfuse meant, spelled as today's keys.
+A saved config (a checkpoint's, a pretrained folder's) is read back with :func:`with_defaults`,
+a run folder's ``config.yaml`` with :func:`load_config` at the folder's format version
+(:mod:`clipfuse.engine.run_folder`); both apply :func:`upgrade_config`: what a model saved by
+an older clipfuse meant, spelled as today's keys.
 """
 
 import copy
 import functools
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,7 @@ from clipfuse.errors import ClipfuseError, announce
 from clipfuse.fileio import atomic_write_text
 from clipfuse.paths import shared_root
 
-# The format version of saved models (training checkpoints and pretrained folders):
+# The format version of saved models (training checkpoints, pretrained folders) and run folders:
 # 1: the first; 2: Conv-Former's ``text_scale`` exists (version 1 models had no scaling);
 # 3: Conv-Former's ``gate_init`` exists and defaults to 1e-4 (older models had no gates);
 # 4: ``text.encoder: random:D`` draws per seed (older models used draw 0), ``text.shuffle``.
@@ -233,10 +234,8 @@ def apply_overrides(config: dict, overrides: Sequence[str]) -> dict:
     return _validated(_merge(config, parse_overrides(overrides), ""))
 
 
-def replace_key(config: dict, dotted: str, value: Any) -> None:
-    """Set the existing dotted key of ``config`` to ``value`` outright, in place: a mapping
-    such as ``model.head_kwargs`` is replaced, not merged key by key (validate afterwards
-    with :func:`with_defaults`)."""
+def _replace_key(config: dict, dotted: str, value: Any) -> None:
+    """Set the existing dotted key of ``config`` to ``value`` outright, in place."""
     *parents, leaf = dotted.split(".")
     node = config
     for part in parents:
@@ -248,12 +247,24 @@ def replace_key(config: dict, dotted: str, value: Any) -> None:
     node[leaf] = copy.deepcopy(value)
 
 
+class _Absent:
+    """What :func:`changed_keys` gives for a key one side lacks: in a ``*_kwargs`` mapping an
+    absent key means the built class's default, not None (``gate_init: null`` is no gates)."""
+
+    def __repr__(self) -> str:
+        return "absent"
+
+
+_ABSENT = _Absent()
+
+
 def changed_keys(old: dict, new: dict, where: str = "") -> dict[str, tuple]:
-    """Dotted key -> (old, new) for every setting that differs (an absent key is None)."""
+    """Dotted key -> (old, new) for every setting that differs (a key one side lacks is
+    shown as ``absent``)."""
     changed: dict[str, tuple] = {}
     for key in sorted(set(old) | set(new)):
         path = f"{where}.{key}" if where else key
-        before, after = old.get(key), new.get(key)
+        before, after = old.get(key, _ABSENT), new.get(key, _ABSENT)
         if isinstance(before, dict) and isinstance(after, dict) and before and after:
             changed.update(changed_keys(before, after, path))
         elif before != after:
@@ -287,12 +298,23 @@ def with_defaults(config: dict, format_version: int = FORMAT_VERSION) -> dict:
     return _validated(_merge(copy.deepcopy(DEFAULTS), upgrade_config(config, format_version), ""))
 
 
-def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> dict:
-    """Defaults, then the YAML file (and its ``_base_`` files), then the overrides; every key
-    and value validated."""
+def load_config(
+    path: str | Path | None = None,
+    overrides: Sequence[str] = (),
+    replace: Mapping[str, Any] | None = None,
+    format_version: int = FORMAT_VERSION,
+) -> dict:
+    """Defaults, then the YAML file (and its ``_base_`` files; upgraded by :func:`upgrade_config`
+    when written at an older ``format_version``), then ``replace`` (each dotted key set to its
+    value outright: a mapping such as ``model.head_kwargs`` is replaced, not merged key by
+    key), then the overrides; every key and value validated once, at the end."""
     config = copy.deepcopy(DEFAULTS)
     if path is not None:
-        config = _merge(config, _read_yaml(Path(path)), "")
+        config = _merge(config, upgrade_config(_read_yaml(Path(path)), format_version), "")
+    if replace:
+        for dotted, value in replace.items():
+            _replace_key(config, dotted, value)
+        config = _merge(copy.deepcopy(DEFAULTS), config, "")  # a replaced section completed
     return apply_overrides(config, overrides)
 
 

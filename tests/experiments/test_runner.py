@@ -237,6 +237,21 @@ def test_a_folder_with_another_config_is_an_error_not_mixed_in(grid, tmp_path):
         plan(load_spec(changed), grid["out"])
 
 
+def test_an_old_folder_is_compared_as_a_resume_reads_it(tmp_path):
+    """A folder from before Conv-Former's gates (format 2, no format record): its config.yaml
+    names no gate_init, which meant no gates; a spec planning today's gated default differs."""
+    planned = tiny_config(write_folder_dataset(tmp_path / "tiny"), "convformer")
+    folder = tmp_path / "old"
+    (folder / "checkpoints").mkdir(parents=True)
+    dump_config(planned, folder / "config.yaml")
+    meta = {"config": planned, "class_names": ["sky", "road", "car"], "format_version": 2}
+    torch.save({"clipfuse": meta, "state_dict": {}}, folder / "checkpoints" / "last.ckpt")
+    with pytest.raises(ClipfuseError, match=r"gate_init \(None there, absent in the spec\)"):
+        runner_module.job_status(folder, planned)
+    planned["model"]["head_kwargs"]["gate_init"] = None
+    assert runner_module.job_status(folder, planned) == (Status.RESUME, None)
+
+
 def test_mean_and_sample_std_over_seeds_in_the_table():
     def row(run, seed, miou, gmacs=10.0):
         return {

@@ -15,21 +15,27 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from clipfuse.build import build_model, class_names_of, load_model, resolve_text_encoder
 from clipfuse.checkpoint import CHECKPOINT_KEY, checkpoint_meta
-from clipfuse.config import apply_overrides, changed_keys, dump_config, load_config
+from clipfuse.config import apply_overrides
 from clipfuse.engine.batch_stream import BatchStream
 from clipfuse.engine.checkpoints import AtomicCheckpointIO
 from clipfuse.engine.datamodule import SegmentationDataModule
 from clipfuse.engine.lock import RunLock
 from clipfuse.engine.progress import ProgressLines, StepProgressBar
 from clipfuse.engine.resume import check_resumable
+from clipfuse.engine.run_folder import (
+    CONFIG_FILE,
+    changes_from_saved,
+    read_run_config,
+    resolved_config,
+    write_run_config,
+)
 from clipfuse.engine.stops import SafeStop
 from clipfuse.engine.task import SegmentationTask
 from clipfuse.errors import ClipfuseError, announce
 from clipfuse.evaluation import InferenceConfig, format_table, results_to_json
 from clipfuse.fileio import atomic_write_text, prepare_dir, prepare_file, remove_partial_files
 from clipfuse.models import Segmentor, method_uses_text
-from clipfuse.precision import with_resolved_precision
-from clipfuse.seeding import init_rng, with_resolved_draws
+from clipfuse.seeding import init_rng
 from clipfuse.threads import use_threads
 
 # What may change when a run is resumed: when to stop, validate, checkpoint, log and show.
@@ -151,11 +157,12 @@ def _launching_process() -> bool:
 
 def _run_config(
     config: dict | None, out_dir: Path, resume: bool, overrides: Sequence[str], check: bool
-) -> dict:
-    """The config to train with. A new run refuses a folder that holds one; a resumed run
-    starts from the saved config, applies the changes in ``RESUMABLE_KEYS`` (announced) and
-    refuses any other change."""
-    saved_path = out_dir / "config.yaml"
+) -> tuple[dict, str | None]:
+    """The config to train with, as this machine resolves it, and the note announcing an
+    automatic choice (:func:`resolved_config`). A new run refuses a folder that holds one; a
+    resumed run starts from the saved config, applies the changes in ``RESUMABLE_KEYS``
+    (announced) and refuses any other change."""
+    saved_path = out_dir / CONFIG_FILE
     last = out_dir / "checkpoints" / "last.ckpt"
     if not resume:
         if config is None:
@@ -170,17 +177,13 @@ def _run_config(
                 f"({saved_path}, no {last}): pass --resume to start it again from step 0, or "
                 "another --out"
             )
-        return apply_overrides(config, overrides)
+        return resolved_config(apply_overrides(config, overrides))
     if not saved_path.is_file():
         raise ClipfuseError(
             f"cannot resume: {saved_path} not found (no run was started in {out_dir})"
         )
-    # auto precision compared as this machine resolves it (as the saved run did)
-    saved = with_resolved_precision(load_config(saved_path))[0]
-    wanted = with_resolved_precision(
-        with_resolved_draws(apply_overrides(saved if config is None else config, overrides))
-    )[0]
-    changed = changed_keys(saved, wanted)
+    wanted = read_run_config(out_dir) if config is None else config
+    wanted, changed = changes_from_saved(out_dir, apply_overrides(wanted, overrides))
     refused = {key: change for key, change in changed.items() if key not in RESUMABLE_KEYS}
     if refused:
         listed = ", ".join(f"{key} ({old!r} -> {new!r})" for key, (old, new) in refused.items())
@@ -191,7 +194,7 @@ def _run_config(
         )
     listed = "".join(f", {key} {old!r} -> {new!r}" for key, (old, new) in changed.items())
     announce(f"resuming with the config saved in {saved_path}{listed}")
-    return wanted
+    return wanted, None
 
 
 def train(
@@ -205,7 +208,8 @@ def train(
 
     The run holds ``out_dir/.lock`` while it lives: a second training into the same folder is
     refused. A new run refuses a folder that already holds one (``config.yaml``). The full
-    config is written to ``out_dir/config.yaml`` before training; checkpoints go to
+    config is written to ``out_dir/config.yaml`` (its format version to ``format.json``,
+    :mod:`clipfuse.engine.run_folder`) before training; checkpoints go to
     ``out_dir/checkpoints`` (``last.ckpt`` every ``train.checkpoint_every`` steps, written
     atomically); ``resume=True`` continues from ``last.ckpt`` with its step, optimiser and
     schedule, from the config saved in the folder (``config``, if given, and ``overrides``
@@ -221,8 +225,7 @@ def train(
         if launching:
             for folder in (out_dir, checkpoint_dir):
                 remove_partial_files(folder)
-        config = _run_config(config, out_dir, resume, overrides, check=launching)
-        config, note = with_resolved_precision(with_resolved_draws(config))
+        config, note = _run_config(config, out_dir, resume, overrides, check=launching)
         if note and launching:
             announce(f"{note}; set train.precision and train.channels_last to choose")
         config = use_threads(config, say=launching)
@@ -243,7 +246,7 @@ def _fit(config: dict, out_dir: Path, last: Path, resume: bool, callbacks: list 
     task = _RunTask(model, class_names, config, report_path=out_dir / "metrics.json")
     datamodule = _datamodule(config, model)
     datamodule.check_files()
-    dump_config(config, out_dir / "config.yaml")
+    write_run_config(out_dir, config)
     checkpoints = ModelCheckpoint(  # only last.ckpt: a Conv-Former checkpoint with AdamW is ~0.7 GB
         dirpath=last.parent,
         every_n_train_steps=config["train"]["checkpoint_every"],

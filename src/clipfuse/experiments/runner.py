@@ -31,18 +31,16 @@ from pathlib import Path
 
 import lightning as L
 
-from clipfuse.config import changed_keys, load_config
 from clipfuse.engine import train
 from clipfuse.engine.batch_stream import STREAM_FILE
 from clipfuse.engine.lock import RunLock
+from clipfuse.engine.run_folder import CONFIG_FILE, changes_from_saved
 from clipfuse.errors import ClipfuseError
 from clipfuse.experiments.measure import measure_model
 from clipfuse.experiments.report import RESULT_FILE, read_rows, write_report
 from clipfuse.experiments.spec import ExperimentSpec, load_spec
 from clipfuse.experiments.vocab import evaluate_run
 from clipfuse.fileio import atomic_write_text
-from clipfuse.precision import with_resolved_precision
-from clipfuse.seeding import with_resolved_draws
 
 TIMING_FILE = "timing.json"
 LOCK_FILE = ".experiment.lock"
@@ -111,12 +109,10 @@ def _last_step(folder: Path) -> int | None:
 def job_status(folder: Path, config: dict, needs: Sequence[str] = ()) -> tuple[Status, int | None]:
     """The status of ``folder`` for a run of ``config`` and the step of its last validation;
     a finished run whose result row lacks a key of ``needs`` is to be measured again."""
-    saved = folder / "config.yaml"
+    saved = folder / CONFIG_FILE
     started = saved.is_file() or (folder / "checkpoints" / "last.ckpt").exists()
     if saved.is_file():
-        # auto precision is compared as this machine resolves it (as the saved run did)
-        planned = with_resolved_precision(with_resolved_draws(config))[0]
-        changed = changed_keys(load_config(saved), planned)
+        _, changed = changes_from_saved(folder, config)
         differences = [
             f"{key} ({there!r} there, {planned!r} in the spec)"
             for key, (there, planned) in changed.items()
@@ -229,7 +225,7 @@ def _record(job: Job, spec: ExperimentSpec) -> dict:
         "resumed": timing.get("resumed"),
         "seeding": stream.get("seeding", 1),  # runs without the record predate seeding 2
         "batch_stream": stream.get("stream"),
-        "config": str(job.folder / "config.yaml"),
+        "config": str(job.folder / CONFIG_FILE),
         **vocab,
     }
     atomic_write_text(job.folder / RESULT_FILE, json.dumps(row, indent=2))

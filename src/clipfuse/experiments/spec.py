@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from clipfuse.config import apply_overrides, load_config, parse_yaml, replace_key, with_defaults
+from clipfuse.config import load_config, parse_yaml
 from clipfuse.errors import ClipfuseError
 from clipfuse.experiments.compare import default_pairs
 from clipfuse.experiments.vocab import parse_metrics, parse_vocab_eval
@@ -66,16 +66,10 @@ class RunSpec:
 
     def config(self, seed: int) -> dict:
         """The full, validated config of this run at ``seed``."""
-        config = load_config(self.base)
         try:
-            for dotted, value in self.replace.items():
-                replace_key(config, dotted, value)
-            config["seed"] = seed
-            config = with_defaults(config)  # validates what was replaced, and the seed
-            config = apply_overrides(config, self.overrides)
+            return load_config(self.base, self.overrides, replace={**self.replace, "seed": seed})
         except ClipfuseError as error:
             raise ClipfuseError(f"experiment run {self.name!r}: {error}") from error
-        return config
 
 
 @dataclass(frozen=True)
