@@ -241,8 +241,8 @@ def comparison_markdown(comparisons: Sequence[Comparison]) -> list[str]:
         )
     lines += [
         "",
-        "Difference in the metric (points; mIoU: val mIoU of the trained classes). Paired t: the per-seed differences of the seeds "
-        "both runs finished, their mean and the Student t 95% confidence interval of the mean "
+        "Difference in the metric (points; mIoU: val mIoU of the trained classes). Paired t: "
+        "the per-seed differences of the seeds both runs finished, their mean and the Student t 95% confidence interval of the mean "
         "(n - 1 degrees of freedom); Welch t: the runs share no seed, so the difference of the "
         "means, with Welch's interval (unequal variances). p: two-sided, against no difference. "
         "Verdict: ahead / behind only when the interval excludes 0, else not shown. Pairing: "

@@ -39,6 +39,7 @@ from clipfuse.errors import ClipfuseError
 from clipfuse.experiments.measure import measure_model
 from clipfuse.experiments.report import RESULT_FILE, read_rows, write_report
 from clipfuse.experiments.spec import ExperimentSpec, load_spec
+from clipfuse.experiments.tables import format_mean_std
 from clipfuse.experiments.vocab import evaluate_run
 from clipfuse.fileio import atomic_write_text
 
@@ -161,10 +162,6 @@ def plan(
     return jobs
 
 
-def _number(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.2f}"
-
-
 def _needs(spec: ExperimentSpec) -> tuple[str, ...]:
     """The keys a finished run's result row must hold under ``spec``."""
     return ("vocab_path",) if spec.vocab_eval is not None else ()
@@ -269,7 +266,9 @@ def run_experiment(
                 vocab = " and open-vocabulary scores" if spec.vocab_eval is not None else ""
                 say(f"{label}: measuring GMACs and latency at {spec.eval_size}{vocab}")
                 row = _record(job, spec)
-                scores = "".join(f", {key} {_number(row.get(key))}" for key in spec.metrics[1:])
+                scores = "".join(
+                    f", {key} {format_mean_std(row.get(key), None)}" for key in spec.metrics[1:]
+                )
                 say(f"{label}: mIoU {row['mIoU']:.2f}{scores}, {row['gmacs']:.2f} GMACs")
                 write_report(spec, out, folders)
                 gc.collect()
