@@ -61,10 +61,11 @@ def _own_ticks() -> int:
     return int(after_name[11]) + int(after_name[12])  # utime + stime
 
 
-def other_work(seconds: float = SAMPLE_SECONDS) -> tuple[float, str] | None:
-    """CPUs kept busy by other processes, and how that was measured: over ``seconds`` from
-    ``/proc`` (this process's own time left out), else the 1-minute load average; None where
-    neither exists."""
+def other_work(seconds: float | None = None) -> tuple[float, str] | None:
+    """CPUs kept busy by other processes, and how that was measured: over ``seconds`` (default
+    :data:`SAMPLE_SECONDS`) from ``/proc`` (this process's own time left out), else the
+    1-minute load average; None where neither exists."""
+    seconds = SAMPLE_SECONDS if seconds is None else seconds
     try:
         busy_before, total_before = _machine_busy_and_total()
         own_before = _own_ticks()
