@@ -365,3 +365,34 @@ def test_vocab_eval_scores_finished_runs_and_compares_on_its_metrics(grid, tmp_p
     assert run_experiment(spec_path, out=out, progress=None)[0].status is Status.DONE
     with pytest.raises(ClipfuseError, match="unknown metric 'unseen_mIoU'.*need vocab_eval"):
         load_spec(write_spec(tmp_path, tmp_path, metrics=["unseen_mIoU"]))
+
+
+def test_a_new_checkout_continues_the_grid_from_the_records_beside_the_report(
+    tmp_path, monkeypatch, capsys
+):
+    """runs/ is not committed; the small records beside the report are: a fresh run folder
+    with the report's records trains nothing already done, and a changed config is refused."""
+    data_root = write_folder_dataset(tmp_path / "tiny")
+    report = tmp_path / "docs" / "results" / "tiny"
+    spec_path = write_spec(tmp_path, data_root, seeds=[0], report_dir=str(report))
+    run_experiment(spec_path, out=tmp_path / "first", only=["plain"], progress=None)
+    record = report / "runs" / "plain" / "seed0"
+    assert {"config.yaml", "metrics.json", "result.json", "batch_stream.json"} <= {
+        path.name for path in record.iterdir()
+    }
+    assert not list(record.rglob("*.ckpt")) and not list(record.rglob("*.safetensors"))
+    first_rows = json.loads((report / "results.json").read_text())["rows"]
+
+    forbid_training(monkeypatch, "a run done in the records was trained again")
+    jobs = run_experiment(spec_path, out=tmp_path / "checkout", only=["plain"])
+    assert [(job.status, job.folder) for job in jobs] == [(Status.DONE, record)]
+    assert "1 done from their records in" in capsys.readouterr().out
+    assert json.loads((report / "results.json").read_text())["rows"] == first_rows
+    statuses = {job.run: job.status for job in plan(load_spec(spec_path), tmp_path / "checkout")}
+    assert statuses == {"plain": Status.DONE, "convformer": Status.RUN}
+
+    spec = yaml.safe_load(spec_path.read_text())
+    spec["overrides"].append("train.lr=0.5")
+    spec_path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    with pytest.raises(ClipfuseError, match=f"{record} holds a run with another config"):
+        plan(load_spec(spec_path), tmp_path / "checkout")

@@ -70,12 +70,24 @@ CSV_COLUMNS = (
 )
 
 
+def run_folder(spec: ExperimentSpec, out: Path, run: str, seed: int) -> Path:
+    """The folder holding (run, seed)'s result: its run folder under ``out`` once it has
+    started there, else its record beside the report (:meth:`ExperimentSpec.record_dir`) if
+    one is kept, else the run folder."""
+    folder = Path(out) / run / f"seed{seed}"
+    record = spec.record_dir(run, seed)
+    started = (folder / "config.yaml").is_file() or (folder / "checkpoints").is_dir()
+    if not started and record is not None and (record / RESULT_FILE).is_file():
+        return record
+    return folder
+
+
 def load_rows(spec: ExperimentSpec, out: Path) -> list[dict]:
-    """The recorded rows of every finished (run, seed) of ``spec`` under ``out``, in spec order."""
+    """The rows of every finished (run, seed) of ``spec`` (:func:`run_folder`), in spec order."""
     rows = []
     for run in spec.runs:
         for seed in run.seeds:
-            path = Path(out) / run.name / f"seed{seed}" / RESULT_FILE
+            path = run_folder(spec, out, run.name, seed) / RESULT_FILE
             if path.is_file():
                 rows.append(json.loads(path.read_text()))
     return rows
@@ -358,7 +370,7 @@ def write_report(
         announce(f"results.png not written: {one_line(error)}")
     best = best_row(rows)
     if best is not None:
-        best_config = out / best["run"] / f"seed{best['seed']}" / "config.yaml"
+        best_config = run_folder(spec, out, best["run"], best["seed"]) / "config.yaml"
         if best_config.is_file():
             files[BEST_CONFIG_FILE] = best_config.read_text()
         else:

@@ -19,6 +19,12 @@ checks) and its config path; then the report (:mod:`clipfuse.experiments.report`
 rewritten from every finished run. :func:`rewrite_report` rewrites it without training
 (``--report-only``), also from a committed ``results.json`` when the run folders are gone
 (``--from``).
+
+With a ``report_dir``, each finished run's small files (config, metrics, result row, timing,
+batch-stream hash, open-vocabulary report: no weights) are also kept in
+``<report_dir>/runs/<run>/seed<seed>/``. Committed with the report, they are what a new
+checkout (whose ``runs/`` is empty) continues the grid from: a (run, seed) whose run folder was
+never started and whose record is complete and has the spec's config is ``done``.
 """
 
 import gc
@@ -34,17 +40,28 @@ import lightning as L
 from clipfuse.engine import train
 from clipfuse.engine.batch_stream import STREAM_FILE
 from clipfuse.engine.lock import RunLock
-from clipfuse.engine.run_folder import CONFIG_FILE, changes_from_saved
+from clipfuse.engine.run_folder import CONFIG_FILE, FORMAT_FILE, changes_from_saved
 from clipfuse.errors import ClipfuseError
 from clipfuse.experiments.measure import measure_model
-from clipfuse.experiments.report import RESULT_FILE, read_rows, write_report
+from clipfuse.experiments.report import RESULT_FILE, read_rows, run_folder, write_report
 from clipfuse.experiments.spec import ExperimentSpec, load_spec
 from clipfuse.experiments.tables import format_mean_std
-from clipfuse.experiments.vocab import evaluate_run
-from clipfuse.fileio import atomic_write_text
+from clipfuse.experiments.vocab import VOCAB_FILE, evaluate_run
+from clipfuse.fileio import atomic_write_bytes, atomic_write_text
 
 TIMING_FILE = "timing.json"
 LOCK_FILE = ".experiment.lock"
+METRICS_FILE = "metrics.json"
+# What a finished run's record beside the report keeps (ExperimentSpec.record_dir).
+RECORD_FILES = (
+    CONFIG_FILE,
+    FORMAT_FILE,
+    METRICS_FILE,
+    RESULT_FILE,
+    TIMING_FILE,
+    STREAM_FILE,
+    VOCAB_FILE,
+)
 # Keys that say how a run executes, not what it computes: they may differ on a later invocation.
 _EXECUTION_KEYS = {
     "train.accelerator",
@@ -98,7 +115,7 @@ class WallClock(L.Callback):
 
 
 def _last_step(folder: Path) -> int | None:
-    metrics = folder / "metrics.json"
+    metrics = folder / METRICS_FILE
     if not metrics.is_file():
         return None
     try:
@@ -155,11 +172,25 @@ def plan(
         for seed in run.seeds:
             if seeds is not None and seed not in seeds:
                 continue
-            folder = Path(out) / run.name / f"seed{seed}"
             config = run.config(seed)
+            folder = run_folder(spec, out, run.name, seed)
             status, step = job_status(folder, config, _needs(spec))
+            if status is not Status.DONE and folder == spec.record_dir(run.name, seed):
+                folder = Path(out) / run.name / f"seed{seed}"  # an incomplete record: rerun
+                status, step = job_status(folder, config, _needs(spec))
             jobs.append(Job(run.name, seed, folder, config, status, step))
     return jobs
+
+
+def keep_record(job: Job, spec: ExperimentSpec) -> None:
+    """Copy the finished job's small files to its record beside the report, if one is kept."""
+    record = spec.record_dir(job.run, job.seed)
+    if record is None or record == job.folder:
+        return
+    record.mkdir(parents=True, exist_ok=True)
+    for name in RECORD_FILES:
+        if (job.folder / name).is_file():
+            atomic_write_bytes(record / name, (job.folder / name).read_bytes())
 
 
 def _needs(spec: ExperimentSpec) -> tuple[str, ...]:
@@ -179,6 +210,9 @@ def format_plan(spec: ExperimentSpec, out: Path, jobs: Sequence[Job]) -> str:
         lines.append(f"{job.run:<{width}}{job.seed:>5}  {job.status.value:<12}{step:>14}")
     counts = [f"{sum(j.status is s for j in jobs)} {s.value}" for s in Status]
     lines.append(", ".join(counts))
+    recorded = sum(job.folder == spec.record_dir(job.run, job.seed) for job in jobs)
+    if recorded:
+        lines.append(f"{recorded} done from their records in {spec.report_dir / 'runs'}")
     return "\n".join(lines)
 
 
@@ -195,11 +229,11 @@ def _train(job: Job) -> None:
 
 def _record(job: Job, spec: ExperimentSpec) -> dict:
     """Measure the job's model and write its ``result.json`` row."""
-    metrics = json.loads((job.folder / "metrics.json").read_text())
+    metrics = json.loads((job.folder / METRICS_FILE).read_text())
     max_steps = job.config["train"]["max_steps"]
     if metrics.get("step") != max_steps:
         raise ClipfuseError(
-            f"{job.folder}/metrics.json is at step {metrics.get('step')}, not {max_steps}"
+            f"{job.folder}/{METRICS_FILE} is at step {metrics.get('step')}, not {max_steps}"
         )
     timing_path = job.folder / TIMING_FILE
     timing = json.loads(timing_path.read_text()) if timing_path.is_file() else {}
@@ -257,6 +291,9 @@ def run_experiment(
     todo = [job for job in jobs if job.status is not Status.DONE]
     with RunLock(out, LOCK_FILE, ("experiment folder", "another clipfuse experiment")):
         try:
+            for job in jobs:
+                if job.status is Status.DONE:
+                    keep_record(job, spec)  # grids finished before records were kept
             for index, job in enumerate(todo, start=1):
                 label = f"[{index}/{len(todo)}] {job.run} seed {job.seed}"
                 if job.status in (Status.RUN, Status.RESUME):
@@ -266,6 +303,7 @@ def run_experiment(
                 vocab = " and open-vocabulary scores" if spec.vocab_eval is not None else ""
                 say(f"{label}: measuring GMACs and latency at {spec.eval_size}{vocab}")
                 row = _record(job, spec)
+                keep_record(job, spec)
                 scores = "".join(
                     f", {key} {format_mean_std(row.get(key), None)}" for key in spec.metrics[1:]
                 )

@@ -103,6 +103,13 @@ class ExperimentSpec:
             f"experiment {self.name!r} has no run {name!r}: expected one of {known}"
         )
 
+    def record_dir(self, run: str, seed: int) -> Path | None:
+        """Where a finished (run, seed)'s small files are kept beside the report (committed:
+        a new checkout continues the grid from them), or None without ``report_dir``."""
+        if self.report_dir is None:
+            return None
+        return self.report_dir / "runs" / run / f"seed{seed}"
+
     def default_out(self) -> Path:
         """``out`` from the spec, else ``runs/experiments/<name>``."""
         return self.out if self.out is not None else Path("runs") / "experiments" / self.name
