@@ -3,7 +3,7 @@ the engine, the command line, the benchmark, export and inference build a model.
 
 * :func:`build_model`: run config -> class names' text embeddings -> ``Segmentor``;
 * :func:`load_model`: a training checkpoint or a pretrained folder -> the ``Segmentor`` with
-  its weights, strict-checked (:func:`clipfuse.checkpoint.load_weights`);
+  its weights, strict-checked (:func:`clipfuse.saved_model.load_weights`);
 * :func:`cost_model`: the model with random weights, for counting and timing.
 
 Lightning-free.
@@ -17,18 +17,18 @@ from pathlib import Path
 import torch
 
 from clipfuse.backbones import clip_model_of
-from clipfuse.checkpoint import (
+from clipfuse.config import apply_overrides, resolve_path, resolve_spec
+from clipfuse.data import dataset_classes
+from clipfuse.errors import ClipfuseError, announce, one_line
+from clipfuse.models import Segmentor, create_model, method_uses_text
+from clipfuse.paths import shared_root
+from clipfuse.saved_model import (
     CONFIG_FILE,
     WEIGHTS_FILE,
     load_checkpoint,
     load_weights,
     read_pretrained,
 )
-from clipfuse.config import apply_overrides, resolve_path, resolve_spec
-from clipfuse.data import dataset_classes
-from clipfuse.errors import ClipfuseError, announce, one_line
-from clipfuse.models import Segmentor, create_model, method_uses_text
-from clipfuse.paths import shared_root
 from clipfuse.seeding import with_resolved_draws
 from clipfuse.text import build_prompt_encoder, derangement, embed_class_names
 from clipfuse.text.aliases import apply_aliases
