@@ -6,7 +6,8 @@ the engine, the command line, the benchmark, export and inference build a model.
   its weights, strict-checked (:func:`clipfuse.checkpoint.load_weights`);
 * :func:`cost_model`: the model with random weights, for counting and timing.
 
-Lightning-free.
+Which text encoder embeds the class names is :mod:`clipfuse.text.resolve`'s policy; this
+module only assembles. Lightning-free.
 """
 
 import os
