@@ -272,7 +272,7 @@ def test_resume_on_a_damaged_last_checkpoint_is_one_line(run_copy, capsys, kind)
 
 
 def test_checkpoint_write_is_atomic_next_to_the_target(world, tmp_path, monkeypatch):
-    from clipfuse.engine.checkpoints import AtomicCheckpointIO
+    from clipfuse.engine.checkpoint_io import AtomicCheckpointIO
     from clipfuse.fileio import partial_files
 
     io_plugin = AtomicCheckpointIO()

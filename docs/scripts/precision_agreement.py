@@ -14,9 +14,9 @@ import json
 import torch
 
 from clipfuse.build import create_model_from_config
-from clipfuse.checkpoint import load_checkpoint
 from clipfuse.engine.datamodule import SegmentationDataModule
-from clipfuse.evaluation import InferenceConfig, SegmentationMetrics, infer_logits
+from clipfuse.evaluation import InferenceConfig, SegmentationMetrics, infer_probabilities
+from clipfuse.saved_model import load_checkpoint
 
 
 @torch.inference_mode()
@@ -37,7 +37,7 @@ def agreement(checkpoint: str) -> dict:
         labels = {}
         for precision, metric in metrics.items():
             settings["precision"] = precision
-            probabilities = infer_logits(
+            probabilities = infer_probabilities(
                 lambda x: model(x)["logits"],
                 images,
                 len(class_names),

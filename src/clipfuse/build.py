@@ -3,7 +3,7 @@ the engine, the command line, the benchmark, export and inference build a model.
 
 * :func:`create_model_from_config`: run config -> class names' text embeddings -> ``Segmentor``;
 * :func:`load_model`: a training checkpoint or a pretrained folder -> the ``Segmentor`` with
-  its weights, strict-checked (:func:`clipfuse.checkpoint.load_weights`);
+  its weights, strict-checked (:func:`clipfuse.saved_model.load_weights`);
 * :func:`cost_model`: the model with random weights, for counting and timing.
 
 Which text encoder embeds the class names is :mod:`clipfuse.text.resolve`'s policy; this
@@ -17,17 +17,17 @@ from pathlib import Path
 
 import torch
 
-from clipfuse.checkpoint import (
+from clipfuse.config import apply_overrides, resolve_path
+from clipfuse.data import dataset_classes
+from clipfuse.errors import ClipfuseError, announce, one_line
+from clipfuse.models import Segmentor, create_model, method_uses_text
+from clipfuse.saved_model import (
     CONFIG_FILE,
     WEIGHTS_FILE,
     load_checkpoint,
     load_weights,
     read_pretrained,
 )
-from clipfuse.config import apply_overrides, resolve_path
-from clipfuse.data import dataset_classes
-from clipfuse.errors import ClipfuseError, announce, one_line
-from clipfuse.models import Segmentor, create_model, method_uses_text
 from clipfuse.text import create_prompt_encoder
 from clipfuse.text.resolve import cost_embeddings, embed_classes, resolve_text_encoder, text_spec
 

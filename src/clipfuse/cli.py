@@ -34,7 +34,7 @@ def _eval(args: argparse.Namespace) -> None:
 
 def _eval_vocab(args: argparse.Namespace) -> None:
     from clipfuse.evaluation.zero_shot import DEFAULT_GAMMAS
-    from clipfuse.inference.open_vocab import evaluate_vocab, format_vocab_report
+    from clipfuse.inference.eval_vocab import evaluate_vocab, format_vocab_report
 
     report = evaluate_vocab(
         args.model,

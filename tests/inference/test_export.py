@@ -10,11 +10,11 @@ from helpers import require_shared, tiny_config, write_folder_dataset
 from PIL import Image
 
 from clipfuse.build import create_model_from_config
-from clipfuse.checkpoint import load_checkpoint
 from clipfuse.cli import main
 from clipfuse.engine import train
 from clipfuse.errors import ClipfuseError
 from clipfuse.inference.export import ExportableSegmentor, OnnxSegmentor, export_checkpoint
+from clipfuse.saved_model import load_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from PIL import Image
 
 from clipfuse import ClipfuseError
 from clipfuse.cli import main
-from clipfuse.inference.open_vocab import evaluate_vocab
+from clipfuse.inference.eval_vocab import evaluate_vocab
 
 RENAMED = ("heaven", "street", "vehicle")  # same images and masks, other names
 

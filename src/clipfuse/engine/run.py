@@ -14,10 +14,9 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from clipfuse.build import class_names_of, create_model_from_config, load_model
-from clipfuse.checkpoint import CHECKPOINT_KEY, checkpoint_meta
 from clipfuse.config import apply_overrides
 from clipfuse.engine.batch_stream import BatchStream
-from clipfuse.engine.checkpoints import AtomicCheckpointIO
+from clipfuse.engine.checkpoint_io import AtomicCheckpointIO
 from clipfuse.engine.datamodule import SegmentationDataModule
 from clipfuse.engine.lock import RunLock
 from clipfuse.engine.progress import ProgressLines, StepProgressBar
@@ -35,6 +34,7 @@ from clipfuse.errors import ClipfuseError, announce
 from clipfuse.evaluation import InferenceConfig, format_table, results_to_json
 from clipfuse.fileio import atomic_write_text, prepare_dir, prepare_file, remove_partial_files
 from clipfuse.models import Segmentor, method_uses_text
+from clipfuse.saved_model import CHECKPOINT_KEY, checkpoint_meta
 from clipfuse.seeding import init_rng
 from clipfuse.text.resolve import resolve_text_encoder
 from clipfuse.threads import use_threads
@@ -77,7 +77,7 @@ class _RunTask(SegmentationTask):
                 weight_decay=train["weight_decay"],
                 momentum=train["momentum"],
                 backbone_lr_mult=train["backbone_lr_mult"],
-                head_lr_mult=train.get("head_lr_mult", 1.0),
+                head_lr_mult=train["head_lr_mult"],
             ),
             max_steps=train["max_steps"],
             warmup_steps=train["warmup_steps"],
@@ -85,7 +85,7 @@ class _RunTask(SegmentationTask):
             aux_weight=train["aux_weight"],
             aux_temperature=train["aux_temperature"],
             inference=InferenceConfig.from_dict(config["eval"]),
-            channels_last=train.get("channels_last", False) is True,
+            channels_last=train["channels_last"] is True,
         )
         self.run_config = config
         self.report_path = report_path
@@ -311,7 +311,7 @@ def evaluate(
         )
     report_path = Path(json_path) if json_path else None
     task = _RunTask(model, class_names, config, report_path=report_path, quiet=quiet)
-    # Autocast comes from eval.precision (in infer_logits), not from how the run was trained.
+    # Autocast comes from eval.precision (in infer_probabilities), not from how the run was trained.
     single = {"devices": 1, "num_nodes": 1, "strategy": "auto", "precision": "32-true"}
     config = {**config, "train": {**config["train"], **single, "progress_bar": not quiet}}
     log_dir = prepare_dir(

@@ -8,7 +8,7 @@ import torch
 
 from clipfuse.data.collate import SizeGroups
 from clipfuse.engine.optim import PolyWithWarmup, create_optimizer
-from clipfuse.evaluation import InferenceConfig, SegmentationMetrics, infer_logits
+from clipfuse.evaluation import InferenceConfig, SegmentationMetrics, infer_probabilities
 from clipfuse.losses import segmentation_loss
 from clipfuse.models import Segmentor
 
@@ -94,7 +94,7 @@ class SegmentationTask(L.LightningModule):
 
     def validation_step(self, batch: SizeGroups, batch_idx: int) -> None:
         for images, masks in batch.groups:  # one size each: see clipfuse.data.collate
-            probabilities = infer_logits(
+            probabilities = infer_probabilities(
                 self._logits,
                 images,
                 num_classes=len(self.class_names),

@@ -12,7 +12,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from clipfuse.data import create_eval_transform
 from clipfuse.data.base import image_to_rgb, to_8bit
 from clipfuse.errors import ClipfuseError
-from clipfuse.evaluation import InferenceConfig, infer_logits
+from clipfuse.evaluation import InferenceConfig, infer_probabilities
 from clipfuse.inference.visualize import overlay_with_legend
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
@@ -139,7 +139,7 @@ class BatchRunner:
         size = tuple(size) if isinstance(size, list | tuple) else size
         self.transform = create_eval_transform(mean=tuple(mean), std=tuple(std), size=size)
         self.inference = InferenceConfig.from_dict(config["eval"])
-        self.channels_last = config.get("train", {}).get("channels_last") is True
+        self.channels_last = config["train"]["channels_last"] is True
 
     def tensor(self, image: np.ndarray) -> torch.Tensor:
         tensor, _ = self.transform(image, np.zeros(image.shape[:2], dtype=np.uint8))
@@ -170,7 +170,7 @@ class BatchRunner:
             if self.channels_last:
                 inputs = inputs.contiguous(memory_format=torch.channels_last)
             with torch.inference_mode():
-                probabilities = infer_logits(
+                probabilities = infer_probabilities(
                     logits_fn,
                     inputs,
                     num_classes=num_classes,
