@@ -5,7 +5,7 @@ import torch
 
 from clipfuse import precision as precision_module
 from clipfuse.errors import ClipfuseError
-from clipfuse.evaluation import infer_logits
+from clipfuse.evaluation import infer_probabilities
 from clipfuse.fusion.score_map import cosine_score_map
 from clipfuse.losses import segmentation_loss
 from clipfuse.precision import inference_dtype, resolve_precision
@@ -54,11 +54,11 @@ def test_bf16_inference_agrees_with_fp32_and_returns_fp32():
     ).eval()
     images = torch.randn(2, 3, 24, 32)
     with torch.no_grad():
-        fp32 = infer_logits(model, images, 5, precision="32-true")
-        bf16 = infer_logits(model, images, 5, precision="bf16-mixed")
+        fp32 = infer_probabilities(model, images, 5, precision="32-true")
+        bf16 = infer_probabilities(model, images, 5, precision="bf16-mixed")
         inner = torch.autocast("cpu", dtype=torch.bfloat16)
         with inner:  # an outer autocast (Lightning's) does not override 32-true
-            assert infer_logits(model, images, 5, precision="32-true").equal(fp32)
+            assert infer_probabilities(model, images, 5, precision="32-true").equal(fp32)
     assert bf16.dtype == torch.float32 and not bf16.equal(fp32)
     assert (bf16 - fp32).abs().max() < 0.05
     assert (bf16.argmax(1) == fp32.argmax(1)).float().mean() > 0.95

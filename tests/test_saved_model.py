@@ -1,4 +1,4 @@
-"""Reading a checkpoint (clipfuse.checkpoint): damaged, malicious, newer or foreign files are
+"""Reading a checkpoint (clipfuse.saved_model): damaged, malicious, newer or foreign files are
 one line in every command that reads them, and no payload runs."""
 
 import pytest

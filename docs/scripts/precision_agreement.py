@@ -13,16 +13,18 @@ import json
 
 import torch
 
-from clipfuse.build import build_model
-from clipfuse.checkpoint import load_checkpoint
+from clipfuse.build import create_model_from_config
 from clipfuse.engine.datamodule import SegmentationDataModule
-from clipfuse.evaluation import InferenceConfig, SegmentationMetrics, infer_logits
+from clipfuse.evaluation import InferenceConfig, SegmentationMetrics, infer_probabilities
+from clipfuse.saved_model import load_checkpoint
 
 
 @torch.inference_mode()
 def agreement(checkpoint: str) -> dict:
     config, class_names, state = load_checkpoint(checkpoint)
-    model = build_model(config, class_names, state.get("head.text_embeddings"), pretrained=False)
+    model = create_model_from_config(
+        config, class_names, state.get("head.text_embeddings"), pretrained=False
+    )
     model.load_state_dict(state)
     model.eval()
     data = SegmentationDataModule(
@@ -35,7 +37,7 @@ def agreement(checkpoint: str) -> dict:
         labels = {}
         for precision, metric in metrics.items():
             settings["precision"] = precision
-            probabilities = infer_logits(
+            probabilities = infer_probabilities(
                 lambda x: model(x)["logits"],
                 images,
                 len(class_names),

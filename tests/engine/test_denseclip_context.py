@@ -3,8 +3,8 @@ announced as off with a precomputed bank."""
 
 from helpers import tiny_config
 
-from clipfuse.checkpoint import load_checkpoint
 from clipfuse.engine import train
+from clipfuse.saved_model import load_checkpoint
 
 
 def test_denseclip_learns_context_tokens_through_open_clip(

@@ -8,7 +8,6 @@ import torch
 import yaml
 from helpers import tiny_config
 
-from clipfuse.checkpoint import load_checkpoint
 from clipfuse.config import FORMAT_VERSION
 from clipfuse.engine import train
 from clipfuse.engine.run_folder import (
@@ -19,6 +18,7 @@ from clipfuse.engine.run_folder import (
     write_run_config,
 )
 from clipfuse.errors import ClipfuseError
+from clipfuse.saved_model import load_checkpoint
 
 
 def _checkpoint(path, format_version):

@@ -6,9 +6,9 @@ import pytest
 import torch
 from helpers import refused, snapshot, tiny_config
 
-from clipfuse.checkpoint import load_checkpoint
 from clipfuse.engine import train
 from clipfuse.errors import ClipfuseError
+from clipfuse.saved_model import load_checkpoint
 
 
 class CrashAt(L.Callback):

@@ -14,12 +14,12 @@ import torch
 from helpers import require_shared, snapshot, tiny_config, write_folder_dataset
 from PIL import Image
 
-from clipfuse.build import build_model
-from clipfuse.checkpoint import load_checkpoint
+from clipfuse.build import create_model_from_config
 from clipfuse.cli import main
 from clipfuse.engine import train
 from clipfuse.errors import ClipfuseError
 from clipfuse.inference.export import ExportableSegmentor, OnnxSegmentor, export_checkpoint
+from clipfuse.saved_model import load_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +30,7 @@ def trained(tmp_path_factory):
     train(tiny_config(data, "convformer", max_steps=4, log_every=1), root / "run")
     checkpoint = root / "run" / "checkpoints" / "last.ckpt"
     config, class_names, state = load_checkpoint(checkpoint)
-    model = build_model(
+    model = create_model_from_config(
         config, class_names, text_embeddings=state["head.text_embeddings"], pretrained=False
     )
     model.load_state_dict(state)

@@ -22,14 +22,14 @@ from clipfuse.inference import ClipfuseModel, read_image
 
 def evaluation_labels(checkpoint) -> list[np.ndarray]:
     """The val label maps exactly as ``clipfuse.engine.evaluate`` computes them: its model
-    (load_checkpoint + build_model), its data module, its inference settings."""
-    from clipfuse.build import build_model
-    from clipfuse.checkpoint import load_checkpoint
+    (load_checkpoint + create_model_from_config), its data module, its inference settings."""
+    from clipfuse.build import create_model_from_config
     from clipfuse.engine.run import _datamodule
-    from clipfuse.evaluation import InferenceConfig, infer_logits
+    from clipfuse.evaluation import InferenceConfig, infer_probabilities
+    from clipfuse.saved_model import load_checkpoint
 
     config, class_names, state = load_checkpoint(checkpoint)
-    model = build_model(
+    model = create_model_from_config(
         config, class_names, text_embeddings=state["head.text_embeddings"], pretrained=False
     )
     model.load_state_dict(state)
@@ -40,7 +40,7 @@ def evaluation_labels(checkpoint) -> list[np.ndarray]:
         for batch in _datamodule(config, model).val_dataloader():
             (images, masks), *others = batch.groups
             assert not others  # the tiny dataset's images are all one size
-            probabilities = infer_logits(
+            probabilities = infer_probabilities(
                 lambda x: model(x)["logits"],
                 images,
                 num_classes=len(class_names),

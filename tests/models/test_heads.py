@@ -1,4 +1,4 @@
-"""Language heads: ConvFormerHead (models/heads.py; paper Sec. 3, Eq. 1-4) and DenseCLIPHead
+"""Language heads: ConvFormerHead (models/convformer.py; paper Sec. 3, Eq. 1-4) and DenseCLIPHead
 (models/denseclip.py), as docs/design.md describes them ("Conv-Former fusion", "DenseCLIP
 baseline")."""
 
@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from clipfuse.errors import ClipfuseError
+from clipfuse.models.convformer import ConvFormerHead
 from clipfuse.models.denseclip import DenseCLIPHead, default_pool_heads
-from clipfuse.models.heads import ConvFormerHead
 
 IN_CHANNELS, TEXT_WIDTH, K = 8, 12, 4
 

@@ -38,8 +38,8 @@ from torch import nn
 from clipfuse.analysis.bench_table import add_ratios, format_bench
 from clipfuse.analysis.candidates import (
     Candidate,
-    build_from_spec,
     candidate_loss_args,
+    create_from_spec,
     load_candidates,
 )
 from clipfuse.analysis.memory import memory_cpu, memory_cuda
@@ -120,7 +120,7 @@ def bench(
     torch.manual_seed(0)
     for candidate in candidates:
         say(f"building {candidate.name}")
-        model, info = build_from_spec(candidate.spec)
+        model, info = create_from_spec(candidate.spec)
         model.eval()
         if isinstance(model, Segmentor):
             cost = segmentor_cost(model, *size)

@@ -10,10 +10,10 @@ Each refusal is one line naming the file and what differs, before anything is wr
 from collections.abc import Sequence
 from pathlib import Path
 
-from clipfuse.checkpoint import load_weights, read_checkpoint, unpack_checkpoint
 from clipfuse.config import changed_keys
 from clipfuse.errors import ClipfuseError, one_line
 from clipfuse.models import Segmentor
+from clipfuse.saved_model import load_weights, read_checkpoint, unpack_checkpoint
 
 TRAINING_STATE = ("global_step", "optimizer_states", "lr_schedulers", "loops")
 

@@ -13,11 +13,10 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-from clipfuse.build import build_model, class_names_of, load_model, resolve_text_encoder
-from clipfuse.checkpoint import CHECKPOINT_KEY, checkpoint_meta
+from clipfuse.build import class_names_of, create_model_from_config, load_model
 from clipfuse.config import apply_overrides
 from clipfuse.engine.batch_stream import BatchStream
-from clipfuse.engine.checkpoints import AtomicCheckpointIO
+from clipfuse.engine.checkpoint_io import AtomicCheckpointIO
 from clipfuse.engine.datamodule import SegmentationDataModule
 from clipfuse.engine.lock import RunLock
 from clipfuse.engine.progress import ProgressLines, StepProgressBar
@@ -35,7 +34,9 @@ from clipfuse.errors import ClipfuseError, announce
 from clipfuse.evaluation import InferenceConfig, format_table, results_to_json
 from clipfuse.fileio import atomic_write_text, prepare_dir, prepare_file, remove_partial_files
 from clipfuse.models import Segmentor, method_uses_text
+from clipfuse.saved_model import CHECKPOINT_KEY, checkpoint_meta
 from clipfuse.seeding import init_rng
+from clipfuse.text.resolve import resolve_text_encoder
 from clipfuse.threads import use_threads
 
 # What may change when a run is resumed: when to stop, validate, checkpoint, log and show.
@@ -70,19 +71,21 @@ class _RunTask(SegmentationTask):
         super().__init__(
             model,
             class_names,
-            optimizer=train["optimizer"],
-            lr=train["lr"],
-            weight_decay=train["weight_decay"],
-            momentum=train["momentum"],
-            backbone_lr_mult=train["backbone_lr_mult"],
-            head_lr_mult=train.get("head_lr_mult", 1.0),
+            optim=dict(
+                optimizer=train["optimizer"],
+                lr=train["lr"],
+                weight_decay=train["weight_decay"],
+                momentum=train["momentum"],
+                backbone_lr_mult=train["backbone_lr_mult"],
+                head_lr_mult=train["head_lr_mult"],
+            ),
             max_steps=train["max_steps"],
             warmup_steps=train["warmup_steps"],
             poly_power=train["poly_power"],
             aux_weight=train["aux_weight"],
             aux_temperature=train["aux_temperature"],
             inference=InferenceConfig.from_dict(config["eval"]),
-            channels_last=train.get("channels_last", False) is True,
+            channels_last=train["channels_last"] is True,
         )
         self.run_config = config
         self.report_path = report_path
@@ -240,7 +243,7 @@ def _fit(config: dict, out_dir: Path, last: Path, resume: bool, callbacks: list 
     if method_uses_text(config["model"]["method"]):  # config.yaml names the encoder used
         config = resolve_text_encoder(config, class_names)
     with init_rng(config["seed"]):
-        model = build_model(config, class_names)
+        model = create_model_from_config(config, class_names)
     if resume and last.exists():  # the checks of eval and clipfuse.load, and that it is this run's
         check_resumable(last, config, class_names, model, RESUMABLE_KEYS)
     task = _RunTask(model, class_names, config, report_path=out_dir / "metrics.json")
@@ -308,7 +311,7 @@ def evaluate(
         )
     report_path = Path(json_path) if json_path else None
     task = _RunTask(model, class_names, config, report_path=report_path, quiet=quiet)
-    # Autocast comes from eval.precision (in infer_logits), not from how the run was trained.
+    # Autocast comes from eval.precision (in infer_probabilities), not from how the run was trained.
     single = {"devices": 1, "num_nodes": 1, "strategy": "auto", "precision": "32-true"}
     config = {**config, "train": {**config["train"], **single, "progress_bar": not quiet}}
     log_dir = prepare_dir(

@@ -13,11 +13,11 @@ they have none (nothing was trained there yet).
 import json
 from pathlib import Path
 
-from clipfuse.checkpoint import check_format_version, checkpoint_version
 from clipfuse.config import FORMAT_VERSION, changed_keys, dump_config, load_config
 from clipfuse.errors import ClipfuseError
 from clipfuse.fileio import atomic_write_text
 from clipfuse.precision import with_resolved_precision
+from clipfuse.saved_model import check_format_version, checkpoint_version
 from clipfuse.seeding import with_resolved_draws
 
 CONFIG_FILE = "config.yaml"

@@ -1,6 +1,6 @@
 """The open-vocabulary evaluation of an experiment's runs (spec key ``vocab_eval``).
 
-After a run is trained, ``clipfuse eval-vocab`` (:func:`clipfuse.inference.open_vocab.evaluate_vocab`)
+After a run is trained, ``clipfuse eval-vocab`` (:func:`clipfuse.inference.eval_vocab.evaluate_vocab`)
 scores it with the spec's options; its report is kept beside the run (``vocab_eval.json``) and
 its headline numbers join the run's result row (:data:`VOCAB_METRICS`), so the comparisons of
 the spec (key ``metrics``) can be made on them with the same paired statistics as val mIoU::
@@ -80,7 +80,7 @@ def parse_metrics(value: Any, vocab_eval: dict | None, where: str) -> tuple[str,
 def evaluate_run(folder: Path, options: dict) -> dict:
     """Score the run in ``folder`` (its ``last.ckpt``) with ``options``; the report is written
     to ``folder/vocab_eval.json``. Returns the row fields (:func:`vocab_row`)."""
-    from clipfuse.inference.open_vocab import evaluate_vocab
+    from clipfuse.inference.eval_vocab import evaluate_vocab
 
     kwargs = {key: value for key, value in options.items() if key != "map"}
     if "map" in options:

@@ -1,6 +1,7 @@
 """Using a trained model: :func:`load`, :class:`ClipfuseModel` (predict, save_pretrained),
 prediction results and overlays. The web demo lives in :mod:`clipfuse.inference.serve`."""
 
+from clipfuse.config import FORMAT_VERSION
 from clipfuse.inference.labels import LabelChoice, parse_labels, resolve_labels
 from clipfuse.inference.predict import (
     Prediction,
@@ -8,7 +9,7 @@ from clipfuse.inference.predict import (
     expand_inputs,
     read_image,
 )
-from clipfuse.inference.pretrained import FORMAT_VERSION, ClipfuseModel, load
+from clipfuse.inference.pretrained import ClipfuseModel, load
 from clipfuse.inference.visualize import colorize, overlay_with_legend
 
 __all__ = [

@@ -34,10 +34,6 @@ class LabelChoice:
     indices: tuple[int | None, ...]
 
     @property
-    def all_trained(self) -> bool:
-        return all(index is not None for index in self.indices)
-
-    @property
     def new_queries(self) -> list[str]:
         return [q for q, i in zip(self.queries, self.indices, strict=True) if i is None]
 
@@ -138,12 +134,12 @@ def label_colour(name: str) -> np.ndarray:
 
 def dataset_palette(config: dict, class_names: list[str]) -> np.ndarray | None:
     """The training dataset's colours when it is on this machine, else None."""
-    from clipfuse.data import build_dataset
+    from clipfuse.data import create_dataset
 
-    data = config.get("data", {})
+    data = config["data"]
     try:
-        dataset = build_dataset(
-            data["dataset"], "val", root=data.get("root"), **data.get("dataset_kwargs", {})
+        dataset = create_dataset(
+            data["dataset"], "val", root=data["root"], **data["dataset_kwargs"]
         )
     except Exception:  # absent or unreadable: the default palette will do
         return None

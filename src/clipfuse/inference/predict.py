@@ -9,10 +9,10 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from clipfuse.data import build_eval_transform
+from clipfuse.data import create_eval_transform
 from clipfuse.data.base import image_to_rgb, to_8bit
 from clipfuse.errors import ClipfuseError
-from clipfuse.evaluation import InferenceConfig, infer_logits
+from clipfuse.evaluation import InferenceConfig, infer_probabilities
 from clipfuse.inference.visualize import overlay_with_legend
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
@@ -137,9 +137,9 @@ class BatchRunner:
     def __init__(self, mean: Sequence[float], std: Sequence[float], config: dict) -> None:
         size = config["data"]["val_size"]
         size = tuple(size) if isinstance(size, list | tuple) else size
-        self.transform = build_eval_transform(mean=tuple(mean), std=tuple(std), size=size)
+        self.transform = create_eval_transform(mean=tuple(mean), std=tuple(std), size=size)
         self.inference = InferenceConfig.from_dict(config["eval"])
-        self.channels_last = config.get("train", {}).get("channels_last") is True
+        self.channels_last = config["train"]["channels_last"] is True
 
     def tensor(self, image: np.ndarray) -> torch.Tensor:
         tensor, _ = self.transform(image, np.zeros(image.shape[:2], dtype=np.uint8))
@@ -170,7 +170,7 @@ class BatchRunner:
             if self.channels_last:
                 inputs = inputs.contiguous(memory_format=torch.channels_last)
             with torch.inference_mode():
-                probabilities = infer_logits(
+                probabilities = infer_probabilities(
                     logits_fn,
                     inputs,
                     num_classes=num_classes,

@@ -1,37 +1,24 @@
 """Load, query and share trained models: :func:`load` and :class:`ClipfuseModel`.
 
-A *pretrained folder* (written by :meth:`ClipfuseModel.save_pretrained`) holds
-
-* ``model.safetensors``: the network's ``state_dict`` (the class-name text embeddings are the
-  buffer ``head.text_embeddings``), tensors only;
-* ``config.json``: ``format`` (``"clipfuse-pretrained"``), ``format_version``, ``save_id``
-  (also in the weights' metadata: the two files are one save), ``method``,
-  ``backbone``, ``decoder``, ``class_names``, ``text`` (encoder spec, template, aliases),
-  ``normalization`` (mean / std, 0-255 units), ``palette``, and ``config``: the full run config
-  the model was trained with.
-
-:func:`load` reads such a folder, or a training checkpoint (``.ckpt``, read with
-``torch.load(weights_only=True)``), through :func:`clipfuse.build.load_model`, without the
-dataset, the training config file or the training engine.
+:func:`load` reads a pretrained folder (written by :meth:`ClipfuseModel.save_pretrained`) or
+a training checkpoint (``.ckpt``), both described in :mod:`clipfuse.saved_model`, through
+:func:`clipfuse.build.load_model`, without the dataset, the training config file or the
+training engine. :class:`ClipfuseModel` predicts with the trained classes, a subset or
+renaming of them, or (language-guided methods) new labels, swapping the head's text
+embeddings.
 """
 
 import hashlib
-import json
 import os
 import threading
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
 
-from clipfuse.checkpoint import CONFIG_FILE, PRETRAINED_FORMAT, SAVE_ID, WEIGHTS_FILE
-from clipfuse.config import FORMAT_VERSION
 from clipfuse.errors import ClipfuseError, one_line
-from clipfuse.fileio import atomic_write_all, prepare_dir, remove_partial_files
 from clipfuse.inference.labels import (
     LabelChoice,
     LabelsArg,
@@ -47,6 +34,7 @@ from clipfuse.inference.predict import (
     resolve_device,
 )
 from clipfuse.models import Segmentor, method_uses_text
+from clipfuse.saved_model import pretrained_config, write_pretrained
 
 MAX_LABELS = 255  # label maps are uint8 and 255 is the ignore index
 
@@ -158,7 +146,7 @@ class ClipfuseModel:
                 f" (open_vocab=True / --open-vocab embeds new labels with {self.text['encoder']})"
             )
         choice = resolve_labels(
-            labels, self.class_names, self.text.get("aliases"), open_vocab, open_vocab_hint=hint
+            labels, self.class_names, self.text["aliases"], open_vocab, open_vocab_hint=hint
         )
         if len(choice.names) > MAX_LABELS:
             raise ClipfuseError(f"labels: at most {MAX_LABELS} labels, got {len(choice.names)}")
@@ -182,8 +170,8 @@ class ClipfuseModel:
                 embedded = embed_class_names(
                     spec,
                     new,
-                    template=self.text.get("template", "a photo of a {}."),
-                    aliases=self.text.get("aliases") or None,
+                    template=self.text["template"],
+                    aliases=self.text["aliases"] or None,
                 )
             except ClipfuseError as error:
                 raise ClipfuseError(
@@ -220,7 +208,7 @@ class ClipfuseModel:
     def _score_map_logits(self, images: torch.Tensor) -> torch.Tensor:
         features = self.segmentor.backbone(images)
         _, score_map = self.segmentor.head(features[-1])
-        temperature = float(self.config["train"].get("aux_temperature", 0.07))
+        temperature = float(self.config["train"]["aux_temperature"])
         return F.interpolate(
             score_map / temperature, size=images.shape[-2:], mode="bilinear", align_corners=False
         )
@@ -309,65 +297,18 @@ class ClipfuseModel:
 
     # -- saving ------------------------------------------------------------------------------
 
-    def pretrained_config(self) -> dict:
-        """What ``config.json`` holds (see the module docstring)."""
-        import timm
-
-        import clipfuse
-
-        text = self.text
-        return {
-            "format": PRETRAINED_FORMAT,
-            "format_version": FORMAT_VERSION,
-            "clipfuse_version": clipfuse.__version__,
-            "torch_version": torch.__version__.split("+")[0],
-            "timm_version": timm.__version__,
-            "method": self.method,
-            "backbone": self.backbone,
-            "decoder": self.config["model"]["decoder"],
-            "class_names": self.class_names,
-            "text": {
-                "encoder": text["encoder"],
-                "fallback": text.get("fallback"),
-                "template": text.get("template"),
-                "aliases": dict(text.get("aliases") or {}),
-            },
-            "normalization": {"mean": list(self.mean), "std": list(self.std), "units": "0-255"},
-            "palette": self.palette.tolist(),
-            "config": self.config,
-        }
-
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
-        """Write ``model.safetensors`` and ``config.json`` into ``directory`` (created; other
-        files there are kept). Both are written before either replaces the old one, and share
-        a ``save_id`` that :func:`clipfuse.load` checks, so an interrupted save leaves the old
-        model (or, killed between the two renames, a folder refused as mixed), never a silent
-        mix. Leftovers of an earlier killed save are removed. :func:`clipfuse.load` reads it
-        back on any machine."""
-        directory = prepare_dir(directory, "model folder")
-        for name in (WEIGHTS_FILE, CONFIG_FILE):
-            remove_partial_files(directory, name)
+        """Write the model as a pretrained folder, ``model.safetensors`` and ``config.json``
+        (:func:`clipfuse.saved_model.write_pretrained`: atomic, the two files one save), into
+        ``directory``; :func:`clipfuse.load` reads it back on any machine."""
         state = {
             key: value.detach().to("cpu").contiguous().clone()
             for key, value in self.segmentor.state_dict().items()
         }
         if self._trained_text is not None:
             state["head.text_embeddings"] = self._trained_text.cpu().contiguous().clone()
-        save_id = uuid.uuid4().hex
-        metadata = {
-            "format": PRETRAINED_FORMAT,
-            "format_version": str(FORMAT_VERSION),
-            SAVE_ID: save_id,
-        }
-        config = json.dumps({**self.pretrained_config(), SAVE_ID: save_id}, indent=2) + "\n"
-        atomic_write_all(
-            {
-                directory / WEIGHTS_FILE: lambda path: save_file(state, path, metadata=metadata),
-                directory / CONFIG_FILE: lambda path: path.write_text(config, encoding="utf-8"),
-            },
-            "model file",
-        )
-        return directory
+        meta = pretrained_config(self.config, self.class_names, self.mean, self.std, self.palette)
+        return write_pretrained(directory, state, meta)
 
 
 # -- loading -----------------------------------------------------------------------------------

@@ -1,33 +1,45 @@
-"""Reading saved models, with one-line errors and without unpickling anything.
+"""The saved-model format: what a trained model is saved as, at which version, and how it is
+written and read back (with one-line errors, without unpickling anything).
 
 A trained model is saved in one of two forms:
 
-* a training checkpoint (``.ckpt``, written by ``clipfuse train`` through Lightning): read
-  with ``torch.load(weights_only=True)`` only, so a file holding anything other than tensors
-  and plain data is refused; its ``clipfuse`` entry holds the run config, the class names and
-  the format version;
-* a pretrained folder (written by :meth:`clipfuse.inference.ClipfuseModel.save_pretrained`):
-  ``model.safetensors`` (the network's ``state_dict``) and ``config.json`` (``format``,
-  ``format_version``, ``class_names``, ``config``: the full run config, and what a model card
-  needs: text encoder, normalisation, palette).
+* a training checkpoint (``.ckpt``, written by ``clipfuse train`` through Lightning, its
+  ``clipfuse`` entry from :func:`checkpoint_meta`): read with ``torch.load(weights_only=True)``
+  only, so a file holding anything other than tensors and plain data is refused; its
+  ``clipfuse`` entry holds the run config, the class names and the format version;
+* a pretrained folder (written by :func:`write_pretrained`, through
+  :meth:`clipfuse.inference.ClipfuseModel.save_pretrained`):
+
+  * ``model.safetensors``: the network's ``state_dict`` (the class-name text embeddings are
+    the buffer ``head.text_embeddings``), tensors only;
+  * ``config.json`` (:func:`pretrained_config`): ``format`` (``"clipfuse-pretrained"``),
+    ``format_version``, ``save_id`` (also in the weights' metadata: the two files are one
+    save), ``method``, ``backbone``, ``decoder``, ``class_names``, ``text`` (encoder spec,
+    template, aliases), ``normalization`` (mean / std, 0-255 units), ``palette``, and
+    ``config``: the full run config the model was trained with.
 
 Both carry :data:`clipfuse.config.FORMAT_VERSION`; their config is read back with
-:func:`clipfuse.config.with_defaults` (upgraded to today's keys, every key validated).
+:func:`clipfuse.config.with_defaults` (upgraded to today's keys by
+:func:`clipfuse.config.upgrade_config`, every key validated). The version and its upgrades
+live in :mod:`clipfuse.config` because run folders' ``config.yaml`` share them.
 Lightning-free: loading a model for inference does not import the training engine.
 """
 
 import json
 import os
 import pickle
+import uuid
 import zipfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from clipfuse.config import FORMAT_VERSION, with_defaults
 from clipfuse.errors import ClipfuseError, one_line
+from clipfuse.fileio import atomic_write_all, prepare_dir, remove_partial_files
 
 CHECKPOINT_KEY = "clipfuse"
 PRETRAINED_FORMAT = "clipfuse-pretrained"
@@ -131,6 +143,69 @@ def unpack_checkpoint(checkpoint: dict) -> tuple[dict, list[str], dict[str, torc
         if key.startswith("model.")
     }
     return config, list(meta["class_names"]), state
+
+
+def pretrained_config(
+    config: dict, class_names: list[str], mean: tuple, std: tuple, palette: np.ndarray
+) -> dict:
+    """What a pretrained folder's ``config.json`` holds (see the module docstring), but its
+    ``save_id``."""
+    import timm
+
+    import clipfuse
+
+    model, text = config["model"], config["text"]
+    return {
+        "format": PRETRAINED_FORMAT,
+        "format_version": FORMAT_VERSION,
+        "clipfuse_version": clipfuse.__version__,
+        "torch_version": torch.__version__.split("+")[0],
+        "timm_version": timm.__version__,
+        "method": model["method"],
+        "backbone": model["backbone"],
+        "decoder": model["decoder"],
+        "class_names": class_names,
+        "text": {
+            "encoder": text["encoder"],
+            "fallback": text["fallback"],
+            "template": text["template"],
+            "aliases": dict(text["aliases"] or {}),
+        },
+        "normalization": {"mean": list(mean), "std": list(std), "units": "0-255"},
+        "palette": palette.tolist(),
+        "config": config,
+    }
+
+
+def write_pretrained(
+    directory: str | os.PathLike, state: dict[str, torch.Tensor], meta: dict
+) -> Path:
+    """Write ``state`` to ``model.safetensors`` and ``meta`` (:func:`pretrained_config`) to
+    ``config.json`` in ``directory`` (created; other files there are kept). Both are written
+    before either replaces the old one, and share a ``save_id`` that :func:`read_pretrained`
+    checks, so an interrupted save leaves the old model (or, killed between the two renames,
+    a folder refused as mixed), never a silent mix. Leftovers of an earlier killed save are
+    removed."""
+    from safetensors.torch import save_file
+
+    directory = prepare_dir(directory, "model folder")
+    for name in (WEIGHTS_FILE, CONFIG_FILE):
+        remove_partial_files(directory, name)
+    save_id = uuid.uuid4().hex
+    metadata = {
+        "format": PRETRAINED_FORMAT,
+        "format_version": str(FORMAT_VERSION),
+        SAVE_ID: save_id,
+    }
+    config = json.dumps({**meta, SAVE_ID: save_id}, indent=2) + "\n"
+    atomic_write_all(
+        {
+            directory / WEIGHTS_FILE: lambda path: save_file(state, path, metadata=metadata),
+            directory / CONFIG_FILE: lambda path: path.write_text(config, encoding="utf-8"),
+        },
+        "model file",
+    )
+    return directory
 
 
 def read_pretrained(directory: str | os.PathLike) -> tuple[dict, dict[str, torch.Tensor]]:

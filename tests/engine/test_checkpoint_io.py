@@ -1,4 +1,4 @@
-"""The training's checkpoint writer (engine/checkpoints.py): atomic, next to the target."""
+"""The training's checkpoint writer (engine/checkpoint_io.py): atomic, next to the target."""
 
 import tempfile
 
@@ -8,7 +8,7 @@ from helpers import snapshot
 
 
 def test_checkpoint_write_is_atomic_next_to_the_target(world, tmp_path, monkeypatch):
-    from clipfuse.engine.checkpoints import AtomicCheckpointIO
+    from clipfuse.engine.checkpoint_io import AtomicCheckpointIO
     from clipfuse.fileio import partial_files
 
     io_plugin = AtomicCheckpointIO()

