@@ -1,11 +1,32 @@
-"""Helpers shared by the tests: ../shared lookup, tiny datasets, tiny configs."""
+"""Helpers shared by the tests: ../shared lookup, tiny datasets, tiny configs, file snapshots
+and damaged checkpoints."""
 
+import hashlib
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
+from PIL import Image
 
 from clipfuse.paths import shared_root
+
+# A tiny, randomly initialised CLIP (open_clip config); nothing is downloaded.
+TINY_ARCH = "clipfuse-tiny-test"
+TINY_EMBED_DIM = 16
+TINY_WIDTH = 32
+TINY_OPEN_CLIP_CONFIG = {
+    "embed_dim": TINY_EMBED_DIM,
+    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 16},
+    "text_cfg": {
+        "context_length": 77,
+        "vocab_size": 49408,
+        "width": TINY_WIDTH,
+        "heads": 2,
+        "layers": 2,
+    },
+}
 
 
 def require_shared(relative: str) -> Path:
@@ -111,3 +132,59 @@ def refused(capsys, argv: list[str], *fragments: str, read=error_line) -> str:
     for fragment in fragments:
         assert fragment in err, (fragment, err)
     return err
+
+
+def snapshot(*folders: Path) -> dict[str, str]:
+    """Every file under ``folders`` -> SHA-256 of its bytes."""
+    files = {}
+    for folder in folders:
+        paths = (
+            [folder] if folder.is_file() else sorted(p for p in folder.rglob("*") if p.is_file())
+        )
+        for path in paths:
+            files[str(path)] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return files
+
+
+def save_png(path: Path, array: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+    return path
+
+
+class _Exploit:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def write_bad_checkpoint(kind: str, good: Path, path: Path) -> str:
+    """Write a damaged checkpoint of ``kind`` to ``path``; the expected error fragment."""
+    data = good.read_bytes()
+    if kind == "empty":
+        path.write_bytes(b"")
+        return "is empty (0 bytes)"
+    if kind == "truncated":
+        path.write_bytes(data[: len(data) // 3])
+        return "truncated or damaged"
+    if kind == "random":
+        path.write_bytes(np.random.default_rng(0).bytes(4096))
+        return "is not a PyTorch checkpoint"
+    if kind == "malicious":
+        torch.save({"payload": _Exploit(path.parent / "pwned")}, path)
+        return "plain data: refused (loading it could run code"
+    checkpoint = torch.load(good, weights_only=True)
+    if kind == "version99":
+        checkpoint["clipfuse"]["format_version"] = 99
+        torch.save(checkpoint, path)
+        return "format version 99"
+    if kind == "misfit":
+        config = checkpoint["clipfuse"]["config"]
+        config["model"]["decoder_kwargs"] = {"channels": 24}
+        torch.save(checkpoint, path)
+        return "does not fit its config"
+    assert kind == "foreign"
+    torch.save({"state_dict": checkpoint["state_dict"]}, path)
+    return "was not written by clipfuse"

@@ -1,11 +1,15 @@
-"""The one atomic-write helper: temporary file next to the target, cleaned up on failure."""
+"""The one atomic-write helper: temporary file next to the target, cleaned up on failure; output
+paths that cannot be written (a file, a folder, read-only) are one line in every command."""
 
 import errno
 import os
+import shutil
 import stat
+import tempfile
 from pathlib import Path
 
 import pytest
+from helpers import refused, snapshot
 
 from clipfuse.errors import ClipfuseError
 from clipfuse.fileio import (
@@ -17,6 +21,8 @@ from clipfuse.fileio import (
     prepare_file,
     remove_partial_files,
 )
+
+ROOT_USER = hasattr(os, "geteuid") and os.geteuid() == 0  # root writes into read-only folders
 
 
 def test_replaces_the_target_and_keeps_the_usual_permissions(tmp_path):
@@ -119,3 +125,56 @@ def test_output_paths_are_checked_before_the_work(tmp_path):
     with pytest.raises(ClipfuseError, match="is a folder: expected a file path"):
         prepare_file(tmp_path)
     assert a_file.read_text() == "x"
+
+
+def test_output_paths_that_cannot_be_written_are_one_line(world, tmp_path, capsys):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("keep me\n")
+    folder = tmp_path / "a_folder"
+    folder.mkdir()
+    ckpt = str(world.checkpoint)
+    image = str(sorted((world.data / "images" / "val").glob("*.png"))[0])
+    cases = [
+        (["export", "--checkpoint", ckpt, "--out", str(folder)], "is a folder"),
+        (["export", "--checkpoint", ckpt, "--out", str(a_file / "m.onnx")], "is a file"),
+        (["predict", image, "--model", ckpt, "--out", str(a_file)], "is a file"),
+        (["predict", image, "--model", ckpt, "--out", str(a_file / "sub")], "is a file"),
+        (["train", "--config", str(world.config), "--out", str(a_file)], "is a file"),
+        (["train", "--config", str(world.config), "--out", str(a_file / "run")], "is a file"),
+        (["eval", "--checkpoint", ckpt, "--output", str(folder)], "is a folder"),
+        (["eval", "--checkpoint", ckpt, "--output", str(a_file / "m.json")], "is a file"),
+    ]
+    for argv, fragment in cases:
+        refused(capsys, argv, str(a_file if "a_file" in argv[-1] else folder), fragment)
+    assert a_file.read_text() == "keep me\n" and not list(folder.iterdir())
+
+
+def test_read_only_folders_are_one_line(world, tmp_path, capsys, monkeypatch):
+    locked = tmp_path / "read-only"  # holds a copy of the run, e.g. a shared model folder
+    shutil.copytree(world.run / "checkpoints", locked / "checkpoints")
+    before = snapshot(locked)
+    if ROOT_USER:  # root ignores permissions: refuse the write where the OS would
+        real = tempfile.TemporaryFile
+
+        def denied(*args, dir=None, **kwargs):
+            if dir is not None and Path(dir).is_relative_to(locked):
+                raise PermissionError(13, "Permission denied")
+            return real(*args, dir=dir, **kwargs)
+
+        monkeypatch.setattr(tempfile, "TemporaryFile", denied)
+    else:
+        locked.chmod(0o555)
+    try:
+        ckpt = str(locked / "checkpoints" / "last.ckpt")
+        image = str(sorted((world.data / "images" / "val").glob("*.png"))[0])
+        for argv in (
+            ["export", "--checkpoint", ckpt, "--out", str(locked / "m.onnx")],
+            ["predict", image, "--model", ckpt, "--out", str(locked)],
+            ["train", "--config", str(world.config), "--out", str(locked)],
+            ["eval", "--checkpoint", ckpt],  # its logs would go to read-only/eval
+        ):
+            refused(capsys, argv, str(locked), "permission denied")
+    finally:
+        locked.chmod(0o755)
+    assert snapshot(locked) == before
+    assert {p.name for p in locked.iterdir()} <= {"checkpoints", "eval"}

@@ -1,9 +1,10 @@
 import json
+import shutil
 
 import lightning as L
 import pytest
 import torch
-from helpers import tiny_config
+from helpers import refused, snapshot, tiny_config
 
 from clipfuse.engine import train
 from clipfuse.errors import ClipfuseError
@@ -86,3 +87,29 @@ def test_the_progress_bar_of_a_step_budget_has_no_epoch_total():
     bar.trainer.fit_loop.max_epochs = -1  # what fit() sets for a max_steps run
     assert bar.trainer.max_epochs == -1
     assert bar._get_train_description(0).strip() == "Epoch 0"  # was "Epoch 0/-2"
+
+
+def test_a_run_that_died_before_its_first_checkpoint_is_not_replaced(world, run_copy, capsys):
+    shutil.rmtree(run_copy / "checkpoints")
+    before = snapshot(run_copy)
+    refused(
+        capsys,
+        ["train", "--config", str(world.config), "--out", str(run_copy)],
+        "stopped before its first checkpoint",
+        "--resume",
+    )
+    assert snapshot(run_copy) == before
+
+
+def test_a_finished_run_is_not_replaced(world, run_copy, capsys):
+    before = snapshot(run_copy)
+    refused(
+        capsys,
+        ["train", "--config", str(world.config), "--out", str(run_copy)],
+        "already holds a run",
+    )
+    assert snapshot(run_copy) == before
+
+
+def test_validation_runs_once_when_val_every_equals_max_steps(world):
+    assert world.validations == 1

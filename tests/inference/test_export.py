@@ -2,11 +2,16 @@
 dynamic batch / height / width."""
 
 import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from helpers import require_shared, tiny_config, write_folder_dataset
+from helpers import require_shared, snapshot, tiny_config, write_folder_dataset
 from PIL import Image
 
 from clipfuse.build import create_model_from_config
@@ -120,3 +125,50 @@ def test_export_errors(trained, tmp_path, capsys):
     missing = tmp_path / "missing.ckpt"
     assert main(["export", "--checkpoint", str(missing), "--out", str(tmp_path / "m.onnx")]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_failed_export_keeps_the_earlier_model(world, tmp_path, monkeypatch):
+    from clipfuse.fileio import partial_files
+    from clipfuse.inference import export
+
+    out = tmp_path / "model.onnx"
+    export.export_checkpoint(world.checkpoint, out, exporter="torchscript")
+    import onnx
+
+    onnx.load(str(out))
+    before = snapshot(out)
+
+    def interrupted(path, data):
+        Path(path).write_bytes(b"18 MB of a 75 MB model")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(export, "_write_metadata", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        export.export_checkpoint(world.checkpoint, out, exporter="torchscript")
+    assert snapshot(out) == before
+    assert not partial_files(tmp_path)
+
+
+def test_kill_9_during_export_keeps_the_earlier_model(world, tmp_path):
+    from clipfuse.fileio import partial_files
+
+    out = tmp_path / "model.onnx"
+    out.write_bytes(b"the good model of an earlier export")
+    before = snapshot(out)
+    export = subprocess.Popen(
+        [sys.executable, "-m", "clipfuse.cli", "export", "--checkpoint", str(world.checkpoint)]
+        + ["--out", str(out), "--exporter", "torchscript"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while not list(tmp_path.glob(".model.onnx.*.partial.onnx")):  # the write has begun
+            assert export.poll() is None, "the export ended before it was killed"
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+    finally:
+        export.send_signal(signal.SIGKILL)
+        export.wait(timeout=60)
+    assert snapshot(out) == before
+    assert [p.name.startswith(".model.onnx.") for p in partial_files(tmp_path)] == [True]

@@ -91,3 +91,25 @@ def test_impossible_serve_flags_are_one_line_before_the_model_loads(
     missing_model = tmp_path / "no-such-model"  # the flags are checked first
     assert main(["serve", "--model", str(missing_model), *flags]) == 2
     assert error_line(capsys.readouterr().err) == message
+
+
+def test_an_oversized_streamed_upload_does_not_claim_a_size():
+    from clipfuse.inference.serve import UploadError, decode_upload
+
+    with pytest.raises(UploadError) as error:
+        decode_upload(b"x" * 21_000_001, 4096 * 4096, 21_000_000)
+    assert str(error.value) == "the file is larger than the limit of 21.0 MB (21,000,000 bytes)"
+
+
+def test_an_oversized_declared_upload_gives_both_sizes_exactly(model):
+    from fastapi.testclient import TestClient
+
+    from clipfuse.inference.serve import create_app
+
+    client = TestClient(create_app(model, max_bytes=20 * 1024 * 1024))
+    length = 20 * 1024 * 1024 + 64 * 1024 + 1  # rounds to 21.0 MB, as the limit does
+    answer = client.post("/api/predict", content=b"x" * length)
+    assert answer.status_code == 413
+    assert answer.json()["error"] == (
+        "the upload is 21.0 MB (21,037,057 bytes): the limit is 21.0 MB (20,971,520 bytes)"
+    )

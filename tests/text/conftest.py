@@ -5,30 +5,15 @@ The Hugging Face tokenizer is built from the CLIP BPE vocabulary that open_clip 
 """
 
 import gzip
-import json
 import os
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import TINY_EMBED_DIM, TINY_WIDTH
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
-
-TINY_ARCH = "clipfuse-tiny-test"
-TINY_EMBED_DIM = 16
-TINY_WIDTH = 32
-TINY_OPEN_CLIP_CONFIG = {
-    "embed_dim": TINY_EMBED_DIM,
-    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 16},
-    "text_cfg": {
-        "context_length": 77,
-        "vocab_size": 49408,
-        "width": TINY_WIDTH,
-        "heads": 2,
-        "layers": 2,
-    },
-}
 
 
 @pytest.fixture(autouse=True)
@@ -39,23 +24,6 @@ def _offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setenv("CLIPFUSE_CACHE", str(tmp_path / "clipfuse-cache"))
-
-
-@pytest.fixture(scope="session")
-def open_clip_spec(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """``open_clip:<tiny arch>/<local .safetensors>`` with the arch registered in open_clip."""
-    import open_clip
-    from safetensors.torch import save_file
-
-    folder = tmp_path_factory.mktemp("open_clip")
-    config = folder / f"{TINY_ARCH}.json"
-    config.write_text(json.dumps(TINY_OPEN_CLIP_CONFIG))
-    open_clip.add_model_config(config)
-    torch.manual_seed(0)
-    model = open_clip.create_model(TINY_ARCH)
-    checkpoint = folder / "tiny.safetensors"
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, checkpoint)
-    return f"open_clip:{TINY_ARCH}/{checkpoint}"
 
 
 def clip_bpe_tokenizer():

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import refused, tiny_config
 
 import clipfuse
 from clipfuse import ClipfuseError
@@ -136,7 +137,6 @@ def test_open_vocab_with_a_bank_that_lacks_labels(tiny_run, tmp_path):
 
 
 def test_open_vocab_needs_a_language_guided_model(folder_dataset):
-    from helpers import tiny_config
 
     from clipfuse.build import create_model_from_config
 
@@ -153,3 +153,14 @@ def test_open_vocab_needs_a_language_guided_model(folder_dataset):
         model.predict(np.zeros((32, 32, 3), np.uint8), ["lake"])
     assert "'lake'" in str(error.value) and "open-vocab" not in str(error.value)
     assert model.predict(np.zeros((32, 32, 3), np.uint8), ["road"]).class_names == ["road"]
+
+
+def test_empty_labels_on_the_command_line_do_not_speak_python(world, tmp_path, capsys):
+    image = str(sorted((world.data / "images" / "val").glob("*.png"))[0])
+    err = refused(
+        capsys,
+        ["predict", image, "--model", str(world.checkpoint), "--labels", ",", "--out",
+         str(tmp_path / "p")],
+        "labels: none given",
+    )  # fmt: skip
+    assert "None" not in err

@@ -1,4 +1,6 @@
-"""Language heads: ConvFormerHead and DenseCLIPHead (contracts.md, method.md sections 1, 4)."""
+"""Language heads: ConvFormerHead (models/convformer.py; paper Sec. 3, Eq. 1-4) and DenseCLIPHead
+(models/denseclip.py), as docs/design.md describes them ("Conv-Former fusion", "DenseCLIP
+baseline")."""
 
 import copy
 

@@ -15,6 +15,8 @@ import pytest
 from helpers import require_shared
 from PIL import Image
 
+from clipfuse.cli import main
+
 CHROMIUM = Path(os.environ.get("CLIPFUSE_CHROMIUM", "/usr/bin/chromium"))  # Debian's chromium
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -218,3 +220,16 @@ def test_the_page_in_a_real_browser(chromium, server, tmp_path):
     names = page.locator("#areas tr.class-row td:nth-child(2)").all_inner_texts()
     assert sorted(names) == ["heavens", "road"]
     page.close()
+
+
+def test_serve_on_a_busy_port_fails_before_announcing(world, capsys):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        capsys.readouterr()
+        assert main(["serve", "--model", str(world.checkpoint), "--port", str(port)]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith(f"error: cannot serve on 127.0.0.1:{port}: ")
+    assert captured.err.count("\n") == 1 and "--port" in captured.err
+    assert "serving" not in captured.out

@@ -9,10 +9,13 @@ import textwrap
 import numpy as np
 import pytest
 import torch
+from helpers import save_png
+from PIL import Image
 from safetensors.torch import load_file, save_file
 
 import clipfuse
 from clipfuse import ClipfuseError
+from clipfuse.cli import main
 from clipfuse.config import FORMAT_VERSION
 from clipfuse.inference import ClipfuseModel, read_image
 
@@ -292,3 +295,40 @@ def test_models_of_older_format_versions_load_as_they_were_trained(tiny_run, tmp
         save_file(state, folder / "model.safetensors")
         head = clipfuse.load(folder, device="cpu").segmentor.head
         assert head.text_scale == old.text_scale and head.fusion.image_gate is None
+
+
+def test_16_bit_greyscale_is_segmented_like_its_8_bit_version(world, model, tmp_path, capsys):
+    from clipfuse.inference.serve import predict_upload
+
+    rgb = np.asarray(Image.open(sorted((world.data / "images" / "val").glob("*.png"))[0]))
+    grey = np.asarray(Image.fromarray(rgb).convert("L"))
+    wide = grey.astype(np.uint16) * 257  # the same intensities on 16 bits
+    eight = save_png(tmp_path / "in" / "eight.png", grey)
+    sixteen = save_png(tmp_path / "in" / "sixteen.png", wide)
+    assert Image.open(sixteen).mode.startswith("I")
+
+    expected = model.predict(eight, scores=False)
+    assert expected.image.min() < 200  # not saturated to white
+    for same in (sixteen, wide):  # the API on the file, and on the uint16 array
+        result = model.predict(same, scores=False)
+        assert np.array_equal(result.image, expected.image)
+        assert np.array_equal(result.label_map, expected.label_map)
+
+    out = tmp_path / "out"
+    assert main(["predict", str(eight), str(sixteen), "--model", str(world.checkpoint)]
+                + ["--out", str(out)]) == 0  # fmt: skip
+    for kind in ("overlay", "labels"):  # the overlay shows the image: it must be the same
+        pair = [np.asarray(Image.open(out / f"{n}_{kind}.png")) for n in ("eight", "sixteen")]
+        assert np.array_equal(pair[0], pair[1])
+
+    answers = [predict_upload(model, path.read_bytes()) for path in (eight, sixteen)]
+    assert answers[0] == answers[1]  # the web page: same overlay, same areas
+
+
+def test_float_images_are_refused_consistently(model, tmp_path):
+    path = tmp_path / "float.tif"
+    Image.fromarray(np.zeros((32, 32), np.float32)).save(path)
+    with pytest.raises(ClipfuseError, match="floating-point"):
+        model.predict(path)
+    with pytest.raises(ClipfuseError, match="dtype float32"):
+        model.predict(np.zeros((32, 32), np.float32))

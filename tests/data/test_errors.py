@@ -1,5 +1,6 @@
 """Bad data raises one-line ClipfuseErrors that name the file and what was expected."""
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from data_writers import (
     write_cityscapes,
     write_folder,
 )
+from helpers import refused, save_png
 
 from clipfuse.data import ADE20K, CamVid, Cityscapes, FolderDataset, SegmentationDataset
 from clipfuse.errors import ClipfuseError
@@ -213,3 +215,31 @@ def test_base_class_validation(tmp_path: Path) -> None:
         SegmentationDataset(pair, ["a", "b"], palette=np.zeros((2, 4), dtype=np.uint8))
     with pytest.raises(ClipfuseError, match="holds no segmentation samples"):
         SegmentationDataset([], ["a", "b"], where=tmp_path)
+
+
+def test_every_bad_file_is_listed_before_training(world, tmp_path, capsys):
+    data = Path(shutil.copytree(world.data, tmp_path / "data"))
+    train_images, train_masks = data / "images" / "train", data / "masks" / "train"
+    (train_images / "001.png").write_bytes(b"not a png")
+    save_png(train_masks / "002.png", np.zeros((40, 48, 3), np.uint8))  # RGB, not labels
+    save_png(train_masks / "003.png", np.zeros((10, 10), np.uint8))  # wrong size
+    out = tmp_path / "run"
+    refused(
+        capsys,
+        ["train", "--config", str(world.config), "--out", str(out), f"data.root={data}"],
+        "3 of 4 samples are bad",
+        "001.png could not be read",
+        "002.png has mode RGB",
+        "003.png is 10x10",
+    )
+    assert not (out / "config.yaml").exists() and not (out / "checkpoints").exists()
+
+
+def test_a_mask_without_an_image_is_an_error(world, tmp_path, capsys):
+    data = Path(shutil.copytree(world.data, tmp_path / "data"))
+    save_png(data / "masks" / "train" / "999.png", np.zeros((40, 48), np.uint8))
+    refused(
+        capsys,
+        ["train", "--config", str(world.config), "--out", str(tmp_path / "r"), f"data.root={data}"],
+        "999.png has no image",
+    )
