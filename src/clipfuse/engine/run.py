@@ -17,6 +17,7 @@ from clipfuse.build import build_model, class_names_of, load_model, resolve_text
 from clipfuse.config import apply_overrides
 from clipfuse.engine.batch_stream import BatchStream
 from clipfuse.engine.checkpoint_io import AtomicCheckpointIO
+from clipfuse.engine.ema import EMA
 from clipfuse.engine.datamodule import SegmentationDataModule
 from clipfuse.engine.lock import RunLock
 from clipfuse.engine.progress import ProgressLines, StepProgressBar
@@ -256,6 +257,8 @@ def _fit(config: dict, out_dir: Path, last: Path, resume: bool, callbacks: list 
     )
     stop = SafeStop(last)  # a diverged loss, SIGTERM and Ctrl-C
     callbacks = [checkpoints, stop, BatchStream(out_dir), *(callbacks or [])]
+    if config["train"]["ema_decay"] is not None:  # validation and checkpoints hold the average
+        callbacks.append(EMA(config["train"]["ema_decay"]))
     trainer = _trainer(config, out_dir, callbacks)
     ckpt_path = None
     if resume and last.exists():
