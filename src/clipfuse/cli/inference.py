@@ -1,0 +1,96 @@
+"""``clipfuse predict``, ``serve`` and ``export``: parsing and dispatch."""
+
+import argparse
+
+from clipfuse.cli.options import DEVICE_HELP, MODEL_HELP, SIZE, pick
+
+
+def _predict(args: argparse.Namespace) -> None:
+    from clipfuse.inference import load
+    from clipfuse.inference.files import predict_to_folder
+
+    model = load(args.model, device=args.device)
+    predict_to_folder(
+        model, args.images, args.out, **pick(args, "labels", "open_vocab", "batch_size")
+    )
+
+
+def _serve(args: argparse.Namespace) -> None:
+    from clipfuse.inference.serve import serve
+
+    serve(args.model, **pick(args, "host", "port", "device", "max_bytes", "max_pixels"))
+
+
+def _export(args: argparse.Namespace) -> None:
+    from clipfuse.inference.export import export_checkpoint
+
+    out = export_checkpoint(
+        args.checkpoint, args.out, format=args.format, size=args.size, exporter=args.exporter
+    )
+    print(f"{args.checkpoint} -> {out}")
+
+
+def add_predict_and_serve(commands) -> None:
+    """``predict`` and ``serve``."""
+    predict = commands.add_parser(
+        "predict", help="segment images; write colour overlays with a legend and label PNGs"
+    )
+    predict.add_argument("images", nargs="+", help="image files or folders")
+    predict.add_argument(
+        "--model",
+        "--checkpoint",
+        dest="model",
+        required=True,
+        metavar="DIR_OR_CKPT",
+        help=MODEL_HELP,
+    )
+    predict.add_argument(
+        "--labels",
+        help="labels to predict, comma-separated: a subset / renaming of the trained classes "
+        '("road, car, person", "Road=street"), or any labels with --open-vocab',
+    )
+    predict.add_argument(
+        "--open-vocab",
+        action="store_true",
+        help="predict from the pixel-text score map, so labels outside the trained vocabulary "
+        "work (convformer / denseclip; less accurate than the decoder)",
+    )
+    predict.add_argument(
+        "--out", default="predictions", help="output folder (default: predictions)"
+    )
+    predict.add_argument("--device", help=DEVICE_HELP)
+    predict.add_argument("--batch-size", type=int, default=4, help="images per forward pass")
+    predict.set_defaults(func=_predict)
+
+    serve = commands.add_parser("serve", help="a local web page to try a model on your images")
+    serve.add_argument("--model", required=True, metavar="DIR_OR_CKPT", help=MODEL_HELP)
+    serve.add_argument("--host", default="127.0.0.1", help="address (default: 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=7860, help="port (default: 7860)")
+    serve.add_argument("--device", help=DEVICE_HELP)
+    serve.add_argument(
+        "--max-bytes", type=int, default=20 * 1024 * 1024, help="largest upload in bytes"
+    )
+    serve.add_argument(
+        "--max-pixels", type=int, default=4096 * 4096, help="largest image in pixels (W x H)"
+    )
+    serve.set_defaults(func=_serve)
+
+
+def add_export(commands) -> None:
+    """``export``."""
+    export = commands.add_parser("export", help="export a checkpoint to ONNX, vocabulary baked in")
+    export.add_argument("--checkpoint", required=True, help="a clipfuse .ckpt file")
+    export.add_argument("--format", default="onnx", choices=["onnx"])
+    export.add_argument("--out", required=True, help="output file, e.g. model.onnx")
+    export.add_argument(
+        "--size",
+        **SIZE,
+        help="example input traced (default: the crop size); the axes stay dynamic",
+    )
+    export.add_argument(
+        "--exporter",
+        choices=["dynamo", "torchscript"],
+        default="dynamo",
+        help="torch.onnx exporter (default: dynamo)",
+    )
+    export.set_defaults(func=_export)

@@ -1,0 +1,108 @@
+"""``clipfuse flops`` and ``bench``: parsing and dispatch to ``clipfuse.analysis``."""
+
+import argparse
+import json
+import sys
+
+from clipfuse.cli.options import OVERRIDES_HELP, SIZE, pick
+
+
+def _flops(args: argparse.Namespace) -> None:
+    from clipfuse.analysis import config_cost, format_cost
+    from clipfuse.config import load_config
+
+    cost = config_cost(load_config(args.config, args.overrides), args.size)
+    print(json.dumps(cost, indent=2) if args.json else format_cost(cost))
+
+
+def _layouts(formats: list[str] | None) -> list[bool] | None:
+    return None if formats is None else [name == "channels_last" for name in formats]
+
+
+def _bench(args: argparse.Namespace) -> None:
+    from clipfuse.analysis.bench import bench, format_bench
+    from clipfuse.fileio import atomic_write_text, prepare_file
+
+    if args.output:
+        prepare_file(args.output, "output file")  # before the measurements, not after them
+    progress = None if args.json else (lambda message: print(f"... {message}", file=sys.stderr))
+    result = bench(
+        args.configs,
+        **pick(args, "size", "threads", "repeats", "warmup", "train_batch", "train_steps"),
+        **pick(args, "onnx", "onnx_exporter", "smp_reference", "channels_last", "device"),
+        batches=args.batch,
+        memory=not args.no_memory,
+        train_precisions=args.train_precision,
+        train_channels_last=_layouts(args.train_memory_format),
+        overrides=args.set,
+        progress=progress,
+    )
+    if args.output:
+        atomic_write_text(args.output, json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2) if args.json else format_bench(result))
+
+
+def add_flops(commands) -> None:
+    """``flops``."""
+    flops = commands.add_parser("flops", help="GMACs and parameters of a config's model, by part")
+    flops.add_argument("--config", required=True, help="YAML config")
+    flops.add_argument("--size", **SIZE, default=[512, 512])
+    flops.add_argument("--json", action="store_true", help="print JSON")
+    flops.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
+    flops.set_defaults(func=_flops)
+
+
+def add_bench(commands) -> None:
+    """``bench``."""
+    bench = commands.add_parser(
+        "bench", help="latency, throughput, memory and GMACs of configs' models, side by side"
+    )
+    bench.add_argument(
+        "--configs", nargs="+", required=True, help="YAML configs; ratios are to the first"
+    )
+    bench.add_argument("--size", **SIZE, default=[512, 512])
+    bench.add_argument(
+        "--batch", type=int, nargs="+", default=[1, 4], help="inference batch sizes (default: 1 4)"
+    )
+    bench.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
+    bench.add_argument(
+        "--repeats", type=int, default=5, help="timed calls per model and batch (default 5)"
+    )
+    bench.add_argument("--warmup", type=int, default=1, help="untimed calls first (default 1)")
+    bench.add_argument(
+        "--train-batch", type=int, default=2, help="training batch (default 2; 0: skip)"
+    )
+    bench.add_argument(
+        "--train-steps", type=int, default=3, help="timed SGD steps (default 3; 0: skip)"
+    )
+    bench.add_argument(
+        "--onnx", action="store_true", help="also time the ONNX export with onnxruntime"
+    )
+    bench.add_argument("--onnx-exporter", choices=["torchscript", "dynamo"], default="torchscript")
+    bench.add_argument(
+        "--smp-reference",
+        action="store_true",
+        help="add segmentation_models_pytorch's FPN on the first config's backbone",
+    )
+    bench.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    bench.add_argument("--channels-last", action="store_true", help="run every model channels-last")
+    bench.add_argument(
+        "--train-precision",
+        nargs="+",
+        default=["32-true"],
+        metavar="P",
+        help="time training in each: 32-true (default), bf16-mixed, 16-mixed",
+    )
+    bench.add_argument(
+        "--train-memory-format",
+        nargs="+",
+        choices=["contiguous", "channels_last"],
+        help="time training in each layout (default: that of --channels-last)",
+    )
+    bench.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    bench.add_argument(
+        "--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides for every config"
+    )
+    bench.add_argument("--json", action="store_true", help="print JSON")
+    bench.add_argument("--output", help="also write the JSON to this file")
+    bench.set_defaults(func=_bench)
