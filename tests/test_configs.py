@@ -10,11 +10,12 @@ import torch
 from helpers import require_shared
 
 from clipfuse.backbones import clip_model_of
-from clipfuse.build import class_names_of, cost_model, resolve_text_encoder
+from clipfuse.build import class_names_of, cost_model
 from clipfuse.config import load_config, resolve_path, resolve_spec
 from clipfuse.errors import ClipfuseError
 from clipfuse.models import method_uses_text
 from clipfuse.text.registry import split_spec
+from clipfuse.text.resolve import resolve_text_encoder
 
 CONFIGS = sorted(p for p in Path("configs").glob("*.yaml"))
 

@@ -55,7 +55,7 @@ def test_the_core_imports_no_extra():
         ),
         (
             "segmentation_models_pytorch",
-            lambda: __import__("clipfuse.analysis.candidates").analysis.candidates.build_from_spec(
+            lambda: __import__("clipfuse.analysis.candidates").analysis.candidates.create_from_spec(
                 {"smp": {"backbone": "mobilenetv2_100", "classes": 3}}
             ),
             "needs segmentation_models_pytorch, which is not installed: pip install 'clipfuse[bench]'",

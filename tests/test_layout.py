@@ -1,5 +1,5 @@
 """The package's shape: inference and analysis never reach into the training engine, and no
-module grows past ~400 lines (docs/design.md, "Package layout")."""
+module grows past ~400 lines, no function past 80 (docs/design.md, "Package layout")."""
 
 import ast
 from pathlib import Path
@@ -39,3 +39,14 @@ def test_no_module_is_over_400_lines():
     sizes = {path.relative_to(PACKAGE): len(path.read_text().splitlines()) for path in MODULES}
     assert len(sizes) > 50
     assert not {path: n for path, n in sizes.items() if n > 400}
+
+
+def test_no_function_is_over_80_lines():
+    functions = (ast.FunctionDef, ast.AsyncFunctionDef)
+    long = [
+        f"{path.relative_to(PACKAGE)}:{node.name}:{node.end_lineno - node.lineno + 1}"
+        for path in MODULES
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, functions) and node.end_lineno - node.lineno + 1 > 80
+    ]
+    assert not long, long

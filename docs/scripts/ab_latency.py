@@ -1,5 +1,5 @@
 """Whole-model latency (batch 1, 512x512, 2 threads), this version's fusion module against another
-version's (same weights), interleaved round-robin. Usage: python ab_latency.py OLD_conv_former.py"""
+version's (same weights), interleaved round-robin. Usage: python ab_latency.py OLD_convformer.py"""
 
 import copy
 import importlib.util
@@ -9,7 +9,7 @@ import time
 
 import torch
 
-from clipfuse.build import build_model, class_names_of
+from clipfuse.build import class_names_of, create_model_from_config
 from clipfuse.config import load_config
 
 spec = importlib.util.spec_from_file_location("before", sys.argv[1])
@@ -21,7 +21,7 @@ torch.manual_seed(0)
 
 def build(name):
     config = load_config(f"configs/{name}_mobilenetv2_ade20k_512x512_80k.yaml")
-    return build_model(config, class_names_of(config), pretrained=False).eval()
+    return create_model_from_config(config, class_names_of(config), pretrained=False).eval()
 
 
 def with_old_fusion(model, **kwargs):

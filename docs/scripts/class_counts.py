@@ -8,7 +8,7 @@ table: the long tail of docs/data.md ("The CCP protocol"), defined on the first 
 import argparse
 
 from clipfuse.config import load_config
-from clipfuse.data import build_dataset, class_image_counts
+from clipfuse.data import class_image_counts, create_dataset
 
 TAIL = 50  # a class in fewer training images than this is in the tail (issue 21)
 
@@ -20,7 +20,7 @@ def main() -> None:
     args = parser.parse_args()
     data = load_config(args.config)["data"]
     datasets = [
-        build_dataset(data["dataset"], split, root=data["root"], **data["dataset_kwargs"])
+        create_dataset(data["dataset"], split, root=data["root"], **data["dataset_kwargs"])
         for split in args.splits
     ]
     counts = [class_image_counts(dataset) for dataset in datasets]

@@ -13,7 +13,7 @@ import json
 
 import torch
 
-from clipfuse.build import build_model
+from clipfuse.build import create_model_from_config
 from clipfuse.engine.datamodule import SegmentationDataModule
 from clipfuse.evaluation import InferenceConfig, SegmentationMetrics, infer_probabilities
 from clipfuse.saved_model import load_checkpoint
@@ -22,7 +22,9 @@ from clipfuse.saved_model import load_checkpoint
 @torch.inference_mode()
 def agreement(checkpoint: str) -> dict:
     config, class_names, state = load_checkpoint(checkpoint)
-    model = build_model(config, class_names, state.get("head.text_embeddings"), pretrained=False)
+    model = create_model_from_config(
+        config, class_names, state.get("head.text_embeddings"), pretrained=False
+    )
     model.load_state_dict(state)
     model.eval()
     data = SegmentationDataModule(

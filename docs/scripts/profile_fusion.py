@@ -1,7 +1,7 @@
 """CPU profile of the Conv-Former fusion module (C=512, K=150, 6 blocks, 8 heads, 2 threads) on a
 16x16 map (a 512x512 image), see docs/speed.md.
 
-    python docs/scripts/profile_fusion.py [--map H W] [--before OLD_conv_former.py] [--profile-before]
+    python docs/scripts/profile_fusion.py [--map H W] [--before OLD_convformer.py] [--profile-before]
 
 With ``--before`` the two versions (same weights) are also timed interleaved, 20 rounds.
 """
@@ -14,11 +14,11 @@ import time
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from clipfuse.fusion import ConvFormer
+from clipfuse.models.convformer import ConvFormer
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--map", type=int, nargs=2, default=[16, 16])
-parser.add_argument("--before", help="conv_former.py of another version")
+parser.add_argument("--before", help="convformer.py (or conv_former.py) of another version")
 parser.add_argument("--profile-before", action="store_true", help="profile that version")
 args = parser.parse_args()
 torch.set_num_threads(2)

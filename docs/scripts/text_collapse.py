@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 import clipfuse
-from clipfuse.data import build_dataset
+from clipfuse.data import create_dataset
 from clipfuse.fusion.score_map import cosine_score_map
 
 
@@ -58,7 +58,7 @@ def main() -> None:
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
     torch.set_num_threads(2)
-    dataset = build_dataset("camvid", split="val")
+    dataset = create_dataset("camvid", split="val")
     images = [
         np.asarray(Image.fromarray(dataset.load(index)[0]).resize((320, 240), Image.BILINEAR))
         for index in range(args.images)

@@ -11,7 +11,7 @@ import json
 import numpy as np
 
 from clipfuse.config import load_config
-from clipfuse.data import build_dataset
+from clipfuse.data import create_dataset
 from clipfuse.paths import shared_root
 
 
@@ -22,7 +22,7 @@ def main() -> None:
     config = load_config(args.config)
     data, text = config["data"], config["text"]
     options = {k: v for k, v in data["dataset_kwargs"].items() if k != "unseen"}
-    classes = list(build_dataset(data["dataset"], "val", root=data["root"], **options).classes)
+    classes = list(create_dataset(data["dataset"], "val", root=data["root"], **options).classes)
     unseen = set(data["dataset_kwargs"].get("unseen", []))
     bank = shared_root() / text["encoder"].removeprefix("bank:shared:")
     names = json.loads(bank.with_suffix(".json").read_text())

@@ -1,12 +1,13 @@
 """From a run config or a saved model to a :class:`~clipfuse.models.Segmentor`: the one way
 the engine, the command line, the benchmark, export and inference build a model.
 
-* :func:`build_model`: run config -> class names' text embeddings -> ``Segmentor``;
+* :func:`create_model_from_config`: run config -> class names' text embeddings -> ``Segmentor``;
 * :func:`load_model`: a training checkpoint or a pretrained folder -> the ``Segmentor`` with
   its weights, strict-checked (:func:`clipfuse.saved_model.load_weights`);
 * :func:`cost_model`: the model with random weights, for counting and timing.
 
-Lightning-free.
+Which text encoder embeds the class names is :mod:`clipfuse.text.resolve`'s policy; this
+module only assembles. Lightning-free.
 """
 
 import os
@@ -16,12 +17,10 @@ from pathlib import Path
 
 import torch
 
-from clipfuse.backbones import clip_model_of
-from clipfuse.config import apply_overrides, resolve_path, resolve_spec
+from clipfuse.config import apply_overrides, resolve_path
 from clipfuse.data import dataset_classes
 from clipfuse.errors import ClipfuseError, announce, one_line
 from clipfuse.models import Segmentor, create_model, method_uses_text
-from clipfuse.paths import shared_root
 from clipfuse.saved_model import (
     CONFIG_FILE,
     WEIGHTS_FILE,
@@ -29,15 +28,8 @@ from clipfuse.saved_model import (
     load_weights,
     read_pretrained,
 )
-from clipfuse.seeding import with_resolved_draws
-from clipfuse.text import build_prompt_encoder, derangement, embed_class_names
-from clipfuse.text.aliases import apply_aliases
-from clipfuse.text.bank import find_bank, resolve_bank_path
-from clipfuse.text.open_clip_encoder import OpenClipEncoder
-from clipfuse.text.registry import split_spec
-
-# ``text.encoder: auto`` on a backbone that is no CLIP image tower: the paper's text.
-DEFAULT_TEXT = "bank:shared:text/clip-vitb16"
+from clipfuse.text import create_prompt_encoder
+from clipfuse.text.resolve import cost_embeddings, embed_classes, resolve_text_encoder, text_spec
 
 
 def class_names_of(config: dict) -> list[str]:
@@ -46,98 +38,7 @@ def class_names_of(config: dict) -> list[str]:
     return dataset_classes(data["dataset"], root=data["root"], **data["dataset_kwargs"])
 
 
-def _same_clip_model(a: str, b: str) -> bool:
-    """``RN50/openai`` vs ``RN50/openai``; an ``<arch>`` without a tag (a local checkpoint)
-    matches any tag of that architecture."""
-    if "/" in a and "/" in b:
-        return a == b
-    return a.partition("/")[0] == b.partition("/")[0]
-
-
-def resolve_text_encoder(config: dict, class_names: list[str]) -> dict:
-    """``config`` with ``text.encoder: auto`` made concrete, the text of the image side.
-
-    A CLIP backbone (:func:`~clipfuse.backbones.clip_model_of`, e.g. ``resnet50_clip.openai``:
-    ``RN50/openai``) gets its own CLIP model's text, as the paper's Table 2 and DenseCLIP pair
-    them: the first bank under ``shared:text`` of that model holding every class, else
-    ``open_clip:<model>`` (announced: it downloads the weights unless cached). Any other
-    backbone gets :data:`DEFAULT_TEXT`. An explicit encoder of another CLIP model than the
-    backbone's is refused unless ``text.allow_mismatch`` is true.
-    """
-    text_cfg = config["text"]
-    backbone = config["model"]["backbone"]
-    clip_model = clip_model_of(backbone)
-    spec = text_cfg["encoder"]
-    if spec == "auto":
-        names = apply_aliases(class_names, text_cfg["aliases"] or None)
-        bank = find_bank(clip_model, names, shared_root() / "text") if clip_model else None
-        if bank is not None:
-            spec = f"bank:shared:text/{bank.name}"
-        elif clip_model is not None:
-            spec = f"open_clip:{clip_model}"
-            announce(
-                f"no text bank of CLIP {clip_model} under {shared_root() / 'text'} holds all "
-                f"{len(class_names)} classes: embedding them with {spec} (downloads its weights "
-                "unless open_clip's cache has them)"
-            )
-        else:
-            spec = DEFAULT_TEXT
-        return {**config, "text": {**text_cfg, "encoder": spec}}
-    if clip_model is not None and not text_cfg.get("allow_mismatch", False):
-        encoder_class, argument = split_spec(resolve_spec(spec))
-        try:
-            others = [
-                m
-                for m in encoder_class.clip_models(argument)
-                if not _same_clip_model(m, clip_model)
-            ]
-        except ClipfuseError:  # an absent bank: text_spec reports it (or falls back)
-            others = []
-        if others:
-            raise ClipfuseError(
-                f"text encoder {spec} is CLIP {others[0]}'s but the backbone {backbone} is "
-                f"CLIP {clip_model}'s image tower, so image and text features would not be "
-                "aligned: use text.encoder=auto, or text.allow_mismatch=true to pair them anyway"
-            )
-    return config
-
-
-def text_spec(config: dict, class_names: list[str]) -> str:
-    """The text encoder of ``config``: :func:`resolve_text_encoder`, then its fallback where
-    it is absent (:func:`_available_spec`)."""
-    return _available_spec(resolve_text_encoder(config, class_names)["text"])
-
-
-def _available_spec(text_cfg: dict) -> str:
-    """The encoder of a text section whose encoder is resolved; ``text.fallback``
-    (announced) when its ``bank:`` is absent."""
-    spec = resolve_spec(text_cfg["encoder"])
-    fallback = text_cfg["fallback"]
-    if fallback and spec.startswith("bank:"):
-        try:
-            resolve_bank_path(spec.removeprefix("bank:"))
-        except ClipfuseError:
-            announce(
-                f"text bank {spec} not found: computing the vocabulary with {fallback} instead"
-            )
-            return fallback
-    return spec
-
-
-def _embed_class_names(config: dict, spec: str, class_names: list[str]) -> torch.Tensor:
-    """K x Ct embeddings of ``class_names`` by the encoder ``spec``, with the config's template
-    and aliases (cached on disk by :func:`clipfuse.text.embed_class_names`); with
-    ``text.shuffle`` each class gets another class's vector (:func:`derangement`)."""
-    text_cfg = with_resolved_draws(config)["text"]
-    embeddings = embed_class_names(
-        spec, class_names, template=text_cfg["template"], aliases=text_cfg["aliases"] or None
-    )
-    if text_cfg["shuffle"] is False:
-        return embeddings
-    return embeddings[derangement(len(class_names), text_cfg["shuffle"])]
-
-
-def build_model(
+def create_model_from_config(
     config: dict,
     class_names: list[str],
     text_embeddings: torch.Tensor | None = None,
@@ -164,10 +65,10 @@ def build_model(
     needs_text = method_uses_text(method) and text_embeddings is None
     spec = text_spec(config, class_names) if needs_text or learnable_context else None
     if needs_text:
-        text_embeddings = _embed_class_names(config, spec, class_names)
+        text_embeddings = embed_classes(config, spec, class_names)
     if learnable_context:
         try:
-            head_kwargs["prompt_encoder"] = build_prompt_encoder(
+            head_kwargs["prompt_encoder"] = create_prompt_encoder(
                 spec,
                 class_names,
                 n_ctx=text_cfg["learnable_context"],
@@ -203,21 +104,14 @@ def build_model(
 def cost_model(config: dict, class_names: list[str]) -> Segmentor:
     """The model of ``config`` with random weights, for ``clipfuse flops`` and ``bench``.
 
-    Where the text encoder cannot run here (open_clip weights not downloaded, a bank absent),
-    random class embeddings stand in, announced: the cost does not depend on their values.
-    Their width is the open_clip architecture's, else 512 (CLIP ViT-B/16's).
+    Where the text encoder cannot run here, random class embeddings stand in, announced
+    (:func:`~clipfuse.text.resolve.cost_embeddings`): the cost does not depend on their values.
     """
     text = None
     if method_uses_text(config["model"]["method"]):
         config = resolve_text_encoder(config, class_names)
-        try:
-            text = _embed_class_names(config, _available_spec(config["text"]), class_names)
-        except ClipfuseError as error:
-            encoder_class, argument = split_spec(resolve_spec(config["text"]["encoder"]))
-            width = OpenClipEncoder.width(argument) if encoder_class is OpenClipEncoder else 512
-            announce(f"{error}; random text embeddings of width {width} stand in")
-            text = torch.randn(len(class_names), width, generator=torch.Generator().manual_seed(0))
-    return build_model(config, class_names, text_embeddings=text, pretrained=False)
+        text = cost_embeddings(config, class_names)
+    return create_model_from_config(config, class_names, text_embeddings=text, pretrained=False)
 
 
 @dataclass
@@ -263,7 +157,7 @@ def load_model(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Loaded
         fits = f"checkpoint {path} does not fit its config"
     config = apply_overrides(config, overrides)
     try:
-        segmentor = build_model(
+        segmentor = create_model_from_config(
             config, class_names, text_embeddings=state.get("head.text_embeddings"), pretrained=False
         )
     except ClipfuseError as error:

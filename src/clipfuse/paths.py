@@ -1,4 +1,4 @@
-"""Where shared data lives: an explicit path, an environment variable, then ``../shared``."""
+"""Where shared data lives: an environment variable, then ``../shared``."""
 
 import os
 from pathlib import Path
@@ -20,11 +20,9 @@ def shared_root() -> Path:
     return Path.cwd().parent / "shared"
 
 
-def data_roots(explicit: str | os.PathLike | None = None) -> list[Path]:
-    """Candidate data roots in search order: explicit, ``$CLIPFUSE_DATA``, ``<shared>/data``."""
+def data_roots() -> list[Path]:
+    """Candidate data roots in search order: ``$CLIPFUSE_DATA``, ``<shared>/data``."""
     roots = []
-    if explicit:
-        roots.append(Path(explicit).expanduser())
     if os.environ.get(DATA_ENV):
         roots.append(Path(os.environ[DATA_ENV]).expanduser())
     roots.append(shared_root() / "data")

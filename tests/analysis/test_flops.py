@@ -9,7 +9,7 @@ from torch import nn
 
 from clipfuse.analysis.flops import count_macs, count_params
 from clipfuse.errors import ClipfuseError
-from clipfuse.fusion import ConvFormer, ConvFormerBlock
+from clipfuse.models.convformer import ConvFormer, ConvFormerBlock
 
 
 def block_macs(c: int, k: int, h: int, w: int) -> int:

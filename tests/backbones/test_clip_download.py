@@ -23,7 +23,7 @@ CHILD = """
 import json, sys, torch
 from safetensors.torch import load_file
 from clipfuse.config import load_config
-from clipfuse.build import build_model
+from clipfuse.build import create_model_from_config
 
 served = load_file(sys.argv[1])
 config = load_config(None, [
@@ -31,7 +31,7 @@ config = load_config(None, [
     "model.backbone_kwargs={pretrained: true}", "text.encoder=random:1024",
     "model.head_kwargs={context_width: 16, context_heads: 2}", "model.decoder_kwargs={channels: 16}",
 ])
-model = build_model(config, ["road", "sky"])
+model = create_model_from_config(config, ["road", "sky"])
 trunk = model.backbone.body.state_dict()
 print(json.dumps({
     "stem": torch.equal(trunk["stem_conv1.conv.weight"], served["stem.conv1.conv.weight"].float()),

@@ -12,7 +12,7 @@ from data_writers import (
     write_folder,
 )
 
-from clipfuse.data import DATASETS, CamVid, build_dataset, find_dataset_root
+from clipfuse.data import DATASETS, CamVid, create_dataset, find_dataset_root
 from clipfuse.data.download import ensure_camvid
 from clipfuse.errors import ClipfuseError
 
@@ -33,7 +33,7 @@ def test_unknown_name_lists_known_ones() -> None:
         ClipfuseError,
         match="unknown dataset .pascal.*ade20k, camvid, ccp, cityscapes, folder, labelmefacade",
     ):
-        build_dataset("pascal", "train")
+        create_dataset("pascal", "train")
 
 
 def test_root_itself_or_conventional_subfolder(tmp_path: Path) -> None:
@@ -110,13 +110,15 @@ def test_missing_explicit_root_says_what_the_folder_must_hold(tmp_path: Path) ->
 
 def test_build_dataset_passes_split_transform_and_kwargs(tmp_path: Path) -> None:
     folder = write_folder(tmp_path / "mine", ["cat", "dog"])
-    dataset = build_dataset("folder", "val", root=folder, transform=lambda i, m: (i.shape, m.shape))
+    dataset = create_dataset(
+        "folder", "val", root=folder, transform=lambda i, m: (i.shape, m.shape)
+    )
     assert len(dataset) == 1 and dataset[0] == ((12, 16, 3), (12, 16))
-    camvid = build_dataset("camvid", "val", root=write_camvid(tmp_path / "data" / "camvid").parent)
+    camvid = create_dataset("camvid", "val", root=write_camvid(tmp_path / "data" / "camvid").parent)
     assert isinstance(camvid, CamVid) and len(camvid) == 2
     assert isinstance(camvid[0][1], np.ndarray)
     with pytest.raises(TypeError):
-        build_dataset("camvid", "val", root=tmp_path / "data", colour="blue")
+        create_dataset("camvid", "val", root=tmp_path / "data", colour="blue")
 
 
 def test_ensure_camvid_returns_found_folder(tmp_path: Path) -> None:

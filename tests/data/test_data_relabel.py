@@ -9,8 +9,8 @@ from clipfuse.data import (
     CCP,
     FolderDataset,
     LabelMeFacade,
-    build_dataset,
     class_image_counts,
+    create_dataset,
     dataset_classes,
 )
 from clipfuse.data.ccp import CCP_CLASSES
@@ -70,7 +70,7 @@ def test_named_folder_datasets(tmp_path, monkeypatch, name, cls, classes):
     isolate_data_roots(monkeypatch, tmp_path)
     shared = tmp_path / "no-shared"
     write_folder(shared / "data" / name, list(classes))
-    dataset = build_dataset(name, "train")  # found under <shared>/data/<name>
+    dataset = create_dataset(name, "train")  # found under <shared>/data/<name>
     assert isinstance(dataset, cls) and dataset.classes == classes and len(dataset) == 2
     assert dataset_classes(name) == list(classes)  # known without reading the folder
     ignored = dataset_classes(name, ignore=[classes[0]])
@@ -85,4 +85,4 @@ def test_named_dataset_refuses_another_class_list(tmp_path, monkeypatch):
     with pytest.raises(ClipfuseError, match="does not list the 59 classes of ccp"):
         CCP(root, "train")
     with pytest.raises(ClipfuseError, match="dataset ccp not found"):
-        build_dataset("ccp", "train", root=tmp_path)  # a folder dataset, but not CCP's
+        create_dataset("ccp", "train", root=tmp_path)  # a folder dataset, but not CCP's

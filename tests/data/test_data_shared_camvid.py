@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from helpers import require_shared
 
-from clipfuse.data import CamVid, build_dataset
+from clipfuse.data import CamVid, create_dataset
 
 VALID = set(range(11)) | {255}
 
@@ -17,7 +17,7 @@ def camvid_root() -> Path:
 
 
 def test_shared_camvid(camvid_root: Path) -> None:
-    train, val = CamVid(camvid_root, "train"), build_dataset("camvid", "val", root=camvid_root)
+    train, val = CamVid(camvid_root, "train"), create_dataset("camvid", "val", root=camvid_root)
     assert (len(train), len(val)) == (367, 101)
     assert train.classes == (
         "Sky", "Building", "Pole", "Road", "Pavement", "Tree",

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from helpers import require_shared
 
-from clipfuse.data import CCP, LabelMeFacade, build_dataset
+from clipfuse.data import CCP, LabelMeFacade, create_dataset
 
 CCP_PROTOCOL = Path(__file__).resolve().parents[2] / "configs" / "_base_" / "ccp.yaml"
 
@@ -18,7 +18,7 @@ CCP_PROTOCOL = Path(__file__).resolve().parents[2] / "configs" / "_base_" / "ccp
 )
 def test_shared_folder(name, cls, sizes, classes):
     root = require_shared(f"data/{name}")
-    train, val = build_dataset(name, "train"), build_dataset(name, "val", root=root)
+    train, val = create_dataset(name, "train"), create_dataset(name, "val", root=root)
     assert isinstance(train, cls) and (len(train), len(val)) == sizes
     assert train.num_classes == classes
     image, mask = val[0]
@@ -29,11 +29,12 @@ def test_shared_folder(name, cls, sizes, classes):
 def test_ccp_protocol_gives_every_scored_class_its_own_vector():
     require_shared("data/ccp")
     require_shared("text/clip-vitb32/lvis1203.npy")
-    from clipfuse.build import class_names_of, text_spec
+    from clipfuse.build import class_names_of
     from clipfuse.config import load_config
     from clipfuse.text.aliases import apply_aliases
     from clipfuse.text.bank import BankEncoder
     from clipfuse.text.base import normalize_name
+    from clipfuse.text.resolve import text_spec
 
     config = load_config(CCP_PROTOCOL)
     names = class_names_of(config)
@@ -46,7 +47,7 @@ def test_ccp_protocol_gives_every_scored_class_its_own_vector():
     assert len(set(rows)) == len(rows), "two CCP classes share one LVIS vector"
     aliased = set(config["text"]["aliases"])
     assert aliased <= set(names), f"aliases for unscored names: {aliased - set(names)}"
-    dataset = build_dataset("ccp", "val", **config["data"]["dataset_kwargs"])
+    dataset = create_dataset("ccp", "val", **config["data"]["dataset_kwargs"])
     _, mask = dataset[0]
     assert dataset.classes == tuple(names)
     assert set(np.unique(mask)) <= set(range(44)) | {255}

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from clipfuse.data import build_eval_transform, build_train_transform
+from clipfuse.data import create_eval_transform, create_train_transform
 from clipfuse.data.transforms import PairTransform
 
 MEAN = (123.675, 116.28, 103.53)
@@ -27,7 +27,7 @@ def image_and_mask(height: int, width: int, classes: int = 5) -> tuple[np.ndarra
 
 
 def test_train_shapes_and_dtypes() -> None:
-    transform = seeded(build_train_transform((32, 48), MEAN, STD))
+    transform = seeded(create_train_transform((32, 48), MEAN, STD))
     for height, width in [(40, 60), (20, 30), (100, 37)]:
         image, mask = transform(*image_and_mask(height, width))
         assert image.shape == (3, 32, 48) and image.dtype == torch.float32
@@ -36,7 +36,7 @@ def test_train_shapes_and_dtypes() -> None:
 
 
 def test_padding_is_zero_image_and_ignored_mask() -> None:
-    transform = build_train_transform(
+    transform = create_train_transform(
         (32, 32), MEAN, STD, scale_range=(1.0, 1.0), hflip=False, photometric=False
     )
     source_image, source_mask = image_and_mask(10, 12)
@@ -53,7 +53,7 @@ def test_padding_is_zero_image_and_ignored_mask() -> None:
 
 def test_base_size_sets_the_short_side() -> None:
     image, mask = image_and_mask(20, 40)
-    fixed = build_train_transform(
+    fixed = create_train_transform(
         (16, 32),
         MEAN,
         STD,
@@ -65,7 +65,7 @@ def test_base_size_sets_the_short_side() -> None:
     out_image, out_mask = fixed(image, mask)
     assert (out_mask != 255).all() and out_image.shape == (3, 16, 32)
     transform = seeded(
-        build_train_transform(
+        create_train_transform(
             (100, 100), MEAN, STD, base_size=20, scale_range=(0.5, 2.0), photometric=False
         )
     )
@@ -82,7 +82,7 @@ def test_base_size_sets_the_short_side() -> None:
 def test_own_size_is_scaled_without_base_size() -> None:
     image, mask = image_and_mask(20, 30)
     transform = seeded(
-        build_train_transform((64, 64), MEAN, STD, scale_range=(1.5, 2.0), photometric=False)
+        create_train_transform((64, 64), MEAN, STD, scale_range=(1.5, 2.0), photometric=False)
     )
     for _ in range(10):
         _, out_mask = transform(image, mask)
@@ -107,7 +107,7 @@ def largest_share(mask: torch.Tensor) -> float:
 @pytest.mark.parametrize(("ratio", "all_balanced"), [(0.75, True), (1.0, False)])
 def test_cat_max_ratio(ratio: float, all_balanced: bool) -> None:
     transform = seeded(
-        build_train_transform(
+        create_train_transform(
             (32, 32), MEAN, STD, scale_range=(1.0, 1.0), cat_max_ratio=ratio, photometric=False
         )
     )
@@ -117,11 +117,11 @@ def test_cat_max_ratio(ratio: float, all_balanced: bool) -> None:
 
 def test_photometric_changes_pixels_but_not_labels() -> None:
     image, mask = image_and_mask(32, 32)
-    plain = build_train_transform(
+    plain = create_train_transform(
         (32, 32), MEAN, STD, scale_range=(1.0, 1.0), hflip=False, photometric=False
     )
     distorted = seeded(
-        build_train_transform((32, 32), MEAN, STD, scale_range=(1.0, 1.0), hflip=False)
+        create_train_transform((32, 32), MEAN, STD, scale_range=(1.0, 1.0), hflip=False)
     )
     reference_image, reference_mask = plain(image, mask)
     changed = 0
@@ -135,12 +135,12 @@ def test_photometric_changes_pixels_but_not_labels() -> None:
 def test_eval_resizes_only_the_image() -> None:
     image, mask = image_and_mask(30, 40)
     for size, expected in [(None, (30, 40)), ((24, 36), (24, 36)), (15, (15, 20))]:
-        out_image, out_mask = build_eval_transform(MEAN, STD, size=size)(image, mask)
+        out_image, out_mask = create_eval_transform(MEAN, STD, size=size)(image, mask)
         assert out_image.shape == (3, *expected) and out_image.dtype == torch.float32
         assert out_mask.dtype == torch.int64
         np.testing.assert_array_equal(out_mask.numpy(), mask)
     constant = np.broadcast_to(np.array(MEAN, dtype=np.float32).round().astype(np.uint8), (4, 4, 3))
-    out_image, _ = build_eval_transform(MEAN, STD)(
+    out_image, _ = create_eval_transform(MEAN, STD)(
         np.ascontiguousarray(constant), np.zeros((4, 4), np.uint8)
     )
     assert out_image.abs().max() < 0.01
@@ -148,9 +148,9 @@ def test_eval_resizes_only_the_image() -> None:
 
 def test_picklable_and_reseeded_per_sample() -> None:
     image, mask = image_and_mask(40, 40)
-    evaluation = pickle.loads(pickle.dumps(build_eval_transform(MEAN, STD, size=(20, 20))))
+    evaluation = pickle.loads(pickle.dumps(create_eval_transform(MEAN, STD, size=(20, 20))))
     assert evaluation(image, mask)[0].shape == (3, 20, 20)
-    copies = [pickle.loads(pickle.dumps(build_train_transform((24, 24), MEAN, STD)))]
+    copies = [pickle.loads(pickle.dumps(create_train_transform((24, 24), MEAN, STD)))]
     copies.append(pickle.loads(pickle.dumps(copies[0])))
     outputs = []
     for copy, seed in zip(copies * 2, (1, 1, 2, 1), strict=True):

@@ -8,11 +8,12 @@ import pytest
 import torch
 from helpers import require_shared
 
-from clipfuse.build import DEFAULT_TEXT, build_model, resolve_text_encoder
+from clipfuse.build import create_model_from_config
 from clipfuse.config import load_config
 from clipfuse.errors import ClipfuseError
 from clipfuse.text import BankEncoder
 from clipfuse.text.bank import find_bank
+from clipfuse.text.resolve import DEFAULT_TEXT, resolve_text_encoder
 
 NAMES = ["road", "sky", "car"]
 
@@ -104,7 +105,7 @@ def test_the_model_is_built_with_the_matching_bank(banks, capsys):
         "data.dataset=folder",
     )
     with torch.device("meta"):
-        model = build_model(config, NAMES)
+        model = create_model_from_config(config, NAMES)
     rows = BankEncoder(str(banks / "a-rn50")).encode(NAMES)
     torch.testing.assert_close(model.head.text_embeddings, rows)  # RN50 text, not ViT-B/16's
     assert model.head.pool.c_proj.out_features == 1024  # CLIP RN50's width; text 8 -> 1024
@@ -113,7 +114,7 @@ def test_the_model_is_built_with_the_matching_bank(banks, capsys):
     assert "random weights (model.backbone_kwargs.pretrained is off)" in err
     mismatched = _config("resnet50_clip.openai", "text.encoder=bank:shared:text/b-vitb16")
     with pytest.raises(ClipfuseError, match="would not be aligned"):
-        build_model(mismatched, NAMES, pretrained=False)
+        create_model_from_config(mismatched, NAMES, pretrained=False)
 
 
 def test_denseclip_says_when_its_attention_pool_is_random(capsys):
@@ -126,7 +127,7 @@ def test_denseclip_says_when_its_attention_pool_is_random(capsys):
         ],
     )
     with torch.device("meta"):
-        build_model(config, NAMES)
+        create_model_from_config(config, NAMES)
     err = capsys.readouterr().err.splitlines()
     assert (
         "note: DenseCLIP's attention pool is randomly initialised (mobilenetv2_100 has none)" in err

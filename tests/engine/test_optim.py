@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from clipfuse.engine import PolyWithWarmup, build_optimizer, parameter_groups
+from clipfuse.engine import PolyWithWarmup, create_optimizer, parameter_groups
 from clipfuse.errors import ClipfuseError
 from clipfuse.models import create_model
 
@@ -48,10 +48,10 @@ def test_language_head_lr_is_scaled_and_the_logged_group_is_the_decoders():
 
 def test_optimizers_and_unknown_name():
     model = torch.nn.Linear(2, 2)
-    assert isinstance(build_optimizer(model, "adamw", lr=1e-3), torch.optim.AdamW)
-    assert isinstance(build_optimizer(model, "sgd"), torch.optim.SGD)
+    assert isinstance(create_optimizer(model, "adamw", lr=1e-3), torch.optim.AdamW)
+    assert isinstance(create_optimizer(model, "sgd"), torch.optim.SGD)
     with pytest.raises(ClipfuseError, match="unknown optimizer 'lamb'"):
-        build_optimizer(model, "lamb")
+        create_optimizer(model, "lamb")
 
 
 def test_poly_schedule_with_linear_warmup():

@@ -9,7 +9,7 @@ import yaml
 from helpers import tiny_config, write_folder_dataset
 from test_train import CrashAt
 
-from clipfuse.build import build_model
+from clipfuse.build import create_model_from_config
 from clipfuse.config import upgrade_config
 from clipfuse.engine import train
 from clipfuse.engine.batch_stream import STREAM_FILE, chain
@@ -74,12 +74,12 @@ def test_model_init_has_its_own_generator(folder_dataset):
     torch.manual_seed(123)
     before = torch.get_rng_state()
     with init_rng(0):
-        first = build_model(config, ["sky", "road", "car"], pretrained=False)
+        first = create_model_from_config(config, ["sky", "road", "car"], pretrained=False)
     assert torch.equal(torch.get_rng_state(), before)  # the global stream is untouched
     with init_rng(0):
-        again = build_model(config, ["sky", "road", "car"], pretrained=False)
+        again = create_model_from_config(config, ["sky", "road", "car"], pretrained=False)
     with init_rng(1):
-        other = build_model(config, ["sky", "road", "car"], pretrained=False)
+        other = create_model_from_config(config, ["sky", "road", "car"], pretrained=False)
     weights = [next(m.head.parameters()) for m in (first, again, other)]
     assert torch.equal(weights[0], weights[1]) and not torch.equal(weights[0], weights[2])
 
@@ -123,5 +123,5 @@ def test_shuffled_text_gives_each_class_another_class_vector(folder_dataset, tmp
     assert saved["text"]["shuffle"] == 2  # the draw is recorded
     names = ["sky", "road", "car"]
     real = embed_class_names(saved["text"]["encoder"], names)
-    model = build_model(with_resolved_draws(config), names, pretrained=False)
+    model = create_model_from_config(with_resolved_draws(config), names, pretrained=False)
     assert torch.equal(model.head.text_embeddings, real[derangement(3, 2)])

@@ -6,7 +6,7 @@ import pytest
 import torch
 from helpers import require_shared
 
-from clipfuse.build import build_model, class_names_of
+from clipfuse.build import class_names_of, create_model_from_config
 from clipfuse.experiments import load_spec
 
 SPECS = sorted(Path("experiments").glob("*.yaml"))
@@ -28,5 +28,5 @@ def test_every_run_of_a_shipped_spec_builds_its_model(path):
         assert key not in seen, f"{path}: run {run.name!r} repeats another run's config"
         seen.add(key)
         with torch.device("meta"):
-            model = build_model(config, class_names_of(config), pretrained=False)
+            model = create_model_from_config(config, class_names_of(config), pretrained=False)
         assert model.num_classes == len(class_names_of(config))

@@ -5,14 +5,14 @@ import torch
 from torch import nn
 
 from clipfuse.errors import ClipfuseError
-from clipfuse.fusion import (
+from clipfuse.fusion import cosine_score_map
+from clipfuse.models.convformer import (
     Conv,
     Conv2Former,
     ConvFormer,
     ConvFormerBlock,
     Former,
     Former2Conv,
-    cosine_score_map,
 )
 
 DIM, HEADS, K = 16, 2, 3

@@ -8,8 +8,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from clipfuse.errors import ClipfuseError
+from clipfuse.models.convformer import ConvFormerHead
 from clipfuse.models.denseclip import DenseCLIPHead, default_pool_heads
-from clipfuse.models.heads import ConvFormerHead
 
 IN_CHANNELS, TEXT_WIDTH, K = 8, 12, 4
 

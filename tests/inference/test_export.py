@@ -9,7 +9,7 @@ import torch
 from helpers import require_shared, tiny_config, write_folder_dataset
 from PIL import Image
 
-from clipfuse.build import build_model
+from clipfuse.build import create_model_from_config
 from clipfuse.cli import main
 from clipfuse.engine import train
 from clipfuse.errors import ClipfuseError
@@ -25,7 +25,7 @@ def trained(tmp_path_factory):
     train(tiny_config(data, "convformer", max_steps=4, log_every=1), root / "run")
     checkpoint = root / "run" / "checkpoints" / "last.ckpt"
     config, class_names, state = load_checkpoint(checkpoint)
-    model = build_model(
+    model = create_model_from_config(
         config, class_names, text_embeddings=state["head.text_embeddings"], pretrained=False
     )
     model.load_state_dict(state)

@@ -69,7 +69,7 @@ def test_renamed_query_is_unseen(tiny_run, capsys):
 
 @pytest.fixture(scope="module")
 def plain_model(tmp_path_factory):
-    from clipfuse.build import build_model
+    from clipfuse.build import create_model_from_config
     from clipfuse.inference import ClipfuseModel
 
     root = tmp_path_factory.mktemp("plain")
@@ -77,7 +77,7 @@ def plain_model(tmp_path_factory):
     renamed = write_folder_dataset(root / "renamed", classes=RENAMED)
     config = tiny_config(data, "plain")
     names = ["sky", "road", "car"]
-    model = ClipfuseModel(build_model(config, names, pretrained=False), config, names)
+    model = ClipfuseModel(create_model_from_config(config, names, pretrained=False), config, names)
     return model.save_pretrained(root / "fpn"), renamed
 
 
@@ -140,4 +140,4 @@ def test_generalized_zero_shot_training_never_sees_the_held_out_name(tmp_path):
     assert report["open_vocab"]["unseen"] == ["car"]
     assert [c["name"] for c in report["decoder"]["per_class"]] == ["sky", "road"]
     with pytest.raises(ClipfuseError, match="unseen names 'bus'"):
-        clipfuse.data.build_dataset("folder", "val", root=data, unseen=["bus"])
+        clipfuse.data.create_dataset("folder", "val", root=data, unseen=["bus"])

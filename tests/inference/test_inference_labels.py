@@ -138,11 +138,11 @@ def test_open_vocab_with_a_bank_that_lacks_labels(tiny_run, tmp_path):
 def test_open_vocab_needs_a_language_guided_model(folder_dataset):
     from helpers import tiny_config
 
-    from clipfuse.build import build_model
+    from clipfuse.build import create_model_from_config
 
     config = tiny_config(folder_dataset, "plain")
     model = ClipfuseModel(
-        build_model(config, ["sky", "road", "car"], pretrained=False),
+        create_model_from_config(config, ["sky", "road", "car"], pretrained=False),
         config,
         ["sky", "road", "car"],
     )

@@ -19,14 +19,14 @@ from clipfuse.inference import ClipfuseModel, read_image
 
 def evaluation_labels(checkpoint) -> list[np.ndarray]:
     """The val label maps exactly as ``clipfuse.engine.evaluate`` computes them: its model
-    (load_checkpoint + build_model), its data module, its inference settings."""
-    from clipfuse.build import build_model
+    (load_checkpoint + create_model_from_config), its data module, its inference settings."""
+    from clipfuse.build import create_model_from_config
     from clipfuse.engine.run import _datamodule
     from clipfuse.evaluation import InferenceConfig, infer_probabilities
     from clipfuse.saved_model import load_checkpoint
 
     config, class_names, state = load_checkpoint(checkpoint)
-    model = build_model(
+    model = create_model_from_config(
         config, class_names, text_embeddings=state["head.text_embeddings"], pretrained=False
     )
     model.load_state_dict(state)

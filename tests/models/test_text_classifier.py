@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from helpers import tiny_config
 
 from clipfuse import ClipfuseError
-from clipfuse.build import build_model
+from clipfuse.build import create_model_from_config
 from clipfuse.config import apply_overrides
 from clipfuse.models import create_model
 
@@ -26,7 +26,7 @@ def config(tmp_path_factory):
 @pytest.fixture(scope="module")
 def segmentor(config):
     torch.manual_seed(0)
-    return build_model(config, NAMES, pretrained=False).eval()
+    return create_model_from_config(config, NAMES, pretrained=False).eval()
 
 
 def test_logits_are_scaled_cosines_of_decoder_embeddings(segmentor):

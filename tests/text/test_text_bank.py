@@ -9,7 +9,7 @@ import torch
 from helpers import require_shared
 
 from clipfuse.errors import ClipfuseError
-from clipfuse.text import CAMVID_ALIASES, BankEncoder, build_text_encoder, embed_class_names
+from clipfuse.text import CAMVID_ALIASES, BankEncoder, create_text_encoder, embed_class_names
 
 CAMVID = [
     "Sky", "Building", "Pole", "Road", "Pavement", "Tree",
@@ -54,7 +54,7 @@ def test_trailing_space_entry_and_template_ignored(ade20k) -> None:
 def test_unknown_names_all_listed_with_the_path(ade20k) -> None:
     path, _, _ = ade20k
     with pytest.raises(ClipfuseError) as info:
-        build_text_encoder(f"bank:{path}").encode(["sky", "Pavement", "Bicyclist", "unicorn"])
+        create_text_encoder(f"bank:{path}").encode(["sky", "Pavement", "Bicyclist", "unicorn"])
     message = str(info.value)
     assert str(path) in message and "\n" not in message
     assert all(name in message for name in ("'Pavement'", "'Bicyclist'", "'unicorn'"))
@@ -63,7 +63,7 @@ def test_unknown_names_all_listed_with_the_path(ade20k) -> None:
 
 def test_folder_merges_banks_and_relative_shared_path(ade20k) -> None:
     folder = require_shared("text/clip-vitb16")
-    encoder = build_text_encoder("bank:text/clip-vitb16")
+    encoder = create_text_encoder("bank:text/clip-vitb16")
     assert encoder.dim == 512
     cityscapes = np.load(folder / "cityscapes.npy")
     city_classes = json.loads((folder / "cityscapes.json").read_text())["classes"]
@@ -95,16 +95,16 @@ def test_synthetic_folder_first_file_wins(tmp_path: Path) -> None:
 
 def test_bank_errors(tmp_path: Path) -> None:
     with pytest.raises(ClipfuseError, match="not found"):
-        build_text_encoder(f"bank:{tmp_path / 'missing.npy'}")
+        create_text_encoder(f"bank:{tmp_path / 'missing.npy'}")
     with pytest.raises(ClipfuseError, match="holds no .npy"):
-        build_text_encoder(f"bank:{tmp_path}")
+        create_text_encoder(f"bank:{tmp_path}")
     np.save(tmp_path / "lonely.npy", np.zeros((2, 4), np.float32))
     with pytest.raises(ClipfuseError, match="lonely.json"):
-        build_text_encoder(f"bank:{tmp_path / 'lonely.npy'}")
+        create_text_encoder(f"bank:{tmp_path / 'lonely.npy'}")
     (tmp_path / "lonely.json").write_text(json.dumps({"classes": ["only one"]}))
     with pytest.raises(ClipfuseError, match="one row per entry"):
-        build_text_encoder(f"bank:{tmp_path / 'lonely.npy'}")
+        create_text_encoder(f"bank:{tmp_path / 'lonely.npy'}")
     _write_bank(tmp_path / "mixed", "a", ["sky"], dim=4)
     _write_bank(tmp_path / "mixed", "b", ["road"], dim=8)
     with pytest.raises(ClipfuseError, match="dimension 8 differs from 4"):
-        build_text_encoder(f"bank:{tmp_path / 'mixed'}")
+        create_text_encoder(f"bank:{tmp_path / 'mixed'}")

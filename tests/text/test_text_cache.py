@@ -1,4 +1,4 @@
-"""``build_text_encoder`` and the on-disk cache of ``embed_class_names`` (registry, cache)."""
+"""``create_text_encoder`` and the on-disk cache of ``embed_class_names`` (registry, cache)."""
 
 import json
 import os
@@ -13,8 +13,8 @@ from clipfuse.text import (
     CAMVID_ALIASES,
     ENCODERS,
     RandomEncoder,
-    build_text_encoder,
     cache_key,
+    create_text_encoder,
     embed_class_names,
 )
 from clipfuse.text.base import TextEncoder
@@ -40,7 +40,7 @@ def test_registry_knows_four_prefixes_and_rejects_others() -> None:
     assert set(ENCODERS) == {"open_clip", "hf", "bank", "random"}
     for spec in ["clip:ViT-B-16", "ViT-B-16"]:
         with pytest.raises(ClipfuseError) as info:
-            build_text_encoder(spec)
+            create_text_encoder(spec)
         assert all(f"{prefix}:..." in str(info.value) for prefix in ENCODERS)
 
 

@@ -6,13 +6,13 @@ import torch
 import torch.nn.functional as F
 
 from clipfuse.errors import ClipfuseError
-from clipfuse.text import HFEncoder, build_text_encoder
+from clipfuse.text import HFEncoder, create_text_encoder
 
 NAMES = ["sky", "chest of drawers", "person"]
 
 
 def test_tokenizer_built_from_open_clip_vocab_matches_open_clip(hf_spec: str) -> None:
-    tokenizer = build_text_encoder(hf_spec).tokenizer
+    tokenizer = create_text_encoder(hf_spec).tokenizer
     reference = open_clip.SimpleTokenizer()
     for text in ["a photo of a traffic light.", "X X X X chest of drawers.", "SignSymbol"]:
         ids = reference([text])[0]
@@ -20,7 +20,7 @@ def test_tokenizer_built_from_open_clip_vocab_matches_open_clip(hf_spec: str) ->
 
 
 def test_shape_norm_frozen_and_matches_text_embeds(hf_spec: str) -> None:
-    encoder = build_text_encoder(hf_spec)
+    encoder = create_text_encoder(hf_spec)
     assert isinstance(encoder, HFEncoder) and encoder.dim == 16
     embeddings = encoder.encode(NAMES)
     assert embeddings.shape == (3, 16) and not embeddings.requires_grad
@@ -33,10 +33,10 @@ def test_shape_norm_frozen_and_matches_text_embeds(hf_spec: str) -> None:
 
 
 def test_deterministic_across_loads_and_templates(hf_spec: str) -> None:
-    first = build_text_encoder(hf_spec).encode(NAMES)
-    second = build_text_encoder(hf_spec).encode(NAMES)
+    first = create_text_encoder(hf_spec).encode(NAMES)
+    second = create_text_encoder(hf_spec).encode(NAMES)
     torch.testing.assert_close(first, second, rtol=0, atol=1e-6)
-    assert not torch.allclose(first, build_text_encoder(hf_spec).encode(NAMES, "a {} in a scene"))
+    assert not torch.allclose(first, create_text_encoder(hf_spec).encode(NAMES, "a {} in a scene"))
 
 
 @pytest.mark.parametrize(
@@ -44,5 +44,5 @@ def test_deterministic_across_loads_and_templates(hf_spec: str) -> None:
 )
 def test_bad_sources_are_one_line_errors(spec: str) -> None:
     with pytest.raises(ClipfuseError) as info:
-        build_text_encoder(spec)
+        create_text_encoder(spec)
     assert "\n" not in str(info.value)

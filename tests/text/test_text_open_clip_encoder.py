@@ -8,13 +8,13 @@ import torch
 import torch.nn.functional as F
 
 from clipfuse.errors import ClipfuseError
-from clipfuse.text import OpenClipEncoder, build_text_encoder
+from clipfuse.text import OpenClipEncoder, create_text_encoder
 
 NAMES = ["sky", "traffic light", "person"]
 
 
 def test_shape_norm_and_frozen_eval_text_tower(open_clip_spec: str) -> None:
-    encoder = build_text_encoder(open_clip_spec)
+    encoder = create_text_encoder(open_clip_spec)
     assert isinstance(encoder, OpenClipEncoder) and encoder.dim == 16
     embeddings = encoder.encode(NAMES)
     assert embeddings.shape == (3, 16) and embeddings.dtype == torch.float32
@@ -25,7 +25,7 @@ def test_shape_norm_and_frozen_eval_text_tower(open_clip_spec: str) -> None:
 
 
 def test_matches_encode_text_of_the_filled_template(open_clip_spec: str) -> None:
-    encoder = build_text_encoder(open_clip_spec)
+    encoder = create_text_encoder(open_clip_spec)
     tokens = open_clip.get_tokenizer(open_clip_spec.split(":")[1].split("/")[0])
     with torch.no_grad():
         expected = encoder.model.encode_text(tokens([f"a photo of a {n}." for n in NAMES]))
@@ -33,13 +33,13 @@ def test_matches_encode_text_of_the_filled_template(open_clip_spec: str) -> None
 
 
 def test_deterministic_and_name_normalised(open_clip_spec: str) -> None:
-    first = build_text_encoder(open_clip_spec).encode(NAMES)
-    second = build_text_encoder(open_clip_spec).encode(["Sky", "traffic_light", "person "])
+    first = create_text_encoder(open_clip_spec).encode(NAMES)
+    second = create_text_encoder(open_clip_spec).encode(["Sky", "traffic_light", "person "])
     torch.testing.assert_close(first, second, rtol=0, atol=1e-6)
 
 
 def test_template_matters_and_templates_are_averaged(open_clip_spec: str) -> None:
-    encoder = build_text_encoder(open_clip_spec)
+    encoder = create_text_encoder(open_clip_spec)
     photo = encoder.encode(NAMES, "a photo of a {}.")
     sketch = encoder.encode(NAMES, "a sketch of the {}.")
     assert not torch.allclose(photo, sketch)
@@ -63,5 +63,5 @@ def test_source_files_is_the_local_checkpoint(open_clip_spec: str) -> None:
 )
 def test_bad_specs_are_one_line_errors(spec: str, fragment: str) -> None:
     with pytest.raises(ClipfuseError) as info:
-        build_text_encoder(spec)
+        create_text_encoder(spec)
     assert fragment in str(info.value) and "\n" not in str(info.value)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from clipfuse.errors import ClipfuseError
-from clipfuse.text import ContextPromptEncoder, build_prompt_encoder, build_text_encoder
+from clipfuse.text import ContextPromptEncoder, create_prompt_encoder, create_text_encoder
 
 NAMES = ["sky", "traffic light", "person", "chest of drawers"]
 
@@ -15,7 +15,7 @@ def spec(request: pytest.FixtureRequest) -> str:
 
 
 def test_output_shape_and_only_context_is_trainable(spec: str) -> None:
-    prompts = build_prompt_encoder(spec, NAMES)
+    prompts = create_prompt_encoder(spec, NAMES)
     assert isinstance(prompts, ContextPromptEncoder)
     assert prompts.context.shape == (8, 32) and prompts.dim == 16
     assert [name for name, p in prompts.named_parameters() if p.requires_grad] == ["context"]
@@ -28,7 +28,7 @@ def test_output_shape_and_only_context_is_trainable(spec: str) -> None:
 
 
 def test_context_changes_the_output_and_tower_stays_eval(spec: str) -> None:
-    prompts = build_prompt_encoder(spec, NAMES, n_ctx=4).train()
+    prompts = create_prompt_encoder(spec, NAMES, n_ctx=4).train()
     assert prompts.training and not prompts.tower.training
     before = prompts().detach()
     with torch.no_grad():
@@ -38,19 +38,19 @@ def test_context_changes_the_output_and_tower_stays_eval(spec: str) -> None:
 
 
 def test_placeholder_context_reproduces_the_frozen_encoder(spec: str) -> None:
-    prompts = build_prompt_encoder(spec, NAMES, n_ctx=4)
+    prompts = create_prompt_encoder(spec, NAMES, n_ctx=4)
     x_embedding = prompts._token_embedding().weight[prompts.token_ids[0, 1]]
     with torch.no_grad():
         prompts.context.copy_(x_embedding.expand(4, -1))
         learned = prompts()
-    frozen = build_text_encoder(spec).encode(NAMES, "X X X X {}.")
+    frozen = create_text_encoder(spec).encode(NAMES, "X X X X {}.")
     torch.testing.assert_close(learned, frozen, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("fixed", ["bank:text/clip-vitb16/ade20k.npy", "random:16"])
 def test_fixed_embeddings_have_no_learnable_context(fixed: str) -> None:
     with pytest.raises(ClipfuseError) as info:
-        build_prompt_encoder(fixed, NAMES)
+        create_prompt_encoder(fixed, NAMES)
     kind = fixed.split(":")[0]
     assert str(info.value) == (
         "learnable context tokens need a CLIP text encoder (open_clip:... or hf:...); "
@@ -60,8 +60,8 @@ def test_fixed_embeddings_have_no_learnable_context(fixed: str) -> None:
 
 def test_bad_arguments(open_clip_spec: str) -> None:
     with pytest.raises(ClipfuseError, match="n_ctx"):
-        build_prompt_encoder(open_clip_spec, NAMES, n_ctx=0)
+        create_prompt_encoder(open_clip_spec, NAMES, n_ctx=0)
     with pytest.raises(ClipfuseError, match="duplicate"):
-        build_prompt_encoder(open_clip_spec, ["sky", "Sky"])
+        create_prompt_encoder(open_clip_spec, ["sky", "Sky"])
     with pytest.raises(ClipfuseError, match="unknown kind"):
-        build_prompt_encoder("clip:ViT-B-16", NAMES)
+        create_prompt_encoder("clip:ViT-B-16", NAMES)

@@ -4,11 +4,11 @@ import pytest
 import torch
 
 from clipfuse.errors import ClipfuseError
-from clipfuse.text import RandomEncoder, build_text_encoder
+from clipfuse.text import RandomEncoder, create_text_encoder
 
 
 def test_unit_vectors_of_requested_dim() -> None:
-    embeddings = build_text_encoder("random:24").encode(["sky", "road", "car"])
+    embeddings = create_text_encoder("random:24").encode(["sky", "road", "car"])
     assert embeddings.shape == (3, 24) and embeddings.dtype == torch.float32
     torch.testing.assert_close(embeddings.norm(dim=1), torch.ones(3))
     assert not embeddings.requires_grad
@@ -24,9 +24,9 @@ def test_same_name_same_vector_in_any_order_or_list() -> None:
 
 
 def test_seed_changes_vectors_and_template_is_ignored() -> None:
-    default = build_text_encoder("random:16").encode(["sky"])
-    assert torch.equal(default, build_text_encoder("random:16:0").encode(["sky"], "a {} b"))
-    assert not torch.allclose(default, build_text_encoder("random:16:1").encode(["sky"]))
+    default = create_text_encoder("random:16").encode(["sky"])
+    assert torch.equal(default, create_text_encoder("random:16:0").encode(["sky"], "a {} b"))
+    assert not torch.allclose(default, create_text_encoder("random:16:1").encode(["sky"]))
 
 
 @pytest.mark.parametrize(
@@ -34,7 +34,7 @@ def test_seed_changes_vectors_and_template_is_ignored() -> None:
 )
 def test_bad_specs(spec: str) -> None:
     with pytest.raises(ClipfuseError, match="random:"):
-        build_text_encoder(spec)
+        create_text_encoder(spec)
 
 
 def test_vectors_are_real_cpu_data_inside_a_meta_device_block() -> None:

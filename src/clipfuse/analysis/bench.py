@@ -21,25 +21,32 @@ and thread count:
   before and after the timings) and each model's achieved GFLOP/s
   (``2 x GMACs x batch / median latency``) as a fraction of it.
 
-Timing: :mod:`clipfuse.analysis.timing`; memory: :mod:`clipfuse.analysis.memory`; the
-tables: :mod:`clipfuse.analysis.bench_table`. Timed calls are interleaved round-robin (one call of each model in turn, the starting model
-rotating every round), so slow drifts of the machine (other jobs, clocks, heat) spread over all
-models instead of biasing the ones timed last. Ratios are to the first model.
+Timing: :mod:`clipfuse.analysis.timing`; memory: :mod:`clipfuse.analysis.memory`; the rows:
+:mod:`clipfuse.analysis.bench_rows`; the tables: :mod:`clipfuse.analysis.bench_table`. Timed
+calls are interleaved round-robin (one call of each model in turn, the starting model rotating
+every round), so slow drifts of the machine (other jobs, clocks, heat) spread over all models
+instead of biasing the ones timed last. Ratios are to the first model.
 """
 
 import copy
 import tempfile
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from clipfuse.analysis.bench_rows import (
+    mode_name,
+    result_rows,
+    train_figures,
+)
 from clipfuse.analysis.bench_table import add_ratios, format_bench
 from clipfuse.analysis.candidates import (
     Candidate,
-    build_from_spec,
     candidate_loss_args,
+    create_from_spec,
     load_candidates,
 )
 from clipfuse.analysis.memory import memory_cpu, memory_cuda
@@ -50,7 +57,6 @@ from clipfuse.analysis.timing import (
     random_batch,
     round_robin,
     sgd_optimizer,
-    summarize_ms,
     synchronizer,
     train_step,
 )
@@ -92,10 +98,66 @@ def bench(
     ``train_channels_last`` (default: ``[channels_last]``), interleaved; ``x`` compares each
     combination with the first.
     """
-    from clipfuse.analysis import count_macs, segmentor_cost
-    from clipfuse.models import Segmentor
-
     say = progress or (lambda message: None)
+    size, batches, torch_device = _checked_settings(
+        size, batches, repeats, warmup, train_batch, train_steps, device, onnx
+    )
+    if threads:
+        torch.set_num_threads(threads)
+    threads = torch.get_num_threads()
+    sync = synchronizer(torch_device)
+    if train_batch == 0 or train_steps == 0:
+        train_batch = train_steps = 0  # no training
+    layouts = train_channels_last if train_channels_last is not None else [channels_last]
+    train_modes = [(precision, layout) for precision in train_precisions for layout in layouts]
+
+    load_before = load_average()
+    candidates = load_candidates(configs, smp_reference, overrides)
+    _build_models(candidates, size, torch_device, channels_last, say)
+    classes = max(c.info["num_classes"] for c in candidates)
+    job = {"size": list(size), "batch": batches[-1], "train_batch": train_batch}
+    job.update(classes=classes, threads=threads)
+    memory_mb = _peak_memory(candidates, job, torch_device, say) if memory else {}
+    sessions = _onnx_sessions(candidates, size, threads, onnx_exporter, say) if onnx else {}
+    say("matmul peak")
+    peaks = [matmul_peak(torch_device)]
+    timer = partial(round_robin, warmup=warmup, repeats=repeats, sync=sync)
+    latency, onnx_latency = _inference_latency(
+        candidates, sessions, batches, size, torch_device, classes, channels_last, timer, say
+    )
+    train_seconds = {}
+    if train_batch:
+        train_timer = partial(round_robin, warmup=1, repeats=train_steps, sync=sync)  # 1 untimed
+        train_seconds = _train_round_robin(
+            candidates, train_modes, train_batch, size, torch_device, classes, train_timer, say
+        )
+    peaks.append(matmul_peak(torch_device))  # before and after: the best of both
+    peak = max(peaks, key=lambda p: p["gflops"])
+    train = {name: train_figures(t, train_modes, train_batch) for name, t in train_seconds.items()}
+    rows = result_rows(candidates, latency, onnx_latency, train, memory_mb, peak["gflops"])
+    add_ratios(rows)
+    machine = machine_info(torch_device, threads, peak)
+    machine["load_average"] = {"before": load_before, "after": load_average()}
+    settings = dict(size=list(size), batches=list(batches), repeats=repeats, warmup=warmup)
+    settings.update(train_batch=train_batch, train_steps=train_steps, onnx=onnx)
+    settings.update(onnx_exporter=onnx_exporter if onnx else None, channels_last=channels_last)
+    settings["train_modes"] = [mode_name(*mode) for mode in train_modes] if train_batch else []
+    settings["memory"] = _memory_method(torch_device) if memory else None
+    return {"machine": machine, "settings": settings, "rows": rows}
+
+
+def _checked_settings(
+    size: Sequence[int],
+    batches: Sequence[int],
+    repeats: int,
+    warmup: int,
+    train_batch: int,
+    train_steps: int,
+    device: str,
+    onnx: bool,
+) -> tuple[tuple[int, ...], tuple[int, ...], torch.device]:
+    """The size and sorted batch sizes as ints, and the device; refuses sizes, counts and
+    devices the benchmark cannot run with."""
     size = tuple(int(s) for s in size)
     batches = tuple(sorted({int(b) for b in batches}))
     if len(size) != 2 or min(size) < 32:
@@ -104,63 +166,75 @@ def bench(
         raise ClipfuseError(f"bench: batch sizes must be positive, got {batches}")
     if repeats < 1 or warmup < 0 or train_batch < 0 or train_steps < 0:
         raise ClipfuseError("bench: repeats must be >= 1 and warmup, train sizes >= 0")
-    torch_device = torch.device(device)
-    if torch_device.type == "cuda" and not torch.cuda.is_available():
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
         raise ClipfuseError("bench: CUDA is not available on this machine")
-    if onnx and torch_device.type != "cpu":
+    if onnx and device.type != "cpu":
         raise ClipfuseError("bench: --onnx times onnxruntime on the CPU; use --device cpu")
-    if threads:
-        torch.set_num_threads(threads)
-    threads = torch.get_num_threads()
-    sync = synchronizer(torch_device)
-    training = train_batch > 0 and train_steps > 0
+    return size, batches, device
 
-    load_before = load_average()
-    candidates = load_candidates(configs, smp_reference, overrides)
+
+def _build_models(
+    candidates: list[Candidate], size, device: torch.device, channels_last: bool, say
+) -> None:
+    """Each candidate's model (seeded random weights, eval mode, on ``device``) and its
+    GMACs and parameters at one image of ``size``, in ``candidate.info``."""
+    from clipfuse.analysis import count_macs, segmentor_cost
+    from clipfuse.models import Segmentor
+
     torch.manual_seed(0)
     for candidate in candidates:
         say(f"building {candidate.name}")
-        model, info = build_from_spec(candidate.spec)
+        model, info = create_from_spec(candidate.spec)
         model.eval()
         if isinstance(model, Segmentor):
             cost = segmentor_cost(model, *size)
         else:
             cost = count_macs(model, (1, 3, *size))
         candidate.info = {**info, **cost}
-        model.to(torch_device)
+        model.to(device)
         if channels_last:
             model.to(memory_format=torch.channels_last)
         candidate.model = model
-    classes = max(c.info["num_classes"] for c in candidates)
-    job = {
-        "size": list(size),
-        "batch": batches[-1],
-        "train_batch": train_batch if training else 0,
-        "classes": classes,
-        "threads": threads,
-    }
 
+
+def _peak_memory(candidates: list[Candidate], job: dict, device: torch.device, say) -> dict:
+    """Peak memory (MB) of each candidate: in a subprocess on CPU, in this process on CUDA."""
     memory_mb: dict[str, dict] = {}
-    if memory:
-        for candidate in candidates:
-            say(f"memory of {candidate.name}")
-            if torch_device.type == "cuda":
-                memory_mb[candidate.name] = memory_cuda(candidate.model, job, torch_device)
-            else:
-                memory_mb[candidate.name] = memory_cpu(candidate, job)
+    for candidate in candidates:
+        say(f"memory of {candidate.name}")
+        if device.type == "cuda":
+            memory_mb[candidate.name] = memory_cuda(candidate.model, job, device)
+        else:
+            memory_mb[candidate.name] = memory_cpu(candidate, job)
+    return memory_mb
 
-    sessions = {}
-    if onnx:
-        sessions = _onnx_sessions(candidates, size, threads, onnx_exporter, say)
 
-    say("matmul peak")
-    peaks = [matmul_peak(torch_device)]
+def _memory_method(device: torch.device) -> str:
+    if device.type == "cpu":
+        return "peak RSS (ru_maxrss, reset per phase) delta, one subprocess per model"
+    return "torch.cuda.max_memory_allocated"
 
+
+def _inference_latency(
+    candidates: list[Candidate],
+    sessions: dict[str, object],
+    batches: tuple[int, ...],
+    size,
+    device: torch.device,
+    classes: int,
+    channels_last: bool,
+    timer: Callable[[list], dict[str, list[float]]],
+    say,
+) -> tuple[dict[str, dict[int, list[float]]], dict[str, dict[int, list[float]]]]:
+    """Seconds of each timed inference call, per candidate and batch size, for PyTorch and
+    (where ``sessions`` has the candidate) onnxruntime, all timed together by ``timer``
+    (:func:`clipfuse.analysis.timing.round_robin`) per batch."""
     latency: dict[str, dict[int, list[float]]] = {c.name: {} for c in candidates}
     onnx_latency: dict[str, dict[int, list[float]]] = {c.name: {} for c in candidates}
     for batch in batches:
         say(f"inference, batch {batch}")
-        images, _ = random_batch(batch, size, torch_device, classes)
+        images, _ = random_batch(batch, size, device, classes)
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         array = images.cpu().numpy()
@@ -171,101 +245,12 @@ def bench(
                 runners.append(
                     (f"onnx/{candidate.name}", _onnx_runner(sessions[candidate.name], array))
                 )
-        samples = round_robin(runners, warmup, repeats, sync)
+        samples = timer(runners)
         for candidate in candidates:
             latency[candidate.name][batch] = samples[f"torch/{candidate.name}"]
             if candidate.name in sessions:
                 onnx_latency[candidate.name][batch] = samples[f"onnx/{candidate.name}"]
-
-    train_modes = [
-        (precision, layout)
-        for precision in train_precisions
-        for layout in (train_channels_last if train_channels_last is not None else [channels_last])
-    ]
-    train_seconds: dict[str, dict[str, list[float]]] = {}
-    if training:
-        say(f"training, batch {train_batch}, {len(train_modes)} precision / layout setting(s)")
-        train_seconds = _train_round_robin(
-            candidates, train_modes, train_batch, size, torch_device, classes, train_steps, sync
-        )
-        for candidate in candidates:
-            candidate.model.eval()
-
-    peaks.append(matmul_peak(torch_device))  # before and after: the best of both
-    peak = max(peaks, key=lambda p: p["gflops"])
-    rows = []
-    for candidate in candidates:
-        info = candidate.info
-        row = {
-            "name": candidate.name,
-            **{k: info[k] for k in ("method", "backbone", "num_classes") if k in info},
-            "head_kwargs": info.get("head_kwargs", {}),
-            "gmacs": info["gmacs"],
-            "params_m": info["params_m"],
-            "groups": info.get("groups", {}),
-            "latency_ms": {},
-            "achieved_gflops": {},
-            "peak_fraction": {},
-        }
-        for batch, seconds in latency[candidate.name].items():
-            summary = summarize_ms(seconds)
-            summary["per_image"] = summary["median"] / batch
-            row["latency_ms"][str(batch)] = summary
-            gflops = 2 * info["gmacs"] * batch / (summary["median"] / 1000)
-            row["achieved_gflops"][str(batch)] = gflops
-            row["peak_fraction"][str(batch)] = gflops / peak["gflops"]
-        if onnx_latency[candidate.name]:
-            row["onnx_latency_ms"] = {}
-            for batch, seconds in onnx_latency[candidate.name].items():
-                summary = summarize_ms(seconds)
-                summary["per_image"] = summary["median"] / batch
-                row["onnx_latency_ms"][str(batch)] = summary
-        if train_seconds:
-            row["train"] = {}
-            for mode, seconds in train_seconds[candidate.name].items():
-                summary = summarize_ms(seconds)
-                row["train"][mode] = {
-                    "step_ms": summary,
-                    "images_per_s": train_batch / (summary["median"] / 1000),
-                }
-            first = row["train"][mode_name(*train_modes[0])]
-            for entry in row["train"].values():
-                entry["speedup"] = first["step_ms"]["median"] / entry["step_ms"]["median"]
-            row["train_step_ms"] = first["step_ms"]
-            row["train_images_per_s"] = first["images_per_s"]
-        if candidate.name in memory_mb:
-            row["memory_mb"] = memory_mb[candidate.name]
-        rows.append(row)
-    add_ratios(rows)
-    machine = machine_info(torch_device, threads, peak)
-    machine["load_average"] = {"before": load_before, "after": load_average()}
-    return {
-        "machine": machine,
-        "settings": {
-            "size": list(size),
-            "batches": list(batches),
-            "repeats": repeats,
-            "warmup": warmup,
-            "train_batch": train_batch if training else 0,
-            "train_steps": train_steps if training else 0,
-            "onnx": onnx,
-            "onnx_exporter": onnx_exporter if onnx else None,
-            "channels_last": channels_last,
-            "train_modes": [mode_name(*mode) for mode in train_modes] if training else [],
-            "memory": (
-                "peak RSS (ru_maxrss, reset per phase) delta, one subprocess per model"
-                if torch_device.type == "cpu"
-                else "torch.cuda.max_memory_allocated"
-            )
-            if memory
-            else None,
-        },
-        "rows": rows,
-    }
-
-
-def mode_name(precision: str, channels_last: bool) -> str:
-    return f"{precision}+channels_last" if channels_last else precision
+    return latency, onnx_latency
 
 
 def _train_round_robin(
@@ -275,12 +260,13 @@ def _train_round_robin(
     size,
     device: torch.device,
     classes: int,
-    steps: int,
-    sync,
+    timer: Callable[[list], dict[str, list[float]]],
+    say,
 ) -> dict[str, dict[str, list[float]]]:
-    """Seconds of ``steps`` training steps per candidate and (precision, channels-last) mode,
-    timed round-robin after one untimed step each. A layout the model is not in gets its
-    own copy of the model (and optimiser)."""
+    """Seconds of each timed training step per candidate and (precision, channels-last) mode,
+    all timed together by ``timer`` (round-robin). A layout the model is not in gets its
+    own copy of the model (and optimiser); the candidates' models are left in eval mode."""
+    say(f"training, batch {batch}, {len(modes)} precision / layout setting(s)")
     images, labels = random_batch(batch, size, device, classes)
     runners = []
     for candidate in candidates:
@@ -303,7 +289,9 @@ def _train_round_robin(
                 train_step(model, optimizer, inputs, labels, loss_args, dtype)
 
             runners.append((f"{candidate.name}|{mode_name(precision, layout)}", step))
-    samples = round_robin(runners, 1, steps, sync)
+    samples = timer(runners)
+    for candidate in candidates:
+        candidate.model.eval()
     result: dict[str, dict[str, list[float]]] = {c.name: {} for c in candidates}
     for key, seconds in samples.items():
         name, mode = key.split("|")

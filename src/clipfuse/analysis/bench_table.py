@@ -43,6 +43,18 @@ def _of_cores(machine: dict) -> str:
 def format_bench(result: dict) -> str:
     """Two plain-text tables: cost and latency; throughput, memory and efficiency."""
     machine, settings, rows = result["machine"], result["settings"], result["rows"]
+    name_width = max(12, *(len(r["name"]) for r in rows)) + 2
+    lines = [*_machine_lines(machine, settings), ""]
+    lines += [*_cost_and_latency_table(rows, settings, name_width), ""]
+    lines += _throughput_memory_efficiency_table(rows, settings, name_width)
+    modes = settings.get("train_modes", [])
+    if len(modes) > 1:
+        lines += ["", _format_train_modes(rows, modes, settings, name_width)]
+    return "\n".join(lines)
+
+
+def _machine_lines(machine: dict, settings: dict) -> list[str]:
+    """What was measured where: size, threads, device, timing method, matmul peak, load."""
     height, width = settings["size"]
     lines = [
         f"clipfuse bench: {height}x{width}, {machine['threads']} threads"
@@ -59,20 +71,23 @@ def format_bench(result: dict) -> str:
             f"load average (1 min) before / after: {load['before']:.2f} / {load['after']:.2f} "
             f"on {machine['cpu_count']} CPUs (other processes make CPU timings noisy)"
         )
-    lines.append("")
-    name_width = max(12, *(len(r["name"]) for r in rows)) + 2
+    return lines
+
+
+def _latency_label(batch: str, prefix: str = "") -> str:
+    return f"{prefix}b{batch} ms" + ("/img" if batch != "1" else "")
+
+
+def _cost_and_latency_table(rows: list[dict], settings: dict, name_width: int) -> list[str]:
+    """GMACs, parameters, and PyTorch (and onnxruntime) latency per batch size."""
     batches = [str(b) for b in settings["batches"]]
     header = f"{'model':<{name_width}}{'GMACs':>8}{'x':>6}{'params M':>10}{'x':>6}"
-
-    def label(batch: str, prefix: str = "") -> str:
-        return f"{prefix}b{batch} ms" + ("/img" if batch != "1" else "")
-
     for batch in batches:
-        header += f"{label(batch):>13}{'+-':>7}{'x':>6}"
+        header += f"{_latency_label(batch):>13}{'+-':>7}{'x':>6}"
     if settings["onnx"]:
         for batch in batches:
-            header += f"{label(batch, 'ort '):>16}{'x':>6}"
-    lines.append(header)
+            header += f"{_latency_label(batch, 'ort '):>16}{'x':>6}"
+    lines = [header]
     for row in rows:
         ratios = row["ratios"]
         line = (
@@ -91,8 +106,14 @@ def format_bench(result: dict) -> str:
                 line += _fmt(summary and summary["median"] / int(batch), ".1f", 16)
                 line += _fmt(ratios.get(f"onnx_latency_b{batch}"), ".2f", 6)
         lines.append(line)
+    return lines
 
-    lines.append("")
+
+def _throughput_memory_efficiency_table(
+    rows: list[dict], settings: dict, name_width: int
+) -> list[str]:
+    """Training images/s, peak memory, and the GFLOP/s achieved (and % of the matmul peak)."""
+    batches = [str(b) for b in settings["batches"]]
     header = f"{'model':<{name_width}}"
     if settings["train_batch"]:
         train_label = f"train img/s (b{settings['train_batch']})"
@@ -103,7 +124,7 @@ def format_bench(result: dict) -> str:
             header += f"{'train MB':>10}{'x':>6}"
     for batch in batches:
         header += f"{f'GFLOP/s b{batch}':>13}{'% peak':>8}"
-    lines.append(header)
+    lines = [header]
     for row in rows:
         ratios = row["ratios"]
         line = f"{row['name']:<{name_width}}"
@@ -122,10 +143,7 @@ def format_bench(result: dict) -> str:
                 f"{row['achieved_gflops'][batch]:>13.1f}{100 * row['peak_fraction'][batch]:>8.1f}"
             )
         lines.append(line)
-    modes = settings.get("train_modes", [])
-    if len(modes) > 1:
-        lines += ["", _format_train_modes(rows, modes, settings, name_width)]
-    return "\n".join(lines)
+    return lines
 
 
 def _format_train_modes(rows: list[dict], modes: list[str], settings: dict, width: int) -> str:

@@ -23,7 +23,7 @@ class Candidate:
     model: nn.Module | None = None
 
 
-def build_from_spec(spec: dict) -> tuple[nn.Module, dict]:
+def create_from_spec(spec: dict) -> tuple[nn.Module, dict]:
     """The model of a candidate spec (random init) and facts about it."""
     if "smp" in spec:
         smp = require("segmentation_models_pytorch", "bench --smp-reference")

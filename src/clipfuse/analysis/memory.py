@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from clipfuse.analysis.candidates import Candidate, build_from_spec, candidate_loss_args
+from clipfuse.analysis.candidates import Candidate, candidate_loss_args, create_from_spec
 from clipfuse.analysis.timing import random_batch, sgd_optimizer, train_step
 from clipfuse.errors import ClipfuseError
 
@@ -79,7 +79,7 @@ def memory_worker(spec_path: str) -> None:
     train_images, train_labels = random_batch(
         job["train_batch"], size, torch.device("cpu"), classes
     )
-    model, _ = build_from_spec(job["spec"])
+    model, _ = create_from_spec(job["spec"])
     model.eval()
     result = {"weights": _tensor_mb(model)}
     base = start_phase()

@@ -12,9 +12,9 @@ from clipfuse.data.ccp import CCP
 from clipfuse.data.cityscapes import Cityscapes
 from clipfuse.data.folder import FolderDataset
 from clipfuse.data.labelmefacade import LabelMeFacade
-from clipfuse.data.registry import DATASETS, build_dataset, dataset_classes, find_dataset_root
+from clipfuse.data.registry import DATASETS, create_dataset, dataset_classes, find_dataset_root
 from clipfuse.data.stats import class_image_counts
-from clipfuse.data.transforms import build_eval_transform, build_train_transform
+from clipfuse.data.transforms import create_eval_transform, create_train_transform
 
 __all__ = [
     "ADE20K",
@@ -26,10 +26,10 @@ __all__ = [
     "FolderDataset",
     "LabelMeFacade",
     "SegmentationDataset",
-    "build_dataset",
-    "build_eval_transform",
+    "create_dataset",
+    "create_eval_transform",
     "dataset_classes",
-    "build_train_transform",
+    "create_train_transform",
     "class_image_counts",
     "default_palette",
     "find_dataset_root",

@@ -6,7 +6,8 @@ checking and the clear one-line errors live here.
 """
 
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -102,37 +103,38 @@ def image_to_rgb(image: Image.Image, what: str = "image") -> np.ndarray:
     return np.array(image.convert("RGB"))
 
 
-def read_rgb(path: Path) -> np.ndarray:
-    """The image at ``path`` as RGB uint8 ``H x W x 3``; a one-line error when unreadable."""
+@contextmanager
+def _opened(path: Path, what: str, expected: str) -> Iterator[Image.Image]:
+    """``Image.open(path)``; a missing or undecodable file (also while reading its pixels in
+    the ``with`` body) as a one-line error naming ``what`` and the ``expected`` format."""
     try:
         with Image.open(path) as image:
-            return image_to_rgb(image, f"image {path}")
+            yield image
     except FileNotFoundError as error:
-        raise ClipfuseError(f"image {path} not found") from error
+        raise ClipfuseError(f"{what} {path} not found") from error
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise ClipfuseError(
-            f"image {path} could not be read: expected a PNG/JPEG image ({_reason(error)})"
+            f"{what} {path} could not be read: expected {expected} ({_reason(error)})"
         ) from error
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    """The image at ``path`` as RGB uint8 ``H x W x 3``; a one-line error when unreadable."""
+    with _opened(path, "image", "a PNG/JPEG image") as image:
+        return image_to_rgb(image, f"image {path}")
 
 
 def read_mask(path: Path) -> np.ndarray:
     """The single-channel label image at ``path`` as uint8 ``H x W`` (raw values, unmapped)."""
-    try:
-        with Image.open(path) as image:
-            mode = image.mode
-            if mode in ("L", "P"):
-                return np.array(image)
-            if mode not in _INTEGER_MASK_MODES:
-                raise ClipfuseError(
-                    f"mask {path} has mode {mode}: expected a single-channel 8-bit label PNG"
-                )
-            values = np.array(image)
-    except FileNotFoundError as error:
-        raise ClipfuseError(f"mask {path} not found") from error
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise ClipfuseError(
-            f"mask {path} could not be read: expected a single-channel label PNG ({_reason(error)})"
-        ) from error
+    with _opened(path, "mask", "a single-channel label PNG") as image:
+        mode = image.mode
+        if mode in ("L", "P"):
+            return np.array(image)
+        if mode not in _INTEGER_MASK_MODES:
+            raise ClipfuseError(
+                f"mask {path} has mode {mode}: expected a single-channel 8-bit label PNG"
+            )
+        values = np.array(image)
     if values.size and (values.min() < 0 or values.max() > 255):
         raise ClipfuseError(
             f"mask {path} has values {values.min()}..{values.max()}: expected labels in 0..255"

@@ -58,7 +58,7 @@ def find_dataset_root(name: str, root: str | os.PathLike | None = None) -> Path:
     if root is not None:
         bases = [Path(root).expanduser()]
     else:
-        bases = list(dict.fromkeys([*data_roots(None), download_root()]))
+        bases = list(dict.fromkeys([*data_roots(), download_root()]))
     for base in bases:
         for candidate in [base, *(base / folder for folder in cls.folder_names)]:
             if cls.looks_like(candidate):
@@ -71,7 +71,7 @@ def find_dataset_root(name: str, root: str | os.PathLike | None = None) -> Path:
     )
 
 
-def build_dataset(
+def create_dataset(
     name: str,
     split: str,
     root: str | os.PathLike | None = None,
@@ -91,4 +91,4 @@ def dataset_classes(name: str, root: str | os.PathLike | None = None, **kwargs) 
     names = dataset_class(name).class_names(**kwargs)
     if names is not None:
         return list(names)
-    return list(build_dataset(name, "val", root=root, **kwargs).classes)
+    return list(create_dataset(name, "val", root=root, **kwargs).classes)

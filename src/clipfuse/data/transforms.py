@@ -154,7 +154,7 @@ def _photometric_distortion() -> A.BaseCompose:
     )
 
 
-def build_train_transform(
+def create_train_transform(
     crop_size: tuple[int, int],
     mean: tuple[float, ...],
     std: tuple[float, ...],
@@ -203,7 +203,7 @@ def build_train_transform(
     return PairTransform(A.Compose([*steps, *_normalize_to_tensor(mean, std)]))
 
 
-def build_eval_transform(
+def create_eval_transform(
     mean: tuple[float, ...],
     std: tuple[float, ...],
     size: tuple[int, int] | int | None = None,

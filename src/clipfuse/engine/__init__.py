@@ -1,5 +1,5 @@
 from clipfuse.engine.datamodule import SegmentationDataModule
-from clipfuse.engine.optim import PolyWithWarmup, build_optimizer, parameter_groups
+from clipfuse.engine.optim import PolyWithWarmup, create_optimizer, parameter_groups
 from clipfuse.engine.run import evaluate, train
 from clipfuse.engine.task import SegmentationTask
 
@@ -7,7 +7,7 @@ __all__ = [
     "PolyWithWarmup",
     "SegmentationDataModule",
     "SegmentationTask",
-    "build_optimizer",
+    "create_optimizer",
     "evaluate",
     "parameter_groups",
     "train",

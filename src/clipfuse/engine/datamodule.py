@@ -6,7 +6,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from clipfuse.data import build_dataset, build_eval_transform, build_train_transform
+from clipfuse.data import create_dataset, create_eval_transform, create_train_transform
 from clipfuse.data.collate import collate_by_size
 from clipfuse.data.sampling import SeededSampler, SeededSamples
 from clipfuse.engine.stops import worker_init
@@ -56,7 +56,7 @@ class SegmentationDataModule(L.LightningDataModule):
         self.name = dataset
         self.root = root
         self.dataset_kwargs = dataset_kwargs or {}
-        self.train_transform = build_train_transform(
+        self.train_transform = create_train_transform(
             crop_size=tuple(crop_size),
             mean=tuple(mean),
             std=tuple(std),
@@ -65,7 +65,7 @@ class SegmentationDataModule(L.LightningDataModule):
             cat_max_ratio=cat_max_ratio,
         )
         size = tuple(val_size) if isinstance(val_size, (list, tuple)) else val_size
-        self.eval_transform = build_eval_transform(mean=tuple(mean), std=tuple(std), size=size)
+        self.eval_transform = create_eval_transform(mean=tuple(mean), std=tuple(std), size=size)
         self.batch_size = batch_size
         self.val_batch_size = val_batch_size
         self.num_workers = num_workers
@@ -75,7 +75,7 @@ class SegmentationDataModule(L.LightningDataModule):
 
     def dataset(self, split: str, train: bool = False) -> Dataset:
         transform = self.train_transform if train else self.eval_transform
-        return build_dataset(
+        return create_dataset(
             self.name, split, root=self.root, transform=transform, **self.dataset_kwargs
         )
 

@@ -53,7 +53,7 @@ def parameter_groups(
     ]
 
 
-def build_optimizer(
+def create_optimizer(
     model: nn.Module,
     optimizer: str = "sgd",
     lr: float = 0.01,

@@ -13,7 +13,7 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-from clipfuse.build import build_model, class_names_of, load_model, resolve_text_encoder
+from clipfuse.build import class_names_of, create_model_from_config, load_model
 from clipfuse.config import apply_overrides
 from clipfuse.engine.batch_stream import BatchStream
 from clipfuse.engine.checkpoint_io import AtomicCheckpointIO
@@ -37,6 +37,7 @@ from clipfuse.fileio import atomic_write_text, prepare_dir, prepare_file, remove
 from clipfuse.models import Segmentor, method_uses_text
 from clipfuse.saved_model import CHECKPOINT_KEY, checkpoint_meta
 from clipfuse.seeding import init_rng
+from clipfuse.text.resolve import resolve_text_encoder
 from clipfuse.threads import use_threads
 
 # What may change when a run is resumed: when to stop, validate, checkpoint, log and show.
@@ -71,12 +72,14 @@ class _RunTask(SegmentationTask):
         super().__init__(
             model,
             class_names,
-            optimizer=train["optimizer"],
-            lr=train["lr"],
-            weight_decay=train["weight_decay"],
-            momentum=train["momentum"],
-            backbone_lr_mult=train["backbone_lr_mult"],
-            head_lr_mult=train["head_lr_mult"],
+            optim=dict(
+                optimizer=train["optimizer"],
+                lr=train["lr"],
+                weight_decay=train["weight_decay"],
+                momentum=train["momentum"],
+                backbone_lr_mult=train["backbone_lr_mult"],
+                head_lr_mult=train["head_lr_mult"],
+            ),
             max_steps=train["max_steps"],
             warmup_steps=train["warmup_steps"],
             poly_power=train["poly_power"],
@@ -240,7 +243,7 @@ def _fit(config: dict, out_dir: Path, last: Path, resume: bool, callbacks: list 
     if method_uses_text(config["model"]["method"]):  # config.yaml names the encoder used
         config = resolve_text_encoder(config, class_names)
     with init_rng(config["seed"]):
-        model = build_model(config, class_names)
+        model = create_model_from_config(config, class_names)
     if resume and last.exists():  # the checks of eval and clipfuse.load, and that it is this run's
         check_resumable(last, config, class_names, model, RESUMABLE_KEYS)
     task = _RunTask(model, class_names, config, report_path=out_dir / "metrics.json")

@@ -1,12 +1,13 @@
 """The Lightning module: losses, optimisation and validation around a plain ``Segmentor``."""
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import lightning as L
 import torch
 
 from clipfuse.data.collate import SizeGroups
-from clipfuse.engine.optim import PolyWithWarmup, build_optimizer
+from clipfuse.engine.optim import PolyWithWarmup, create_optimizer
 from clipfuse.evaluation import InferenceConfig, SegmentationMetrics, infer_probabilities
 from clipfuse.losses import segmentation_loss
 from clipfuse.models import Segmentor
@@ -20,8 +21,8 @@ class SegmentationTask(L.LightningModule):
     Args:
         model: the network.
         class_names: K names, in label order.
-        optimizer, lr, weight_decay, momentum, backbone_lr_mult, head_lr_mult: see
-            ``build_optimizer``.
+        optim: keyword arguments of ``create_optimizer`` (optimizer, lr, weight_decay,
+            momentum, backbone_lr_mult, head_lr_mult); its defaults where absent.
         max_steps, warmup_steps, poly_power: the poly schedule with linear warm-up.
         aux_weight, aux_temperature: the auxiliary loss (0 turns it off).
         inference: how validation images are predicted (whole / slide, flip, scales,
@@ -34,12 +35,7 @@ class SegmentationTask(L.LightningModule):
         self,
         model: Segmentor,
         class_names: Sequence[str],
-        optimizer: str = "sgd",
-        lr: float = 0.01,
-        weight_decay: float = 5e-4,
-        momentum: float = 0.9,
-        backbone_lr_mult: float = 0.1,
-        head_lr_mult: float = 1.0,
+        optim: Mapping[str, Any] | None = None,
         max_steps: int = 1000,
         warmup_steps: int = 0,
         poly_power: float = 0.9,
@@ -52,14 +48,7 @@ class SegmentationTask(L.LightningModule):
         super().__init__()
         self.model = model
         self.class_names = list(class_names)
-        self.optim_args = dict(
-            optimizer=optimizer,
-            lr=lr,
-            weight_decay=weight_decay,
-            momentum=momentum,
-            backbone_lr_mult=backbone_lr_mult,
-            head_lr_mult=head_lr_mult,
-        )
+        self.optim_args = dict(optim or {})
         self.schedule = PolyWithWarmup(max_steps, warmup_steps, poly_power)
         self.aux_weight = aux_weight
         self.aux_temperature = aux_temperature
@@ -123,7 +112,7 @@ class SegmentationTask(L.LightningModule):
             self.log(f"val/{key}", float(results[key]), prog_bar=key == "mIoU", sync_dist=True)
 
     def configure_optimizers(self):
-        optimizer = build_optimizer(self.model, **self.optim_args)
+        optimizer = create_optimizer(self.model, **self.optim_args)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self.schedule)
         return {
             "optimizer": optimizer,

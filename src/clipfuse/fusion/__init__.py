@@ -1,21 +1,8 @@
-"""Image-text fusion: the Conv-Former module and the cosine score map (method.md sections 1-2)."""
+"""Image-text pieces the methods share: multi-head attention helpers and the [choice]
+initialisation (:mod:`~clipfuse.fusion.attention`), the cosine score map (method.md section 1).
+The Conv-Former itself is :mod:`clipfuse.models.convformer`."""
 
-from clipfuse.fusion.conv_former import (
-    Conv,
-    Conv2Former,
-    ConvFormer,
-    ConvFormerBlock,
-    Former,
-    Former2Conv,
-)
+from clipfuse.fusion.attention import init_weights, merge_heads, split_heads
 from clipfuse.fusion.score_map import cosine_score_map
 
-__all__ = [
-    "Conv",
-    "Conv2Former",
-    "ConvFormer",
-    "ConvFormerBlock",
-    "Former",
-    "Former2Conv",
-    "cosine_score_map",
-]
+__all__ = ["cosine_score_map", "init_weights", "merge_heads", "split_heads"]

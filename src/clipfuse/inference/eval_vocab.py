@@ -154,14 +154,14 @@ def plan_task(
 def eval_dataset(model, dataset: str | None, root, split: str):
     """The dataset to score: ``dataset`` (default the model's), with the model's dataset
     options minus ``unseen`` when it is the model's own dataset."""
-    from clipfuse.data import build_dataset
+    from clipfuse.data import create_dataset
 
     data = model.config["data"]
     name = dataset or data["dataset"]
     own = name.lower() == str(data["dataset"]).lower()
     kwargs = {k: v for k, v in data["dataset_kwargs"].items() if k != "unseen"}
     root = root if root is not None else (data["root"] if own else None)
-    return build_dataset(name, split, root=root, **(kwargs if own else {}))
+    return create_dataset(name, split, root=root, **(kwargs if own else {}))
 
 
 def _mapped_labels(table: np.ndarray, label_map: np.ndarray) -> torch.Tensor:

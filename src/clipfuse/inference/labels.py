@@ -134,11 +134,13 @@ def label_colour(name: str) -> np.ndarray:
 
 def dataset_palette(config: dict, class_names: list[str]) -> np.ndarray | None:
     """The training dataset's colours when it is on this machine, else None."""
-    from clipfuse.data import build_dataset
+    from clipfuse.data import create_dataset
 
     data = config["data"]
     try:
-        dataset = build_dataset(data["dataset"], "val", root=data["root"], **data["dataset_kwargs"])
+        dataset = create_dataset(
+            data["dataset"], "val", root=data["root"], **data["dataset_kwargs"]
+        )
     except Exception:  # absent or unreadable: the default palette will do
         return None
     palette = np.asarray(dataset.palette)

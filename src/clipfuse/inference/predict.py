@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from clipfuse.data import build_eval_transform
+from clipfuse.data import create_eval_transform
 from clipfuse.data.base import image_to_rgb, to_8bit
 from clipfuse.errors import ClipfuseError
 from clipfuse.evaluation import InferenceConfig, infer_probabilities
@@ -137,7 +137,7 @@ class BatchRunner:
     def __init__(self, mean: Sequence[float], std: Sequence[float], config: dict) -> None:
         size = config["data"]["val_size"]
         size = tuple(size) if isinstance(size, list | tuple) else size
-        self.transform = build_eval_transform(mean=tuple(mean), std=tuple(std), size=size)
+        self.transform = create_eval_transform(mean=tuple(mean), std=tuple(std), size=size)
         self.inference = InferenceConfig.from_dict(config["eval"])
         self.channels_last = config["train"]["channels_last"] is True
 

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from clipfuse.errors import ClipfuseError
-from clipfuse.fusion.conv_former import init_weights, merge_heads, split_heads
+from clipfuse.fusion.attention import init_weights, merge_heads, split_heads
 from clipfuse.fusion.score_map import cosine_score_map
 from clipfuse.models.heads import LanguageHead
 

@@ -6,8 +6,8 @@ from torch import nn
 from clipfuse.backbones import create_backbone
 from clipfuse.decoders import create_decoder
 from clipfuse.errors import ClipfuseError
+from clipfuse.models.convformer import ConvFormerHead
 from clipfuse.models.denseclip import DenseCLIPHead
-from clipfuse.models.heads import ConvFormerHead
 from clipfuse.models.segmentor import Segmentor
 from clipfuse.models.text_classifier import TextClassifier
 

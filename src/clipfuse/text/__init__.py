@@ -2,7 +2,7 @@
 
 Specs: ``open_clip:<arch>/<pretrained>``, ``hf:<model-id-or-dir>``, ``bank:<npy-or-folder>``,
 ``random:<dim>[:<seed>]``; ``text.shuffle`` (:func:`derangement`). :func:`embed_class_names` computes T0 once and caches it on disk;
-:func:`build_prompt_encoder` gives DenseCLIP's learnable-context prompts.
+:func:`create_prompt_encoder` gives DenseCLIP's learnable-context prompts.
 """
 
 from clipfuse.text.aliases import CAMVID_ALIASES, apply_aliases
@@ -11,10 +11,10 @@ from clipfuse.text.base import TextEncoder, normalize_name, validate_class_names
 from clipfuse.text.cache import cache_key, embed_class_names
 from clipfuse.text.hf_encoder import HFEncoder
 from clipfuse.text.open_clip_encoder import OpenClipEncoder
-from clipfuse.text.prompt_learner import ContextPromptEncoder, build_prompt_encoder
+from clipfuse.text.prompt_learner import ContextPromptEncoder, create_prompt_encoder
 from clipfuse.text.prompts import DEFAULT_TEMPLATE
 from clipfuse.text.random_encoder import RandomEncoder
-from clipfuse.text.registry import ENCODERS, build_text_encoder
+from clipfuse.text.registry import ENCODERS, create_text_encoder
 from clipfuse.text.shuffle import derangement
 
 __all__ = [
@@ -28,8 +28,8 @@ __all__ = [
     "RandomEncoder",
     "TextEncoder",
     "apply_aliases",
-    "build_prompt_encoder",
-    "build_text_encoder",
+    "create_prompt_encoder",
+    "create_text_encoder",
     "cache_key",
     "derangement",
     "embed_class_names",

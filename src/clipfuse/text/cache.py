@@ -23,7 +23,7 @@ from clipfuse.fileio import atomic_write
 from clipfuse.text.aliases import apply_aliases
 from clipfuse.text.base import validate_class_names
 from clipfuse.text.prompts import DEFAULT_TEMPLATE, template_list
-from clipfuse.text.registry import build_text_encoder, split_spec
+from clipfuse.text.registry import create_text_encoder, split_spec
 
 _KEY_VERSION = 1
 _TENSOR = "embeddings"
@@ -107,7 +107,7 @@ def embed_class_names(
     cached = _read(path, len(names))
     if cached is not None:
         return cached
-    embeddings = build_text_encoder(spec).encode(apply_aliases(names, aliases), template)
+    embeddings = create_text_encoder(spec).encode(apply_aliases(names, aliases), template)
     problem = _problem(embeddings, len(names))
     if problem is not None:  # never cached, never trained with
         raise ClipfuseError(f"text encoder {spec} gave embeddings that are unusable: {problem}")

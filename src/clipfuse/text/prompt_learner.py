@@ -122,7 +122,7 @@ def _check_placeholders(token_ids: torch.Tensor, n_ctx: int, spec: str) -> None:
         )
 
 
-def build_prompt_encoder(
+def create_prompt_encoder(
     spec: str,
     class_names: Sequence[str],
     n_ctx: int = 8,

@@ -25,7 +25,7 @@ def split_spec(spec: str) -> tuple[type[TextEncoder], str]:
     return ENCODERS[prefix], argument
 
 
-def build_text_encoder(spec: str) -> TextEncoder:
+def create_text_encoder(spec: str) -> TextEncoder:
     """Build the encoder of ``spec``, e.g. ``open_clip:ViT-B-16/openai``, ``hf:<dir>``,
     ``bank:text/clip-vitb16/ade20k.npy`` or ``random:512``."""
     encoder_class, argument = split_spec(spec)
