@@ -1,10 +1,17 @@
 """Run configuration: YAML files plus ``section.key=value`` overrides.
 
-A config has five sections whose keys are the arguments of the objects they build:
-``model`` (:func:`clipfuse.models.create_model`), ``text`` (:func:`clipfuse.text.embed_class_names`),
-``data`` (:class:`clipfuse.engine.SegmentationDataModule`), ``train``
-(:class:`clipfuse.engine.SegmentationTask` and the Lightning ``Trainer``) and ``eval``
-(:class:`clipfuse.evaluation.InferenceConfig`). Unknown keys are errors, never ignored, and
+A config has a ``seed`` and five sections. Three hold constructor arguments: ``model``
+those of :func:`clipfuse.models.create_model` (passed one by one by :mod:`clipfuse.build`),
+``data`` those of :class:`clipfuse.engine.SegmentationDataModule` and ``eval`` the fields of
+:class:`clipfuse.evaluation.InferenceConfig`. ``text`` says how the class names are embedded:
+:mod:`clipfuse.text.resolve` picks the encoder and calls
+:func:`clipfuse.text.embed_class_names`. ``train`` is split by hand in
+:mod:`clipfuse.engine.run`: the optimiser, schedule and loss keys and ``channels_last`` go to
+:class:`clipfuse.engine.SegmentationTask`; ``max_steps``, the device keys, ``precision``,
+``val_every`` and ``log_every`` to Lightning's ``Trainer``; ``checkpoint_every``,
+``progress_bar`` and ``log_every`` to its callbacks; ``threads`` sets torch's thread count
+(:mod:`clipfuse.threads`), and ``precision`` / ``channels_last: auto`` are resolved first
+(:mod:`clipfuse.precision`). Unknown keys are errors, never ignored, and
 every value is checked against :mod:`clipfuse.config_schema` (types, ranges, choices) whenever
 a config is loaded, overridden or read back, before anything is built or written.
 
@@ -26,7 +33,12 @@ A saved config (a checkpoint's, a pretrained folder's) is read back with :func:`
 a run folder's ``config.yaml`` with :func:`load_config` at the folder's format version
 (:mod:`clipfuse.engine.run_folder`); both apply :func:`upgrade_config`: what a model saved by
 an older clipfuse meant, spelled as today's keys.
-"""
+
+This module is not model-free: :func:`upgrade_config` knows the ``convformer`` method's
+``head_kwargs`` (``text_scale``, ``gate_init``) and the ``random:`` text-encoder spec,
+:data:`RENAMED_METHODS` the old method name ``fpn``, and :func:`resolve_spec` expands
+``shared:`` inside a ``prefix:path`` text-encoder spec; :mod:`clipfuse.config_schema` checks
+methods, decoders, datasets and encoder specs against their registries."""
 
 import copy
 import functools

@@ -173,7 +173,7 @@ Template = Annotated[StrictStr, Field(pattern=r"^[^{}]*\{\}[^{}]*$")]
 
 
 class TextSection(_Section):
-    """The class-name embeddings (:func:`clipfuse.text.embed_class_names`)."""
+    """How the class names are embedded (:mod:`clipfuse.text.resolve`)."""
 
     encoder: str = _key("auto", "auto or a text-encoder spec")
     allow_mismatch: StrictBool = _key(False, "true or false")
@@ -249,7 +249,8 @@ class DataSection(_Section):
 
 
 class TrainSection(_Section):
-    """The arguments of :class:`clipfuse.engine.SegmentationTask` and Lightning's Trainer."""
+    """How a run trains: split by hand (:mod:`clipfuse.engine.run`) between
+    :class:`clipfuse.engine.SegmentationTask`, Lightning's Trainer and its callbacks."""
 
     max_steps: PositiveInt = _key(1000, "a positive integer")
     optimizer: Literal["sgd", "adamw"] = _key("sgd", "sgd or adamw")

@@ -1,7 +1,14 @@
-"""The ``clipfuse`` command: parses arguments and calls into the packages; holds no logic.
+"""The ``clipfuse`` command: argument parsing and dispatch into the packages.
 
 One module per command group (``training``, ``inference``, ``measure``, ``data``), each with
-its parsers and the handlers they dispatch to."""
+its parsers and the handlers they dispatch to. A handler passes the parsed options on as
+keyword arguments (or, as ``eval --split``, as a config override), refuses option
+combinations the packages do not take (``train`` with neither ``--config`` nor ``--resume``,
+``experiment --report-only`` with ``--only``) and prints what the packages return: JSON with
+``--json``, else the package's own table; ``bench --output`` is written here, through
+:mod:`clipfuse.fileio`. Building, training, measuring and formatting live in the packages.
+:func:`main` turns a :class:`~clipfuse.errors.ClipfuseError` into one line on stderr and its
+exit status, and Ctrl-C outside a training into status 130."""
 
 import argparse
 import sys
