@@ -263,6 +263,10 @@ class TrainSection(_Section):
     poly_power: NonNegativeNumber = _key(0.9, NON_NEGATIVE)
     aux_weight: NonNegativeNumber = _key(0.4, NON_NEGATIVE)
     aux_temperature: PositiveNumber = _key(0.07, POSITIVE)
+    # EMA of the weights (Lightning's EMAWeightAveraging): validation and the saved model use it
+    ema_decay: Annotated[float, Field(gt=0, lt=1)] | None = _key(
+        None, "null (off) or a number in (0, 1), e.g. 0.999"
+    )
     # auto: bf16-mixed where the CPU / GPU has native bf16, else 32-true (clipfuse.precision)
     precision: Literal[TRAIN_PRECISIONS] = _key("auto", f"one of {', '.join(TRAIN_PRECISIONS)}")
     channels_last: Literal["auto"] | StrictBool = _key("auto", "true, false or auto")

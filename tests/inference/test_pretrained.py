@@ -37,7 +37,7 @@ def evaluation_labels(checkpoint) -> list[np.ndarray]:
     inference = InferenceConfig.from_dict(config["eval"])
     labels = []
     with torch.inference_mode():
-        for batch in _datamodule(config, model).val_dataloader():
+        for batch in _datamodule(config, model.backbone.mean, model.backbone.std).val_dataloader():
             (images, masks), *others = batch.groups
             assert not others  # the tiny dataset's images are all one size
             probabilities = infer_probabilities(

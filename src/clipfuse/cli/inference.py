@@ -25,7 +25,14 @@ def _export(args: argparse.Namespace) -> None:
     from clipfuse.inference.export import export_checkpoint
 
     out = export_checkpoint(
-        args.checkpoint, args.out, format=args.format, size=args.size, exporter=args.exporter
+        args.checkpoint,
+        args.out,
+        format=args.format,
+        size=args.size,
+        exporter=args.exporter,
+        quantize=args.quantize,
+        calibration=args.calibration,
+        quantized_out=args.quantized_out,
     )
     print(f"{args.checkpoint} -> {out}")
 
@@ -92,5 +99,12 @@ def add_export(commands) -> None:
         choices=["dynamo", "torchscript"],
         default="dynamo",
         help="torch.onnx exporter (default: dynamo)",
+    )
+    export.add_argument("--quantize", choices=["int8"], help="also write a static int8 (QDQ) model")
+    export.add_argument(
+        "--calibration", type=int, default=8, help="training images calibrating int8 (8)"
+    )
+    export.add_argument(
+        "--quantized-out", help="the int8 file (default: <out name>.int8.onnx beside --out)"
     )
     export.set_defaults(func=_export)

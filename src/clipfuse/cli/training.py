@@ -73,7 +73,11 @@ def add_train_and_eval(commands) -> None:
     train.set_defaults(func=_train)
 
     evaluate = commands.add_parser("eval", help="evaluate a checkpoint on its dataset's val split")
-    evaluate.add_argument("--checkpoint", required=True, help="a clipfuse .ckpt file")
+    evaluate.add_argument(
+        "--checkpoint",
+        required=True,
+        help="a clipfuse .ckpt file, or an .onnx file from clipfuse export (onnxruntime, CPU)",
+    )
     evaluate.add_argument(
         "--split", help="the split to evaluate: val (default: the run's data.eval_split) or test"
     )

@@ -18,6 +18,7 @@ from clipfuse.config import apply_overrides
 from clipfuse.engine.batch_stream import BatchStream
 from clipfuse.engine.checkpoint_io import AtomicCheckpointIO
 from clipfuse.engine.datamodule import SegmentationDataModule
+from clipfuse.engine.ema import EMA
 from clipfuse.engine.lock import RunLock
 from clipfuse.engine.progress import ProgressLines, StepProgressBar
 from clipfuse.engine.resume import check_resumable
@@ -102,11 +103,10 @@ class _RunTask(SegmentationTask):
         checkpoint[CHECKPOINT_KEY] = checkpoint_meta(self.run_config, self.class_names)
 
 
-def _datamodule(config: dict, model: Segmentor) -> SegmentationDataModule:
-    data = dict(config["data"])
-    return SegmentationDataModule(
-        mean=model.backbone.mean, std=model.backbone.std, seed=config["seed"], **data
-    )
+def _datamodule(
+    config: dict, mean: Sequence[float], std: Sequence[float]
+) -> SegmentationDataModule:
+    return SegmentationDataModule(mean=mean, std=std, seed=config["seed"], **config["data"])
 
 
 def _trainer(config: dict, out_dir: Path, callbacks: list | None = None) -> L.Trainer:
@@ -247,7 +247,7 @@ def _fit(config: dict, out_dir: Path, last: Path, resume: bool, callbacks: list 
     if resume and last.exists():  # the checks of eval and clipfuse.load, and that it is this run's
         check_resumable(last, config, class_names, model, RESUMABLE_KEYS)
     task = _RunTask(model, class_names, config, report_path=out_dir / "metrics.json")
-    datamodule = _datamodule(config, model)
+    datamodule = _datamodule(config, model.backbone.mean, model.backbone.std)
     datamodule.check_files()
     write_run_config(out_dir, config)
     checkpoints = ModelCheckpoint(  # only last.ckpt: a Conv-Former checkpoint with AdamW is ~0.7 GB
@@ -259,6 +259,8 @@ def _fit(config: dict, out_dir: Path, last: Path, resume: bool, callbacks: list 
     )
     stop = SafeStop(last)  # a diverged loss, SIGTERM and Ctrl-C
     callbacks = [checkpoints, stop, BatchStream(out_dir), *(callbacks or [])]
+    if config["train"]["ema_decay"] is not None:  # validation and checkpoints hold the average
+        callbacks.append(EMA(config["train"]["ema_decay"]))
     trainer = _trainer(config, out_dir, callbacks)
     ckpt_path = None
     if resume and last.exists():
@@ -290,18 +292,31 @@ def _report(
         atomic_write_text(path, json.dumps(payload, indent=2))
 
 
+def _model_to_evaluate(path: str | Path, overrides: Sequence[str]) -> tuple:
+    """``(model, config, class_names, mean, std)`` of a checkpoint, pretrained folder or ONNX
+    file from ``clipfuse export`` (run by onnxruntime on the CPU)."""
+    if Path(path).suffix == ".onnx":
+        from clipfuse.inference.export import OnnxLogits
+
+        model = OnnxLogits(path)
+        config = apply_overrides(model.config, [*overrides, "train.accelerator=cpu"])
+        return model, config, model.class_names, model.mean, model.std
+    loaded = load_model(path, overrides)
+    model = loaded.segmentor
+    return model, loaded.config, loaded.class_names, model.backbone.mean, model.backbone.std
+
+
 def evaluate(
     checkpoint: str | Path,
     overrides: list[str] | None = None,
     json_path: str | Path | None = None,
     quiet: bool = False,
 ) -> dict:
-    """Evaluate a checkpoint on its dataset's ``data.eval_split`` (``val`` unless overridden;
-    ``data.*`` / ``eval.*`` overridable)."""
+    """Evaluate a checkpoint (or an exported ``.onnx`` file, fp32 or int8) on its dataset's
+    ``data.eval_split`` (``val`` unless overridden; ``data.*`` / ``eval.*`` overridable)."""
     if json_path is not None:
         prepare_file(json_path, "metrics file")  # before the evaluation, not after it
-    loaded = load_model(checkpoint, overrides or ())
-    config, class_names, model = loaded.config, loaded.class_names, loaded.segmentor
+    model, config, class_names, mean, std = _model_to_evaluate(checkpoint, overrides or ())
     dataset_classes = class_names_of(config)
     if dataset_classes != class_names:
         raise ClipfuseError(
@@ -314,12 +329,14 @@ def evaluate(
     # Autocast comes from eval.precision (in infer_probabilities), not from how the run was trained.
     single = {"devices": 1, "num_nodes": 1, "strategy": "auto", "precision": "32-true"}
     config = {**config, "train": {**config["train"], **single, "progress_bar": not quiet}}
+    folder = Path(checkpoint).resolve().parent
     log_dir = prepare_dir(
-        Path(checkpoint).resolve().parent.parent / "eval", "evaluation log folder"
+        (folder if folder.name != "checkpoints" else folder.parent) / "eval",
+        "evaluation log folder",
     )
     trainer = _trainer(config, log_dir)
     with _expected_warnings():
-        trainer.validate(task, datamodule=_datamodule(config, model), verbose=False)
+        trainer.validate(task, datamodule=_datamodule(config, mean, std), verbose=False)
     return {
         **results_to_json(task.last_results, class_names),
         "split": config["data"]["eval_split"],

@@ -159,13 +159,22 @@ def export_checkpoint(
     size: Sequence[int] | None = None,
     exporter: Exporter = "dynamo",
     opset: int = DEFAULT_OPSET,
+    quantize: str | None = None,
+    calibration: int = 8,
+    quantized_out: str | Path | None = None,
 ) -> Path:
     """Export a clipfuse training checkpoint (or pretrained folder); ``size`` defaults to the
-    config's crop size."""
+    config's crop size. The run's config goes into the metadata (``clipfuse eval`` reads it).
+    ``quantize="int8"`` also writes ``quantized_out`` (default ``<name>.int8.onnx``),
+    calibrated on ``calibration`` training images (:mod:`clipfuse.inference.quantize`); the
+    path of the int8 file is then returned."""
     from clipfuse.build import load_model
+    from clipfuse.inference import quantize as quant
 
     if format not in FORMATS:
         raise ClipfuseError(f"export: format {format!r}: expected one of {FORMATS}")
+    if quantize is not None and quantize not in quant.QUANTIZE:
+        raise ClipfuseError(f"export: quantize {quantize!r}: expected one of {quant.QUANTIZE}")
     prepare_file(out, "ONNX file")
     loaded = load_model(checkpoint)
     model, config, class_names = loaded.segmentor, loaded.config, loaded.class_names
@@ -175,8 +184,16 @@ def export_checkpoint(
         "method": model_cfg["method"],
         "backbone": model_cfg["backbone"],
         "decoder": model_cfg["decoder"],
+        "config": json.dumps(config, default=str),
     }
-    return export_onnx(model, out, size, class_names, exporter, opset, metadata=extra)
+    images = None
+    if quantize is not None:  # the images before the export work: a bad dataset fails fast
+        mean, std = model.backbone.mean, model.backbone.std
+        images = quant.calibration_images(config, mean, std, calibration)
+    fp32 = export_onnx(model, out, size, class_names, exporter, opset, metadata=extra)
+    if images is None:
+        return fp32
+    return quant.quantize_int8(fp32, quantized_out or quant.int8_path(fp32), images)
 
 
 class OnnxSegmentor:
@@ -211,3 +228,37 @@ class OnnxSegmentor:
         std = np.asarray(self.std, np.float32)
         normalised = ((np.asarray(image, np.float32) - mean) / std).transpose(2, 0, 1)[None]
         return self.logits(normalised)[0].argmax(0).astype(np.uint8)
+
+
+class OnnxLogits(nn.Module):
+    """An exported model as the ``images -> {"logits": ...}`` module that evaluation calls
+    (onnxruntime's CPU provider); ``config``, ``class_names``, ``mean`` and ``std`` come from
+    the file's metadata. A file that ``clipfuse export`` did not write (or wrote before the
+    config was stored) is refused."""
+
+    def __init__(self, path: str | Path, threads: int | None = None) -> None:
+        super().__init__()
+        path = Path(path)
+        if not path.is_file():
+            raise ClipfuseError(f"ONNX model {path} not found")
+        try:
+            self.runner = OnnxSegmentor(path, threads)
+        except ClipfuseError:
+            raise
+        except Exception as error:  # onnxruntime's own errors, many lines long
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error)
+            raise ClipfuseError(f"{path} is not a readable ONNX model: {first}") from None
+        meta = self.runner.session.get_modelmeta().custom_metadata_map
+        if meta.get("producer") != "clipfuse" or "config" not in meta or "class_names" not in meta:
+            raise ClipfuseError(
+                f"{path} was not written by clipfuse export (no clipfuse config in its "
+                "metadata): export the checkpoint again to evaluate it"
+            )
+        self.config = json.loads(meta["config"])
+        self.class_names = self.runner.class_names
+        self.mean, self.std = self.runner.mean, self.runner.std
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        array = images.detach().float().cpu().contiguous().numpy()
+        logits = self.runner.logits(array)
+        return {"logits": torch.from_numpy(logits).to(images.device)}

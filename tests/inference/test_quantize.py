@@ -1,0 +1,108 @@
+"""``clipfuse export --quantize int8`` and ``clipfuse eval`` of an exported ONNX file."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from helpers import tiny_config, write_folder_dataset
+
+from clipfuse.cli import main
+from clipfuse.engine import evaluate, train
+from clipfuse.errors import ClipfuseError
+from clipfuse.inference.export import OnnxSegmentor, export_checkpoint
+from clipfuse.inference.quantize import calibration_images
+from clipfuse.saved_model import load_checkpoint
+
+SIZE = ["data.val_size=[64, 64]"]  # a multiple of 32: there the graph is the model
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A tiny Conv-Former trained a few steps, exported fp32 + int8 through the CLI."""
+    root = tmp_path_factory.mktemp("quantize")
+    data = write_folder_dataset(root / "data", size=(64, 64))
+    train(tiny_config(data, "convformer", max_steps=8, threads=1), root / "run")
+    checkpoint = root / "run" / "checkpoints" / "last.ckpt"
+    out = root / "model.onnx"
+    argv = ["export", "--checkpoint", str(checkpoint), "--out", str(out), "--size", "64", "64"]
+    assert (
+        main([*argv, "--exporter", "torchscript", "--quantize", "int8", "--calibration", "2"]) == 0
+    )
+    return checkpoint, out, root / "model.int8.onnx", data
+
+
+def test_int8_is_smaller_and_agrees_with_fp32(exported):
+    checkpoint, fp32, int8, data = exported
+    assert int8.stat().st_size < fp32.stat().st_size
+    assert any(node.op_type == "QuantizeLinear" for node in onnx.load(str(int8)).graph.node)
+    config, _, _ = load_checkpoint(checkpoint)
+    images = np.concatenate(calibration_images(config, *_normalisation(fp32), count=4))
+    reference = OnnxSegmentor(fp32, threads=1).logits(images).argmax(1)
+    quantized = OnnxSegmentor(int8, threads=1)
+    assert quantized.class_names == OnnxSegmentor(fp32).class_names
+    assert (quantized.logits(images).argmax(1) == reference).mean() >= 0.75
+
+
+def _normalisation(path):
+    runner = OnnxSegmentor(path, threads=1)
+    return runner.mean, runner.std
+
+
+def test_eval_of_the_onnx_file_matches_eval_of_the_checkpoint(exported, tmp_path, capsys):
+    checkpoint, fp32, int8, _ = exported
+    saved = evaluate(checkpoint, SIZE, quiet=True)
+    assert (
+        main(
+            [
+                "eval",
+                "--checkpoint",
+                str(fp32),
+                "--json",
+                "--output",
+                str(tmp_path / "m.json"),
+                *SIZE,
+            ]
+        )
+        == 0
+    )
+    onnx_results = json.loads(capsys.readouterr().out)
+    assert onnx_results["mIoU"] == pytest.approx(saved["mIoU"], abs=0.5)
+    assert [row["name"] for row in onnx_results["per_class"]] == [
+        row["name"] for row in saved["per_class"]
+    ]
+    assert json.loads((tmp_path / "m.json").read_text())["mIoU"] == pytest.approx(
+        saved["mIoU"], abs=0.5
+    )
+    assert 0 <= evaluate(int8, SIZE, quiet=True)["mIoU"] <= 100
+
+
+def test_a_foreign_onnx_file_is_refused(tmp_path):
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Identity", ["x"], ["y"])],
+        "foreign",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])],
+    )
+    path = tmp_path / "foreign.onnx"
+    onnx.save(onnx.helper.make_model(graph), str(path))
+    for bad in (path, tmp_path / "missing.onnx"):
+        with pytest.raises(ClipfuseError) as error:
+            evaluate(bad)
+        assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("count", [0, -1])
+def test_bad_calibration_counts_are_refused(exported, tmp_path, count):
+    with pytest.raises(ClipfuseError, match="calibration") as error:
+        export_checkpoint(exported[0], tmp_path / "m.onnx", quantize="int8", calibration=count)
+    assert "\n" not in str(error.value)
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_a_missing_dataset_is_refused(exported, tmp_path):
+    config, _, _ = load_checkpoint(exported[0])
+    config["data"]["root"] = str(tmp_path / "nowhere")
+    with pytest.raises(ClipfuseError) as error:
+        calibration_images(config, [0, 0, 0], [1, 1, 1], 2)
+    assert "\n" not in str(error.value)
