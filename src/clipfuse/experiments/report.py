@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from clipfuse.config import current_method
+from clipfuse.engine.run_folder import CONFIG_FILE
 from clipfuse.errors import ClipfuseError, announce, one_line
 from clipfuse.experiments.compare import compare_all, comparison_markdown, stream_markdown
 from clipfuse.experiments.spec import ExperimentSpec
@@ -70,14 +71,18 @@ CSV_COLUMNS = (
 )
 
 
+def run_started(folder: Path) -> bool:
+    """Whether a run was started in ``folder``: its config or a checkpoint is there."""
+    return (folder / CONFIG_FILE).is_file() or (folder / "checkpoints" / "last.ckpt").exists()
+
+
 def run_folder(spec: ExperimentSpec, out: Path, run: str, seed: int) -> Path:
     """The folder holding (run, seed)'s result: its run folder under ``out`` once it has
     started there, else its record beside the report (:meth:`ExperimentSpec.record_dir`) if
     one is kept, else the run folder."""
     folder = Path(out) / run / f"seed{seed}"
     record = spec.record_dir(run, seed)
-    started = (folder / "config.yaml").is_file() or (folder / "checkpoints").is_dir()
-    if not started and record is not None and (record / RESULT_FILE).is_file():
+    if not run_started(folder) and record is not None and (record / RESULT_FILE).is_file():
         return record
     return folder
 
@@ -370,7 +375,7 @@ def write_report(
         announce(f"results.png not written: {one_line(error)}")
     best = best_row(rows)
     if best is not None:
-        best_config = run_folder(spec, out, best["run"], best["seed"]) / "config.yaml"
+        best_config = run_folder(spec, out, best["run"], best["seed"]) / CONFIG_FILE
         if best_config.is_file():
             files[BEST_CONFIG_FILE] = best_config.read_text()
         else:

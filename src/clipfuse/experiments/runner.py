@@ -43,7 +43,13 @@ from clipfuse.engine.lock import RunLock
 from clipfuse.engine.run_folder import CONFIG_FILE, FORMAT_FILE, changes_from_saved
 from clipfuse.errors import ClipfuseError
 from clipfuse.experiments.measure import measure_model
-from clipfuse.experiments.report import RESULT_FILE, read_rows, run_folder, write_report
+from clipfuse.experiments.report import (
+    RESULT_FILE,
+    read_rows,
+    run_folder,
+    run_started,
+    write_report,
+)
 from clipfuse.experiments.spec import ExperimentSpec, load_spec
 from clipfuse.experiments.tables import format_mean_std
 from clipfuse.experiments.vocab import VOCAB_FILE, evaluate_run
@@ -127,9 +133,7 @@ def _last_step(folder: Path) -> int | None:
 def job_status(folder: Path, config: dict, needs: Sequence[str] = ()) -> tuple[Status, int | None]:
     """The status of ``folder`` for a run of ``config`` and the step of its last validation;
     a finished run whose result row lacks a key of ``needs`` is to be measured again."""
-    saved = folder / CONFIG_FILE
-    started = saved.is_file() or (folder / "checkpoints" / "last.ckpt").exists()
-    if saved.is_file():
+    if (folder / CONFIG_FILE).is_file():
         _, changed = changes_from_saved(folder, config)
         differences = [
             f"{key} ({there!r} there, {planned!r} in the spec)"
@@ -147,7 +151,7 @@ def job_status(folder: Path, config: dict, needs: Sequence[str] = ()) -> tuple[S
             json.loads((folder / RESULT_FILE).read_text())
         )
         return (Status.DONE if done else Status.MEASURE), step
-    return (Status.RESUME if started else Status.RUN), step
+    return (Status.RESUME if run_started(folder) else Status.RUN), step
 
 
 def plan(
