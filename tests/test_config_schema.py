@@ -63,6 +63,15 @@ BAD = {
     "eval.scales=[1.0,-0.5]": "config key eval.scales is [1.0, -0.5]: expected a non-empty list",
     "eval.flip=maybe": "config key eval.flip is 'maybe': expected true or false",
     "data.scale_range=[2.0,0.5]": "config key data.scale_range is [2.0, 0.5]: expected [low, high]",
+    "train.loss=focal": "config key train.loss is 'focal': expected ce or ohem",
+    "train.ohem_thresh=0": "config key train.ohem_thresh is 0: expected a number in (0, 1]",
+    "train.ohem_thresh=1.5": "config key train.ohem_thresh is 1.5: expected a number in (0, 1]",
+    "train.ohem_min_kept=-1": "config key train.ohem_min_kept is -1: expected an integer >= 0",
+    "train.class_weight=[1,-0.5]": "config key train.class_weight is [1, -0.5]: expected null, "
+    "balanced, or a list of positive numbers (one per class)",
+    "train.class_weight=[1,0]": "config key train.class_weight is [1, 0]: expected null, balanced",
+    "train.class_weight=[]": "config key train.class_weight is []: expected null, balanced",
+    "train.class_weight=inverse": "config key train.class_weight is 'inverse': expected null, bal",
 }
 
 
@@ -85,6 +94,11 @@ def test_a_bad_value_is_one_error_naming_key_value_and_what_is_allowed(override)
         "model.decoder=upernet",
         "train.devices=[0, 1]",
         "data.val_size=240",
+        "train.loss=ohem",
+        "train.ohem_thresh=1",
+        "train.ohem_min_kept=0",
+        "train.class_weight=balanced",
+        "train.class_weight=[1, 0.5, 2.5]",
     ],
 )
 def test_good_values_pass(override):

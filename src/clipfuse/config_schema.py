@@ -263,6 +263,14 @@ class TrainSection(_Section):
     poly_power: NonNegativeNumber = _key(0.9, NON_NEGATIVE)
     aux_weight: NonNegativeNumber = _key(0.4, NON_NEGATIVE)
     aux_temperature: PositiveNumber = _key(0.07, POSITIVE)
+    loss: Literal["ce", "ohem"] = _key("ce", "ce or ohem")
+    ohem_thresh: Annotated[float, Field(gt=0, le=1)] = _key(0.7, "a number in (0, 1]")
+    ohem_min_kept: NonNegativeInt = _key(100000, "an integer >= 0 (pixels per image)")
+    # balanced: a list before training (clipfuse.engine.class_weight; config.yaml records it)
+    # of positive numbers: a batch of only zero-weighted pixels would have a loss of 0 / 0
+    class_weight: (
+        Literal["balanced"] | Annotated[list[PositiveNumber], Field(min_length=1)] | None
+    ) = _key(None, "null, balanced, or a list of positive numbers (one per class)")
     # EMA of the weights (Lightning's EMAWeightAveraging): validation and the saved model use it
     ema_decay: Annotated[float, Field(gt=0, lt=1)] | None = _key(
         None, "null (off) or a number in (0, 1), e.g. 0.999"

@@ -128,3 +128,24 @@ def test_training_is_timed_per_precision_and_layout(config_files, capsys):
             )
     table = format_bench(result)
     assert "speed-up over 32-true" in table and "bf16-mixed+channels_last ms" in table
+
+
+def test_bench_steps_with_the_loss_the_config_trains_with(folder_dataset, capsys):
+    import torch
+
+    from clipfuse.analysis.candidates import candidate_loss_args, load_candidates
+    from clipfuse.analysis.timing import random_batch, sgd_optimizer, train_step
+
+    config = tiny_config(folder_dataset, loss="ohem", ohem_min_kept=8, class_weight="balanced")
+    [candidate] = load_candidates([{**config, "name": "tail"}], False, None)
+    announced = capsys.readouterr().err
+    assert "tail's train.class_weight balanced is timed with weights of 1" in announced
+    arguments = candidate_loss_args(candidate.spec)
+    assert arguments["loss"] == "ohem" and arguments["ohem_min_kept"] == 8
+    assert arguments["class_weight"] == [1.0, 1.0, 1.0]
+    assert candidate_loss_args({"smp": {"backbone": "x", "classes": 3}}) == {}
+    model = torch.nn.Conv2d(3, 3, 1)
+    before = model.weight.detach().clone()
+    images, labels = random_batch(2, (8, 8), torch.device("cpu"), 3)
+    train_step(model, sgd_optimizer(model), images, labels, arguments)
+    assert not torch.equal(model.weight, before)

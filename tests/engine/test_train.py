@@ -7,6 +7,7 @@ import torch
 from helpers import refused, snapshot, tiny_config
 
 from clipfuse.engine import train
+from clipfuse.engine.run_folder import changes_from_saved, read_run_config
 from clipfuse.errors import ClipfuseError
 from clipfuse.saved_model import load_checkpoint
 
@@ -53,6 +54,29 @@ def test_interrupted_run_resumes_from_its_last_checkpoint(folder_dataset, tmp_pa
     scheduler = final["lr_schedulers"][0]
     assert scheduler["last_epoch"] == 6  # the schedule continued, it did not restart
     assert final["optimizer_states"][0]["state"]  # optimiser moments were restored and kept
+
+
+def test_ohem_with_balanced_weights_trains_and_the_run_records_the_weights(
+    folder_dataset, tmp_path, capsys
+):
+    out = tmp_path / "run"
+    config = tiny_config(folder_dataset, loss="ohem", ohem_min_kept=64, class_weight="balanced")
+    assert 0.0 <= train(config, out)["mIoU"] <= 100.0
+    assert "train.class_weight balanced: ENet weights" in capsys.readouterr().err
+    saved = read_run_config(out)["train"]
+    assert saved["loss"] == "ohem" and len(saved["class_weight"]) == 3
+    assert load_checkpoint(out / "checkpoints" / "last.ckpt")[0]["train"] == saved
+    # Resuming with the config that says balanced reads the recorded list, never recounts.
+    assert "train.class_weight" not in changes_from_saved(out, config)[1]
+
+
+def test_class_weights_of_another_length_are_refused_before_the_run_folder_is_written(
+    folder_dataset, tmp_path
+):
+    out = tmp_path / "run"
+    with pytest.raises(ClipfuseError, match="class_weight has 2 entries: expected 3, one per"):
+        train(tiny_config(folder_dataset, class_weight="[1, 2]"), out)
+    assert not (out / "config.yaml").exists()
 
 
 def test_resume_without_a_run_is_a_clear_error(tmp_path):

@@ -7,8 +7,9 @@ from pathlib import Path
 
 from torch import nn
 
-from clipfuse.errors import ClipfuseError
+from clipfuse.errors import ClipfuseError, announce
 from clipfuse.extras import require
+from clipfuse.losses import loss_arguments
 
 SMP_NAME = "smp-FPN"
 
@@ -52,9 +53,27 @@ def _info(config: dict, class_names: list[str]) -> dict:
 
 
 def candidate_loss_args(spec: dict) -> dict:
-    """The loss settings of a candidate's config (smp has none)."""
-    train = spec.get("config", {}).get("train", {})
-    return {key: train[key] for key in ("aux_weight", "aux_temperature") if key in train}
+    """The loss settings of a candidate's config, as the engine reads them (smp has none)."""
+    if "config" not in spec:
+        return {}
+    from clipfuse.build import class_names_of
+
+    config = spec["config"]
+    return loss_arguments(config.get("train", {}), class_names_of(config))
+
+
+def _timed_class_weight(config: dict, name: str) -> dict:
+    """``config`` with ``train.class_weight: balanced`` timed as weights of 1, announced: the
+    cost of a weighted cross-entropy does not depend on the weights, and counting the
+    training set's pixels is ``clipfuse train``'s work."""
+    train = config.get("train", {})
+    if train.get("class_weight") != "balanced":
+        return config
+    from clipfuse.build import class_names_of
+
+    announce(f"bench: {name}'s train.class_weight balanced is timed with weights of 1")
+    weights = [1.0] * len(class_names_of(config))
+    return {**config, "train": {**train, "class_weight": weights}}
 
 
 def load_candidates(
@@ -74,7 +93,7 @@ def load_candidates(
                 raise ClipfuseError(f"bench: config {path} not found")
             config = load_config(path, list(overrides or []))
             name = path.stem
-        candidates.append(Candidate(name, {"config": config}))
+        candidates.append(Candidate(name, {"config": _timed_class_weight(config, name)}))
     if not candidates:
         raise ClipfuseError("bench: give at least one config")
     names = [c.name for c in candidates]

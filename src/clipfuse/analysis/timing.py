@@ -71,7 +71,8 @@ def train_step(
     dtype: torch.dtype | None = None,
 ) -> None:
     """One step as the engine trains: forward (under autocast when ``dtype`` is given), the
-    engine's loss with the config's ``aux_weight`` / ``aux_temperature``, backward, step."""
+    engine's loss with the config's loss keys (``loss_args``: ``candidate_loss_args``),
+    backward, step."""
     optimizer.zero_grad(set_to_none=True)
     with torch.autocast(images.device.type, dtype=dtype, enabled=dtype is not None):
         outputs = model(images)

@@ -13,7 +13,7 @@ from clipfuse.data.cityscapes import Cityscapes
 from clipfuse.data.folder import FolderDataset
 from clipfuse.data.labelmefacade import LabelMeFacade
 from clipfuse.data.registry import DATASETS, create_dataset, dataset_classes, find_dataset_root
-from clipfuse.data.stats import class_image_counts
+from clipfuse.data.stats import class_image_counts, class_pixel_counts
 from clipfuse.data.transforms import create_eval_transform, create_train_transform
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "dataset_classes",
     "create_train_transform",
     "class_image_counts",
+    "class_pixel_counts",
     "default_palette",
     "find_dataset_root",
 ]

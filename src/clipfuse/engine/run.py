@@ -17,6 +17,7 @@ from clipfuse.build import class_names_of, create_model_from_config, load_model
 from clipfuse.config import apply_overrides
 from clipfuse.engine.batch_stream import BatchStream
 from clipfuse.engine.checkpoint_io import AtomicCheckpointIO
+from clipfuse.engine.class_weight import with_resolved_class_weight
 from clipfuse.engine.datamodule import SegmentationDataModule
 from clipfuse.engine.ema import EMA
 from clipfuse.engine.lock import RunLock
@@ -34,6 +35,7 @@ from clipfuse.engine.task import SegmentationTask
 from clipfuse.errors import ClipfuseError, announce
 from clipfuse.evaluation import InferenceConfig, format_table, results_to_json
 from clipfuse.fileio import atomic_write_text, prepare_dir, prepare_file, remove_partial_files
+from clipfuse.losses import loss_arguments
 from clipfuse.models import Segmentor, method_uses_text
 from clipfuse.saved_model import CHECKPOINT_KEY, checkpoint_meta
 from clipfuse.seeding import init_rng
@@ -83,8 +85,7 @@ class _RunTask(SegmentationTask):
             max_steps=train["max_steps"],
             warmup_steps=train["warmup_steps"],
             poly_power=train["poly_power"],
-            aux_weight=train["aux_weight"],
-            aux_temperature=train["aux_temperature"],
+            loss_args=loss_arguments(train, class_names),
             inference=InferenceConfig.from_dict(config["eval"]),
             channels_last=train["channels_last"] is True,
         )
@@ -242,6 +243,7 @@ def _fit(config: dict, out_dir: Path, last: Path, resume: bool, callbacks: list 
     class_names = class_names_of(config)
     if method_uses_text(config["model"]["method"]):  # config.yaml names the encoder used
         config = resolve_text_encoder(config, class_names)
+    config = with_resolved_class_weight(config)  # config.yaml records the list
     with init_rng(config["seed"]):
         model = create_model_from_config(config, class_names)
     if resume and last.exists():  # the checks of eval and clipfuse.load, and that it is this run's

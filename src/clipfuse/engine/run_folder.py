@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 
 from clipfuse.config import FORMAT_VERSION, changed_keys, dump_config, load_config
+from clipfuse.engine.class_weight import with_saved_class_weight
 from clipfuse.errors import ClipfuseError
 from clipfuse.fileio import atomic_write_text
 from clipfuse.precision import with_resolved_precision
@@ -67,6 +68,8 @@ def read_run_config(folder: Path) -> dict:
 def changes_from_saved(folder: Path, planned: dict) -> tuple[dict, dict[str, tuple]]:
     """``planned`` (a validated config) as this machine resolves it, and dotted key ->
     (saved, planned) for each setting where it differs from the config saved in run
-    ``folder`` (also as this machine resolves it, should it hold an ``auto``)."""
-    planned = resolved_config(planned)[0]
-    return planned, changed_keys(resolved_config(read_run_config(folder))[0], planned)
+    ``folder`` (also as this machine resolves it, should it hold an ``auto``). A planned
+    ``train.class_weight: balanced`` is the list the run resolved it to (never recounted)."""
+    saved = resolved_config(read_run_config(folder))[0]
+    planned = with_saved_class_weight(resolved_config(planned)[0], saved)
+    return planned, changed_keys(saved, planned)

@@ -14,7 +14,8 @@ from clipfuse.models import Segmentor
 
 
 class SegmentationTask(L.LightningModule):
-    """Trains a :class:`~clipfuse.models.Segmentor` with cross-entropy (ignore 255) plus, for
+    """Trains a :class:`~clipfuse.models.Segmentor` with cross-entropy (ignore 255; plain or
+    OHEM, optionally class-weighted: :func:`~clipfuse.losses.segmentation_loss`) plus, for
     language-guided methods, the auxiliary score-map loss ``aux_weight x CE(up(S / T), y)``
     (method.md Sec. 3), and validates with the confusion-matrix metrics.
 
@@ -24,7 +25,10 @@ class SegmentationTask(L.LightningModule):
         optim: keyword arguments of ``create_optimizer`` (optimizer, lr, weight_decay,
             momentum, backbone_lr_mult, head_lr_mult); its defaults where absent.
         max_steps, warmup_steps, poly_power: the poly schedule with linear warm-up.
-        aux_weight, aux_temperature: the auxiliary loss (0 turns it off).
+        loss_args: keyword arguments of :func:`~clipfuse.losses.segmentation_loss` (the
+            auxiliary loss's aux_weight, 0 turning it off, and aux_temperature; the main
+            loss, ce or ohem, its class_weight, ohem_thresh and ohem_min_kept); its defaults
+            where absent (:func:`~clipfuse.losses.loss_arguments` reads them from a config).
         inference: how validation images are predicted (whole / slide, flip, scales,
             precision).
         channels_last: keep the model's weights and the images in channels-last memory
@@ -39,8 +43,7 @@ class SegmentationTask(L.LightningModule):
         max_steps: int = 1000,
         warmup_steps: int = 0,
         poly_power: float = 0.9,
-        aux_weight: float = 0.4,
-        aux_temperature: float = 0.07,
+        loss_args: Mapping[str, Any] | None = None,
         inference: InferenceConfig | None = None,
         ignore_index: int = 255,
         channels_last: bool = False,
@@ -50,8 +53,7 @@ class SegmentationTask(L.LightningModule):
         self.class_names = list(class_names)
         self.optim_args = dict(optim or {})
         self.schedule = PolyWithWarmup(max_steps, warmup_steps, poly_power)
-        self.aux_weight = aux_weight
-        self.aux_temperature = aux_temperature
+        self.loss_args = dict(loss_args or {})
         self.inference = inference or InferenceConfig()
         self.ignore_index = ignore_index
         self.channels_last = channels_last
@@ -80,7 +82,7 @@ class SegmentationTask(L.LightningModule):
     ) -> torch.Tensor:
         images, masks = batch
         losses = segmentation_loss(
-            self.model(images), masks, self.aux_weight, self.aux_temperature, self.ignore_index
+            self.model(images), masks, ignore_index=self.ignore_index, **self.loss_args
         )
         self.log("train/loss_seg", losses["loss_seg"], prog_bar=False)
         if "loss_aux" in losses:
