@@ -15,7 +15,6 @@ from torch.nn import functional as F
 
 from clipfuse.errors import ClipfuseError
 
-LOSSES = ("ce", "ohem")
 # The train keys that are arguments of segmentation_loss (the same names).
 LOSS_KEYS = (
     "aux_weight",

@@ -12,7 +12,13 @@ from clipfuse.data.ccp import CCP
 from clipfuse.data.cityscapes import Cityscapes
 from clipfuse.data.folder import FolderDataset
 from clipfuse.data.labelmefacade import LabelMeFacade
-from clipfuse.data.registry import DATASETS, create_dataset, dataset_classes, find_dataset_root
+from clipfuse.data.registry import (
+    DATASETS,
+    create_config_dataset,
+    create_dataset,
+    dataset_classes,
+    find_dataset_root,
+)
 from clipfuse.data.stats import class_image_counts, class_pixel_counts
 from clipfuse.data.transforms import create_eval_transform, create_train_transform
 
@@ -27,6 +33,7 @@ __all__ = [
     "LabelMeFacade",
     "SegmentationDataset",
     "create_dataset",
+    "create_config_dataset",
     "create_eval_transform",
     "dataset_classes",
     "create_train_transform",

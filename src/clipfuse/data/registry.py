@@ -84,6 +84,21 @@ def create_dataset(
     return cls(find_dataset_root(name, root), split=split, transform=transform, **kwargs)
 
 
+def create_config_dataset(
+    config: dict, split: str, transform: Transform | None = None
+) -> SegmentationDataset:
+    """Split ``split`` of the dataset a run config's ``data`` section names (its dataset,
+    root and dataset options), through :func:`create_dataset`."""
+    data = config["data"]
+    return create_dataset(
+        data["dataset"],
+        split,
+        root=data.get("root"),
+        transform=transform,
+        **(data.get("dataset_kwargs") or {}),
+    )
+
+
 def dataset_classes(name: str, root: str | os.PathLike | None = None, **kwargs) -> list[str]:
     """The class names of dataset ``name`` under the dataset options ``kwargs`` (``merge``,
     ``ignore``, ``unseen``): fixed lists need no data on disk, a ``folder`` dataset is read

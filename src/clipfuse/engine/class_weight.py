@@ -6,7 +6,7 @@ counts again (nor differently, should the data have changed)."""
 import math
 from collections.abc import Sequence
 
-from clipfuse.data import class_pixel_counts, create_dataset
+from clipfuse.data import class_pixel_counts, create_config_dataset
 from clipfuse.errors import ClipfuseError, announce
 
 # ENet's constant: a class of frequency p weighs 1 / ln(1.02 + p), at most 1 / ln(1.02) ~ 50.5.
@@ -36,8 +36,7 @@ def with_resolved_class_weight(config: dict) -> dict:
     train = config["train"]
     if train["class_weight"] != "balanced":
         return config
-    data = config["data"]
-    dataset = create_dataset(data["dataset"], "train", root=data["root"], **data["dataset_kwargs"])
+    dataset = create_config_dataset(config, "train")
     counts = class_pixel_counts(dataset)
     weights = balanced_class_weights(list(counts.values()))
     rarest = list(counts)[weights.index(max(weights))]

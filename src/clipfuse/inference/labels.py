@@ -134,13 +134,10 @@ def label_colour(name: str) -> np.ndarray:
 
 def dataset_palette(config: dict, class_names: list[str]) -> np.ndarray | None:
     """The training dataset's colours when it is on this machine, else None."""
-    from clipfuse.data import create_dataset
+    from clipfuse.data import create_config_dataset
 
-    data = config["data"]
     try:
-        dataset = create_dataset(
-            data["dataset"], "val", root=data["root"], **data["dataset_kwargs"]
-        )
+        dataset = create_config_dataset(config, "val")
     except Exception:  # absent or unreadable: the default palette will do
         return None
     palette = np.asarray(dataset.palette)

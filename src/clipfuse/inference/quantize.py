@@ -30,7 +30,7 @@ def int8_path(fp32: str | Path) -> Path:
 def calibration_images(config: dict, mean, std, count: int) -> list[np.ndarray]:
     """The first ``count`` training images of the run's dataset through its eval transform,
     as 1 x 3 x H x W float32 arrays."""
-    from clipfuse.data import create_dataset, create_eval_transform
+    from clipfuse.data import create_config_dataset, create_eval_transform
 
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise ClipfuseError(f"export: --calibration must be a positive integer, got {count!r}")
@@ -39,13 +39,7 @@ def calibration_images(config: dict, mean, std, count: int) -> list[np.ndarray]:
     size = tuple(size) if isinstance(size, (list, tuple)) else size
     transform = create_eval_transform(mean=tuple(mean), std=tuple(std), size=size)
     try:
-        dataset = create_dataset(
-            data["dataset"],
-            "train",
-            root=data.get("root"),
-            transform=transform,
-            **(data.get("dataset_kwargs") or {}),
-        )
+        dataset = create_config_dataset(config, "train", transform)
     except (FileNotFoundError, OSError) as error:
         raise ClipfuseError(
             f"export: the calibration images of dataset {data['dataset']!r} were not found "
