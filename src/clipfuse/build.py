@@ -127,10 +127,14 @@ class LoadedModel:
     source: Path
 
 
-def load_model(path: str | os.PathLike, overrides: Sequence[str] = ()) -> LoadedModel:
+def load_model(
+    path: str | os.PathLike, overrides: Sequence[str] = (), trained: bool = False
+) -> LoadedModel:
     """The trained model saved at ``path``: a pretrained folder (or its ``config.json`` /
     ``model.safetensors``) or a training checkpoint (``.ckpt``). ``overrides``
-    (``section.key=value``) apply to its config before the model is built.
+    (``section.key=value``) apply to its config before the model is built. ``trained``: a
+    checkpoint's trained weights instead of their average (``train.ema_decay``;
+    :func:`~clipfuse.saved_model.unpack_checkpoint`); a pretrained folder holds only one set.
 
     Raises a one-line :class:`~clipfuse.errors.ClipfuseError` for a missing path, an unknown
     format version, a missing file, weights that do not fit the config, or a foreign file.
@@ -143,6 +147,11 @@ def load_model(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Loaded
             f"model {path} not found: expected a folder from save_pretrained or a .ckpt"
         )
     meta = None
+    if path.is_dir() and trained:
+        raise ClipfuseError(
+            f"model {path} is a pretrained folder, which holds one set of weights: the trained "
+            "weights beside an average are in the training checkpoint (.ckpt)"
+        )
     if path.is_dir():
         meta, state = read_pretrained(path)
         config, class_names = meta["config"], list(meta["class_names"])
@@ -153,7 +162,7 @@ def load_model(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Loaded
             config = {**config, "model": {**config["model"], "backbone_kwargs": backbone_kwargs}}
         fits = f"{path / WEIGHTS_FILE} does not fit {path / CONFIG_FILE}"
     else:
-        config, class_names, state = load_checkpoint(path)
+        config, class_names, state = load_checkpoint(path, trained)
         fits = f"checkpoint {path} does not fit its config"
     config = apply_overrides(config, overrides)
     try:

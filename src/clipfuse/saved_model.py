@@ -42,6 +42,8 @@ from clipfuse.errors import ClipfuseError, one_line
 from clipfuse.fileio import atomic_write_all, prepare_dir, remove_partial_files
 
 CHECKPOINT_KEY = "clipfuse"
+# Where Lightning's weight averaging (train.ema_decay) keeps the trained weights beside the average.
+TRAINED_STATE_KEY = "current_model_state"
 PRETRAINED_FORMAT = "clipfuse-pretrained"
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -127,19 +129,28 @@ def checkpoint_version(path: str | os.PathLike) -> int:
     return checkpoint[CHECKPOINT_KEY].get("format_version", 1)
 
 
-def load_checkpoint(path: str | os.PathLike) -> tuple[dict, list[str], dict[str, torch.Tensor]]:
-    """``(config, class_names, model_state_dict)`` of a clipfuse training checkpoint."""
-    return unpack_checkpoint(read_checkpoint(path))
+def load_checkpoint(
+    path: str | os.PathLike, trained: bool = False
+) -> tuple[dict, list[str], dict[str, torch.Tensor]]:
+    """``(config, class_names, model_state_dict)`` of a clipfuse training checkpoint
+    (``trained``: see :func:`unpack_checkpoint`)."""
+    return unpack_checkpoint(read_checkpoint(path), trained)
 
 
-def unpack_checkpoint(checkpoint: dict) -> tuple[dict, list[str], dict[str, torch.Tensor]]:
+def unpack_checkpoint(
+    checkpoint: dict, trained: bool = False
+) -> tuple[dict, list[str], dict[str, torch.Tensor]]:
     """``(config, class_names, model_state_dict)`` of a checkpoint from
-    :func:`read_checkpoint`; the config upgraded to today's keys."""
+    :func:`read_checkpoint`; the config upgraded to today's keys. The state is the one the
+    checkpoint serves (a ``train.ema_decay`` run's: the average); ``trained``: the trained
+    weights the average was taken of (``current_model_state``), which are the served ones of a
+    run without the average."""
     meta = checkpoint[CHECKPOINT_KEY]
     config = with_defaults(meta["config"], meta.get("format_version", 1))
+    served = checkpoint["state_dict"]
     state = {
         key.removeprefix("model."): value
-        for key, value in checkpoint["state_dict"].items()
+        for key, value in (checkpoint.get(TRAINED_STATE_KEY, served) if trained else served).items()
         if key.startswith("model.")
     }
     return config, list(meta["class_names"]), state

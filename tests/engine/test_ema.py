@@ -8,9 +8,10 @@ from helpers import tiny_config
 from test_train import CrashAt
 
 from clipfuse.config import load_config
-from clipfuse.engine import train
+from clipfuse.engine import evaluate, train
 from clipfuse.engine.ema import EMA
 from clipfuse.errors import ClipfuseError
+from clipfuse.saved_model import load_checkpoint
 
 
 def saved(out):
@@ -34,6 +35,16 @@ def test_ema_changes_the_saved_weights_and_resume_restores_it(folder_dataset, tm
     for key, value in plain["state_dict"].items():
         torch.testing.assert_close(ema["current_model_state"][key], value)
     assert any(not torch.equal(v, ema["state_dict"][k]) for k, v in plain["state_dict"].items())
+    # --trained-weights reads them back: the model and the scores of the run without the average
+    plain_path, ema_path = (
+        tmp_path / run / "checkpoints" / "last.ckpt" for run in ("plain", "ema")
+    )
+    trained = load_checkpoint(ema_path, trained=True)[2]
+    for key, value in load_checkpoint(plain_path)[2].items():
+        torch.testing.assert_close(trained[key], value)
+    scores = evaluate(ema_path, quiet=True, trained=True)
+    assert scores["mIoU"] == pytest.approx(evaluate(plain_path, quiet=True)["mIoU"])
+    assert load_checkpoint(plain_path, trained=True)[2].keys() == trained.keys()
     out = tmp_path / "crashed"
     config = tiny_config(folder_dataset, max_steps=4, threads=1, ema_decay=0.5)
     with pytest.raises(RuntimeError, match="simulated crash"):

@@ -396,3 +396,66 @@ def test_a_new_checkout_continues_the_grid_from_the_records_beside_the_report(
     spec_path.write_text(yaml.safe_dump(spec, sort_keys=False))
     with pytest.raises(ClipfuseError, match=f"{record} holds a run with another config"):
         plan(load_spec(spec_path), tmp_path / "checkout")
+
+
+def test_evaluation_runs_score_a_trained_run_without_training(tmp_path, monkeypatch):
+    """``evaluate: RUN`` scores the run's checkpoints with other evaluation settings or its
+    trained weights (EMA); one training, rows paired with it, nothing redone on a rerun."""
+    data_root = write_folder_dataset(tmp_path / "tiny")
+    runs = {
+        "ema": {
+            "overrides": ["model.method=plain", "train.ema_decay=0.5"],
+            "replace": {"model.head_kwargs": {}},
+        },
+        "trained": {"evaluate": "ema", "trained_weights": True},
+        "ema_48": {"evaluate": "ema", "overrides": ["data.val_size=[48, 48]", "eval.flip=true"]},
+    }
+    spec_path = write_spec(tmp_path, data_root, seeds=[0], runs=runs)
+    calls = []
+    real_train = runner_module.train
+    monkeypatch.setattr(
+        runner_module, "train", lambda *a, **k: calls.append(a[1]) or real_train(*a, **k)
+    )
+    jobs = run_experiment(spec_path, out=tmp_path / "out", progress=None)
+    assert [job.status for job in jobs] == [Status.RUN, Status.EVALUATE, Status.EVALUATE]
+    assert calls == [tmp_path / "out" / "ema" / "seed0"]
+    rows = {
+        r["run"]: r for r in json.loads((tmp_path / "out" / "results.json").read_text())["rows"]
+    }
+    ema, trained, flipped = rows["ema"], rows["trained"], rows["ema_48"]
+    for row in (trained, flipped):
+        assert row["batch_stream"] == ema["batch_stream"] and row["gmacs"] == ema["gmacs"]
+        assert row["train_seconds"] == ema["train_seconds"] and row["evaluates"] == "ema"
+    checkpoint = tmp_path / "out" / "ema" / "seed0" / "checkpoints" / "last.ckpt"
+    from clipfuse.engine import evaluate
+
+    assert trained["mIoU"] == pytest.approx(evaluate(checkpoint, quiet=True, trained=True)["mIoU"])
+    assert ema["mIoU"] == pytest.approx(evaluate(checkpoint, quiet=True)["mIoU"])
+    wider = evaluate(checkpoint, ["data.val_size=[48, 48]", "eval.flip=true"], quiet=True)
+    assert flipped["mIoU"] == pytest.approx(wider["mIoU"])
+    saved = yaml.safe_load((tmp_path / "out" / "ema_48" / "seed0" / "config.yaml").read_text())
+    assert saved["data"]["val_size"] == [48, 48] and saved["eval"]["flip"] is True
+    markdown = (tmp_path / "out" / "results.md").read_text()
+    assert "`trained` trains nothing: it evaluates `ema`'s checkpoints with its trained" in markdown
+    assert {j.status for j in run_experiment(spec_path, out=tmp_path / "out", progress=None)} == {
+        Status.DONE
+    }
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize(
+    "run, message",
+    [
+        ({"evaluate": "nope"}, "must name a training run listed before it"),
+        ({"evaluate": "plain", "overrides": ["train.max_steps=3"]}, "not train.max_steps"),
+        ({"evaluate": "plain", "trained_weights": True}, "has no weight average"),
+        ({"evaluate": "plain", "replace": {"model.head_kwargs": {}}}, "unknown key"),
+        ({"evaluate": "plain", "seeds": [5]}, "not all plain's seeds"),
+        ({"trained_weights": True}, "needs 'evaluate: RUN'"),
+    ],
+)
+def test_evaluation_run_errors_are_clear(tmp_path, run, message):
+    data_root = write_folder_dataset(tmp_path / "tiny")
+    runs = {"plain": {"overrides": ["model.method=plain"], "replace": {"model.head_kwargs": {}}}}
+    with pytest.raises(ClipfuseError, match=message):
+        load_spec(write_spec(tmp_path, data_root, runs={**runs, "other": run}))

@@ -25,6 +25,7 @@ def test_every_run_of_a_shipped_spec_builds_its_model(path):
     for run in spec.runs:
         config = run.config(run.seeds[0])
         key = repr(sorted((k, repr(v)) for k, v in config.items() if k != "seed"))
+        key += f" trained weights: {run.trained_weights}"  # an evaluation run's other weights
         assert key not in seen, f"{path}: run {run.name!r} repeats another run's config"
         seen.add(key)
         with torch.device("meta"):

@@ -25,7 +25,13 @@ def _eval(args: argparse.Namespace) -> None:
     from clipfuse.engine import evaluate
 
     overrides = [*args.overrides, *([f"data.eval_split={args.split}"] if args.split else [])]
-    results = evaluate(args.checkpoint, overrides, json_path=args.output, quiet=args.json)
+    results = evaluate(
+        args.checkpoint,
+        overrides,
+        json_path=args.output,
+        quiet=args.json,
+        trained=args.trained_weights,
+    )
     if args.json:
         print(json.dumps(results, indent=2))
 
@@ -83,6 +89,11 @@ def add_train_and_eval(commands) -> None:
     )
     evaluate.add_argument("--json", action="store_true", help="print the metrics as JSON")
     evaluate.add_argument("--output", help="also write the per-class metrics to this JSON file")
+    evaluate.add_argument(
+        "--trained-weights",
+        action="store_true",
+        help="a train.ema_decay checkpoint's trained weights instead of their average",
+    )
     evaluate.add_argument(
         "overrides", nargs="*", help="data.* / eval.* overrides, e.g. eval.flip=true"
     )

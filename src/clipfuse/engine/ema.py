@@ -1,9 +1,11 @@
 """``train.ema_decay``: an exponential moving average of the weights (Lightning's
 :class:`EMAWeightAveraging`). Validation and every checkpoint's ``state_dict`` (what eval,
 export and ``clipfuse.load`` read) hold the average; the checkpoint also keeps the trained
-weights (``current_model_state``) and the average's step, so ``--resume`` continues both."""
+weights (``current_model_state``; ``clipfuse eval --trained-weights`` scores them) and the average's step, so ``--resume`` continues both."""
 
 from lightning.pytorch.callbacks import EMAWeightAveraging
+
+from clipfuse.saved_model import TRAINED_STATE_KEY
 
 
 class EMA(EMAWeightAveraging):
@@ -21,4 +23,4 @@ class EMA(EMAWeightAveraging):
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         super().on_save_checkpoint(trainer, pl_module, checkpoint)
         if self._trained is not None:
-            checkpoint["current_model_state"] = self._trained
+            checkpoint[TRAINED_STATE_KEY] = self._trained

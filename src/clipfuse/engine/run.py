@@ -294,16 +294,18 @@ def _report(
         atomic_write_text(path, json.dumps(payload, indent=2))
 
 
-def _model_to_evaluate(path: str | Path, overrides: Sequence[str]) -> tuple:
+def _model_to_evaluate(path: str | Path, overrides: Sequence[str], trained: bool) -> tuple:
     """``(model, config, class_names, mean, std)`` of a checkpoint, pretrained folder or ONNX
     file from ``clipfuse export`` (run by onnxruntime on the CPU)."""
     if Path(path).suffix == ".onnx":
+        if trained:
+            raise ClipfuseError(f"{path}: an exported model holds one set of weights")
         from clipfuse.inference.export import OnnxLogits
 
         model = OnnxLogits(path)
         config = apply_overrides(model.config, [*overrides, "train.accelerator=cpu"])
         return model, config, model.class_names, model.mean, model.std
-    loaded = load_model(path, overrides)
+    loaded = load_model(path, overrides, trained)
     model = loaded.segmentor
     return model, loaded.config, loaded.class_names, model.backbone.mean, model.backbone.std
 
@@ -313,12 +315,14 @@ def evaluate(
     overrides: list[str] | None = None,
     json_path: str | Path | None = None,
     quiet: bool = False,
+    trained: bool = False,
 ) -> dict:
     """Evaluate a checkpoint (or an exported ``.onnx`` file, fp32 or int8) on its dataset's
-    ``data.eval_split`` (``val`` unless overridden; ``data.*`` / ``eval.*`` overridable)."""
+    ``data.eval_split`` (``val`` unless overridden; ``data.*`` / ``eval.*`` overridable);
+    ``trained``: a ``train.ema_decay`` checkpoint's trained weights, not their average."""
     if json_path is not None:
         prepare_file(json_path, "metrics file")  # before the evaluation, not after it
-    model, config, class_names, mean, std = _model_to_evaluate(checkpoint, overrides or ())
+    model, config, class_names, mean, std = _model_to_evaluate(checkpoint, overrides or (), trained)
     dataset_classes = class_names_of(config)
     if dataset_classes != class_names:
         raise ClipfuseError(

@@ -200,6 +200,15 @@ def results_markdown(spec: ExperimentSpec, out: Path, rows: Sequence[dict]) -> s
         lines.append(f"* base config: `{spec.base}`")
     if spec.overrides:
         lines.append(f"* shared overrides: `{' '.join(spec.overrides)}`")
+    for run in spec.runs:
+        if run.evaluates:
+            own = run.overrides[len(spec.run(run.evaluates).overrides) :]
+            how = ["its trained weights, not their average"] if run.trained_weights else []
+            how += [f"`{' '.join(own)}`"] if own else []
+            lines.append(
+                f"* `{run.name}` trains nothing: it evaluates `{run.evaluates}`'s checkpoints "
+                f"with {' and '.join(how) or 'the same settings'}"
+            )
     lines.append(
         f"* finished: {len(done)} of {len(planned)} (run, seed) pairs"
         + (f"; missing: {', '.join(missing)}" if missing else "")

@@ -8,7 +8,11 @@ Before anything starts, every folder gets a status:
 * ``to measure``: trained to ``max_steps`` but not yet measured: only measured;
 * ``to resume``: a run was started there (``config.yaml`` or ``checkpoints/last.ckpt``) but not
   finished: continued from its last checkpoint with ``train(None, folder, resume=True)``;
-* ``to run``: nothing there yet: trained from scratch.
+* ``to run``: nothing there yet: trained from scratch;
+* ``to evaluate``: an evaluation run (``evaluate: RUN`` in the spec) not scored yet: the
+  evaluated run's ``last.ckpt`` is scored with the run's evaluation settings
+  (:func:`clipfuse.engine.evaluate`); its row takes the cost, training time and batch stream of
+  the evaluated run's row (the same training).
 
 A folder whose saved config differs from the spec's (other than how it runs: devices, logging,
 workers) is an error, not silently mixed into the results. After each run, ``result.json``
@@ -37,10 +41,17 @@ from pathlib import Path
 
 import lightning as L
 
-from clipfuse.engine import train
+from clipfuse.config import changed_keys
+from clipfuse.engine import evaluate, train
 from clipfuse.engine.batch_stream import STREAM_FILE
 from clipfuse.engine.lock import RunLock
-from clipfuse.engine.run_folder import CONFIG_FILE, FORMAT_FILE, changes_from_saved
+from clipfuse.engine.run_folder import (
+    CONFIG_FILE,
+    FORMAT_FILE,
+    changes_from_saved,
+    resolved_config,
+    write_run_config,
+)
 from clipfuse.errors import ClipfuseError
 from clipfuse.experiments.measure import measure_model
 from clipfuse.experiments.report import (
@@ -88,6 +99,7 @@ class Status(StrEnum):
     MEASURE = "to measure"
     RESUME = "to resume"
     RUN = "to run"
+    EVALUATE = "to evaluate"
 
 
 @dataclass
@@ -182,6 +194,8 @@ def plan(
             if status is not Status.DONE and folder == spec.record_dir(run.name, seed):
                 folder = Path(out) / run.name / f"seed{seed}"  # an incomplete record: rerun
                 status, step = job_status(folder, config, _needs(spec))
+            if run.evaluates and status is not Status.DONE:
+                status = Status.EVALUATE
             jobs.append(Job(run.name, seed, folder, config, status, step))
     return jobs
 
@@ -231,14 +245,50 @@ def _train(job: Job) -> None:
     atomic_write_text(job.folder / TIMING_FILE, json.dumps(timing, indent=2))
 
 
-def _record(job: Job, spec: ExperimentSpec) -> dict:
-    """Measure the job's model and write its ``result.json`` row."""
+def _evaluate(job: Job, spec: ExperimentSpec, out: Path) -> dict:
+    """Score the checkpoint of the run the job evaluates with the job's evaluation settings;
+    write the job's folder (config, metrics) and return the evaluated run's result row."""
+    run = spec.run(job.run)
+    trained = Path(out) / run.evaluates / f"seed{job.seed}"
+    checkpoint = trained / "checkpoints" / "last.ckpt"
+    if not (trained / RESULT_FILE).is_file() or not checkpoint.is_file():
+        raise ClipfuseError(
+            f"{job.run} seed {job.seed} evaluates {run.evaluates} seed {job.seed}, whose "
+            f"finished run folder {trained} (with checkpoints/last.ckpt) is not here; a run done "
+            "from its record has no weights: delete its record to train it again"
+        )
+    saved = resolved_config(spec.run(run.evaluates).config(job.seed))[0]
+    config = resolved_config(job.config)[0]
+    overrides = [
+        f"{key}={json.dumps(new)}" for key, (_, new) in changed_keys(saved, config).items()
+    ]
+    job.folder.mkdir(parents=True, exist_ok=True)
+    write_run_config(job.folder, config)
+    results = evaluate(checkpoint, overrides, quiet=True, trained=run.trained_weights)
+    metrics = {**results, "step": config["train"]["max_steps"], "evaluated": str(checkpoint)}
+    atomic_write_text(job.folder / METRICS_FILE, json.dumps(metrics, indent=2))
+    return json.loads((trained / RESULT_FILE).read_text())
+
+
+def _record(job: Job, spec: ExperimentSpec, trained_row: dict | None = None) -> dict:
+    """Measure the job's model and write its ``result.json`` row; an evaluation run's takes
+    what does not depend on evaluation from the evaluated run's row, ``trained_row``."""
     metrics = json.loads((job.folder / METRICS_FILE).read_text())
     max_steps = job.config["train"]["max_steps"]
     if metrics.get("step") != max_steps:
         raise ClipfuseError(
             f"{job.folder}/{METRICS_FILE} is at step {metrics.get('step')}, not {max_steps}"
         )
+    if trained_row is not None:
+        row = {
+            **trained_row,
+            **_metric_fields(job, metrics),
+            "config": str(job.folder / CONFIG_FILE),
+        }
+        run = spec.run(job.run)
+        row.update(evaluates=run.evaluates, trained_weights=run.trained_weights)
+        atomic_write_text(job.folder / RESULT_FILE, json.dumps(row, indent=2))
+        return row
     timing_path = job.folder / TIMING_FILE
     timing = json.loads(timing_path.read_text()) if timing_path.is_file() else {}
     stream_path = job.folder / STREAM_FILE
@@ -246,14 +296,7 @@ def _record(job: Job, spec: ExperimentSpec) -> dict:
     cost = measure_model(job.config, spec.eval_size, **spec.latency)
     vocab = evaluate_run(job.folder, spec.vocab_eval) if spec.vocab_eval is not None else {}
     row = {
-        "run": job.run,
-        "seed": job.seed,
-        "method": job.config["model"]["method"],
-        "step": metrics["step"],
-        "mIoU": metrics["mIoU"],
-        "mAcc": metrics["mAcc"],
-        "aAcc": metrics["aAcc"],
-        "per_class": {entry["name"]: entry["IoU"] for entry in metrics["per_class"]},
+        **_metric_fields(job, metrics),
         **cost,
         "eval_size": list(spec.eval_size),
         "train_seconds": timing.get("train_seconds"),
@@ -265,6 +308,20 @@ def _record(job: Job, spec: ExperimentSpec) -> dict:
     }
     atomic_write_text(job.folder / RESULT_FILE, json.dumps(row, indent=2))
     return row
+
+
+def _metric_fields(job: Job, metrics: dict) -> dict:
+    """The row fields of the job's val metrics (``metrics.json``)."""
+    return {
+        "run": job.run,
+        "seed": job.seed,
+        "method": job.config["model"]["method"],
+        "step": metrics["step"],
+        "mIoU": metrics["mIoU"],
+        "mAcc": metrics["mAcc"],
+        "aAcc": metrics["aAcc"],
+        "per_class": {entry["name"]: entry["IoU"] for entry in metrics["per_class"]},
+    }
 
 
 def run_experiment(
@@ -300,13 +357,18 @@ def run_experiment(
                     keep_record(job, spec)  # grids finished before records were kept
             for index, job in enumerate(todo, start=1):
                 label = f"[{index}/{len(todo)}] {job.run} seed {job.seed}"
-                if job.status in (Status.RUN, Status.RESUME):
+                trained_row = None
+                if job.status is Status.EVALUATE:
+                    say(f"{label}: evaluating {spec.run(job.run).evaluates} seed {job.seed}")
+                    trained_row = _evaluate(job, spec, out)
+                elif job.status in (Status.RUN, Status.RESUME):
                     verb = "resuming" if job.status is Status.RESUME else "training"
                     say(f"{label}: {verb} in {job.folder}")
                     _train(job)
-                vocab = " and open-vocabulary scores" if spec.vocab_eval is not None else ""
-                say(f"{label}: measuring GMACs and latency at {spec.eval_size}{vocab}")
-                row = _record(job, spec)
+                if trained_row is None:
+                    vocab = " and open-vocabulary scores" if spec.vocab_eval is not None else ""
+                    say(f"{label}: measuring GMACs and latency at {spec.eval_size}{vocab}")
+                row = _record(job, spec, trained_row)
                 keep_record(job, spec)
                 scores = "".join(
                     f", {key} {format_mean_std(row.get(key), None)}" for key in spec.metrics[1:]

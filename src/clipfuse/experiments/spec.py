@@ -15,6 +15,14 @@ The format is documented in ``docs/experiments.md``::
     vocab_eval: {dataset: labelmefacade, map: [Tree=vegetation]}  # optional: eval-vocab each run
     metrics: [mIoU, unseen_mIoU]              # compared on these row keys (default: mIoU)
 
+A run with ``evaluate: RUN`` trains nothing: it scores the checkpoints of an earlier run of the
+spec, seed by seed, with other evaluation settings (its ``overrides`` may change only
+``data.val_size``, ``data.eval_split`` and ``eval.*``) or, with ``trained_weights: true``, the
+trained weights of a ``train.ema_decay`` run instead of their average. Its rows pair with the
+evaluated run's (the same training)::
+
+      convformer_full: {evaluate: convformer, overrides: ["data.val_size=[360, 480]"]}
+
 A run's config is built in this order: its base file (with ``_base_``), then ``replace``
 (shared, then the run's: each dotted key set to the given value outright, so a mapping such as
 ``model.head_kwargs`` is replaced instead of merged key by key), then ``overrides`` (shared, then
@@ -27,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from clipfuse.config import load_config, parse_yaml
+from clipfuse.config import changed_keys, load_config, parse_yaml
 from clipfuse.errors import ClipfuseError
 from clipfuse.experiments.compare import default_pairs
 from clipfuse.experiments.vocab import parse_metrics, parse_vocab_eval
@@ -47,7 +55,10 @@ SPEC_KEYS = {
     "vocab_eval",
     "metrics",
 }
-RUN_KEYS = {"base", "overrides", "replace", "seeds"}
+RUN_KEYS = {"base", "overrides", "replace", "seeds", "evaluate", "trained_weights"}
+EVALUATION_RUN_KEYS = {"evaluate", "overrides", "seeds", "trained_weights"}
+# What an evaluation run (``evaluate: RUN``) may set differently from the run it evaluates.
+EVALUATION_KEYS = ("data.val_size", "data.eval_split", "eval.")
 LATENCY_KEYS = {"warmup", "repeats"}
 DEFAULT_EVAL_SIZE = (360, 480)
 DEFAULT_LATENCY = {"warmup": 3, "repeats": 10}
@@ -63,6 +74,8 @@ class RunSpec:
     overrides: tuple[str, ...]
     replace: dict[str, Any]
     seeds: tuple[int, ...]
+    evaluates: str | None = None  # an evaluation run: the run whose checkpoints it scores
+    trained_weights: bool = False  # ... its trained weights, not their average (EMA)
 
     def config(self, seed: int) -> dict:
         """The full, validated config of this run at ``seed``."""
@@ -191,6 +204,50 @@ def _comparisons(value: Any, run_names: Sequence[str], what: str) -> tuple[tuple
     return tuple(pairs)
 
 
+def _evaluation_run(name: str, data: dict, earlier: Sequence[RunSpec], where: str) -> RunSpec:
+    """The run ``name`` that scores an earlier training run's checkpoints (``evaluate``) with
+    other evaluation settings or its trained weights; its config is checked to differ from the
+    evaluated run's in evaluation settings only."""
+    _check_keys(data, EVALUATION_RUN_KEYS, f"{where} (an evaluation run)")
+    source = next((run for run in earlier if run.name == data["evaluate"]), None)
+    if source is None or source.evaluates:
+        names = ", ".join(run.name for run in earlier if not run.evaluates) or "none"
+        raise ClipfuseError(
+            f"{where}: evaluate: {data['evaluate']!r} must name a training run listed before it "
+            f"(here: {names})"
+        )
+    seeds = _seeds(data["seeds"], f"{where}: seeds") if "seeds" in data else source.seeds
+    if not set(seeds) <= set(source.seeds):
+        raise ClipfuseError(f"{where}: seeds {list(seeds)} are not all {source.name}'s seeds")
+    trained = data.get("trained_weights", False)
+    if not isinstance(trained, bool):
+        raise ClipfuseError(f"{where}: trained_weights must be true or false, got {trained!r}")
+    run = RunSpec(
+        name=name,
+        base=source.base,
+        overrides=source.overrides + _strings(data.get("overrides"), f"{where}: overrides"),
+        replace=source.replace,
+        seeds=seeds,
+        evaluates=source.name,
+        trained_weights=trained,
+    )
+    config, trained_config = run.config(seeds[0]), source.config(seeds[0])
+    changed = [
+        key for key in changed_keys(trained_config, config) if not key.startswith(EVALUATION_KEYS)
+    ]
+    if changed:
+        raise ClipfuseError(
+            f"{where}: an evaluation run may change only {', '.join(EVALUATION_KEYS)}* "
+            f"settings, not {', '.join(changed)}"
+        )
+    if trained and trained_config["train"]["ema_decay"] is None:
+        raise ClipfuseError(
+            f"{where}: trained_weights: {source.name} has no weight average (train.ema_decay), "
+            "so its checkpoints hold only the trained weights"
+        )
+    return run
+
+
 def parse_spec(data: Mapping, path: Path | None = None) -> ExperimentSpec:
     """An :class:`ExperimentSpec` from the loaded YAML mapping; every run's config is built
     once for its first seed, so typos fail here rather than hours into a grid."""
@@ -228,18 +285,26 @@ def parse_spec(data: Mapping, path: Path | None = None) -> ExperimentSpec:
             raise ClipfuseError(f"{run_where}: the name must be folder-safe ([A-Za-z0-9_.-])")
         run_data = _mapping(run_data, run_where)
         _check_keys(run_data, RUN_KEYS, run_where)
-        run = RunSpec(
-            name=str(run_name),
-            base=_where(path, run_data["base"]) if "base" in run_data else base,
-            overrides=overrides + _strings(run_data.get("overrides"), f"{run_where}: overrides"),
-            replace={**replace, **_mapping(run_data.get("replace"), f"{run_where}: replace")},
-            seeds=_seeds(run_data["seeds"], f"{run_where}: seeds")
-            if "seeds" in run_data
-            else seeds,
-        )
-        run.config(run.seeds[0])  # fail early on a bad base, key or value
+        if "evaluate" in run_data:
+            run = _evaluation_run(str(run_name), run_data, runs, run_where)
+        else:
+            if "trained_weights" in run_data:
+                raise ClipfuseError(f"{run_where}: trained_weights needs 'evaluate: RUN'")
+            run = RunSpec(
+                name=str(run_name),
+                base=_where(path, run_data["base"]) if "base" in run_data else base,
+                overrides=overrides
+                + _strings(run_data.get("overrides"), f"{run_where}: overrides"),
+                replace={**replace, **_mapping(run_data.get("replace"), f"{run_where}: replace")},
+                seeds=_seeds(run_data["seeds"], f"{run_where}: seeds")
+                if "seeds" in run_data
+                else seeds,
+            )
+            run.config(run.seeds[0])  # fail early on a bad base, key or value
         runs.append(run)
     vocab_eval = parse_vocab_eval(data.get("vocab_eval"), where)
+    if vocab_eval is not None and any(run.evaluates for run in runs):
+        raise ClipfuseError(f"{where}: vocab_eval does not combine with evaluation runs")
     return ExperimentSpec(
         name=str(name),
         runs=tuple(runs),
