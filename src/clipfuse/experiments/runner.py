@@ -41,18 +41,12 @@ from pathlib import Path
 
 import lightning as L
 
-from clipfuse.config import changed_keys
-from clipfuse.engine import evaluate, train
+from clipfuse.engine import train
 from clipfuse.engine.batch_stream import STREAM_FILE
 from clipfuse.engine.lock import RunLock
-from clipfuse.engine.run_folder import (
-    CONFIG_FILE,
-    FORMAT_FILE,
-    changes_from_saved,
-    resolved_config,
-    write_run_config,
-)
+from clipfuse.engine.run_folder import CONFIG_FILE, FORMAT_FILE, changes_from_saved
 from clipfuse.errors import ClipfuseError
+from clipfuse.experiments.evaluation_run import METRICS_FILE, score_checkpoint
 from clipfuse.experiments.measure import measure_model
 from clipfuse.experiments.report import (
     RESULT_FILE,
@@ -68,7 +62,6 @@ from clipfuse.fileio import atomic_write_bytes, atomic_write_text
 
 TIMING_FILE = "timing.json"
 LOCK_FILE = ".experiment.lock"
-METRICS_FILE = "metrics.json"
 # What a finished run's record beside the report keeps (ExperimentSpec.record_dir).
 RECORD_FILES = (
     CONFIG_FILE,
@@ -245,31 +238,6 @@ def _train(job: Job) -> None:
     atomic_write_text(job.folder / TIMING_FILE, json.dumps(timing, indent=2))
 
 
-def _evaluate(job: Job, spec: ExperimentSpec, out: Path) -> dict:
-    """Score the checkpoint of the run the job evaluates with the job's evaluation settings;
-    write the job's folder (config, metrics) and return the evaluated run's result row."""
-    run = spec.run(job.run)
-    trained = Path(out) / run.evaluates / f"seed{job.seed}"
-    checkpoint = trained / "checkpoints" / "last.ckpt"
-    if not (trained / RESULT_FILE).is_file() or not checkpoint.is_file():
-        raise ClipfuseError(
-            f"{job.run} seed {job.seed} evaluates {run.evaluates} seed {job.seed}, whose "
-            f"finished run folder {trained} (with checkpoints/last.ckpt) is not here; a run done "
-            "from its record has no weights: delete its record to train it again"
-        )
-    saved = resolved_config(spec.run(run.evaluates).config(job.seed))[0]
-    config = resolved_config(job.config)[0]
-    overrides = [
-        f"{key}={json.dumps(new)}" for key, (_, new) in changed_keys(saved, config).items()
-    ]
-    job.folder.mkdir(parents=True, exist_ok=True)
-    write_run_config(job.folder, config)
-    results = evaluate(checkpoint, overrides, quiet=True, trained=run.trained_weights)
-    metrics = {**results, "step": config["train"]["max_steps"], "evaluated": str(checkpoint)}
-    atomic_write_text(job.folder / METRICS_FILE, json.dumps(metrics, indent=2))
-    return json.loads((trained / RESULT_FILE).read_text())
-
-
 def _record(job: Job, spec: ExperimentSpec, trained_row: dict | None = None) -> dict:
     """Measure the job's model and write its ``result.json`` row; an evaluation run's takes
     what does not depend on evaluation from the evaluated run's row, ``trained_row``."""
@@ -360,7 +328,9 @@ def run_experiment(
                 trained_row = None
                 if job.status is Status.EVALUATE:
                     say(f"{label}: evaluating {spec.run(job.run).evaluates} seed {job.seed}")
-                    trained_row = _evaluate(job, spec, out)
+                    trained_row = score_checkpoint(
+                        spec, out, job.run, job.seed, job.folder, job.config
+                    )
                 elif job.status in (Status.RUN, Status.RESUME):
                     verb = "resuming" if job.status is Status.RESUME else "training"
                     say(f"{label}: {verb} in {job.folder}")
