@@ -1,0 +1,83 @@
+"""Val mIoU against training wall time, from experiments' committed results: one point per run
+(mean ± sample std over its seeds), one line per series, as issue 22's accuracy-per-CPU-minute
+curve. Writes OUT.png and OUT.json (the points, with the runs and seeds behind each).
+
+    PYTHONPATH=src .venv/bin/python docs/scripts/accuracy_vs_time.py --out docs/results/accuracy_vs_time \
+        "plain=docs/results/camvid_recipe/results.json:trained_full" \
+        "plain=docs/results/camvid_schedule/results.json:steps2000_trained_full" ...
+
+Each point is SERIES=RESULTS_JSON:RUN; its minutes are the run's recorded `train_seconds`
+(training plus the final validation, as measured: on a busy machine they are longer). An
+evaluation run (`evaluate:` in a spec) carries the minutes of the training it scores.
+"""
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def point(series: str, source: str) -> dict:
+    path, _, run = source.rpartition(":")
+    rows = [r for r in json.loads(Path(path).read_text())["rows"] if r["run"] == run]
+    if not rows:
+        raise SystemExit(f"error: {path} has no rows of run {run!r}")
+    mious = [r["mIoU"] for r in rows]
+    minutes = [r["train_seconds"] / 60 for r in rows]
+    return {
+        "series": series,
+        "source": path,
+        "run": run,
+        "steps": rows[0]["step"],
+        "seeds": [r["seed"] for r in rows],
+        "mIoU": statistics.mean(mious),
+        "mIoU_std": statistics.stdev(mious) if len(mious) > 1 else None,
+        "minutes": statistics.mean(minutes),
+        "minutes_each": [round(m, 2) for m in minutes],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True, help="OUT.png and OUT.json are written")
+    parser.add_argument("points", nargs="+", help="SERIES=RESULTS_JSON:RUN")
+    args = parser.parse_args()
+    points = [point(*item.split("=", 1)) for item in args.points]
+    figure, axes = plt.subplots(figsize=(6.4, 4.2))
+    for series in dict.fromkeys(p["series"] for p in points):
+        mine = sorted((p for p in points if p["series"] == series), key=lambda p: p["minutes"])
+        axes.errorbar(
+            [p["minutes"] for p in mine],
+            [p["mIoU"] for p in mine],
+            yerr=[p["mIoU_std"] or 0 for p in mine],
+            marker="o",
+            capsize=3,
+            label=series,
+        )
+        for p in mine:
+            axes.annotate(
+                f"{p['steps']} steps, n={len(p['seeds'])}",
+                (p["minutes"], p["mIoU"]),
+                textcoords="offset points",
+                xytext=(4, -10),
+                fontsize=7,
+            )
+    axes.set_xlabel("training wall time (min, 2 CPU cores)")
+    axes.set_ylabel("CamVid val mIoU (%)")
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out.with_suffix(".png"), dpi=120)
+    out.with_suffix(".json").write_text(json.dumps({"points": points}, indent=2) + "\n")
+    print(json.dumps(points, indent=2))
+
+
+if __name__ == "__main__":
+    main()
