@@ -459,3 +459,32 @@ def test_evaluation_run_errors_are_clear(tmp_path, run, message):
     runs = {"plain": {"overrides": ["model.method=plain"], "replace": {"model.head_kwargs": {}}}}
     with pytest.raises(ClipfuseError, match=message):
         load_spec(write_spec(tmp_path, data_root, runs={**runs, "other": run}))
+
+
+def test_a_model_without_open_vocabulary_gets_its_decoder_scores_in_the_row():
+    """A ``plain`` model scored by ``vocab_eval`` (e.g. CamVid -> LabelMeFacade through a
+    label mapping) has its decoder's mIoU and per-class IoU; the open-vocabulary fields are
+    None, shown as – in the report, and compared on the decoder metric."""
+    from clipfuse.experiments.vocab import VOCAB_METRICS, vocab_row
+
+    decoder = {
+        "mIoU": 40.0,
+        "per_class": [{"name": "road", "IoU": 70.0}, {"name": "sky", "IoU": 10.0}],
+    }
+    row = vocab_row({"decoder": decoder, "open_vocab": None, "model": "m", "method": "plain"})
+    assert row["decoder_mIoU"] == 40.0 and row["decoder_per_class"] == {"road": 70.0, "sky": 10.0}
+    assert row["vocab_path"] is None
+    assert all(row[key] is None for key, _ in VOCAB_METRICS[1:])
+    spec = ExperimentSpec(
+        name="transfer",
+        runs=(RunSpec("plain", Path("base.yaml"), (), {}, (0, 1)),),
+        vocab_eval={"dataset": "labelmefacade"},
+        metrics=("decoder_mIoU",),
+    )
+    rows = [
+        {"run": "plain", "seed": seed, "method": "plain", "mIoU": 60.0, "config": "c.yaml", **row}
+        for seed in (0, 1)
+    ]
+    markdown = results_markdown(spec, Path("out"), rows)
+    assert "| plain | 2 | 40.00 | – |" in markdown
+    assert "## Decoder IoU per mapped class (eval-vocab)" in markdown

@@ -142,7 +142,7 @@ def summarize(rows: Sequence[dict]) -> list[dict]:
                 values = [row.get(key) for row in group]
             mean, std = mean_std(values)
             summary[key] = {"mean": mean, "std": std}
-        for field in ("per_class", "vocab_per_class", "calibrated_per_class"):
+        for field in ("per_class", "decoder_per_class", "vocab_per_class", "calibrated_per_class"):
             classes = list(group[0].get(field, {}))
             summary[field] = {
                 name: mean_std([row.get(field, {}).get(name) for row in group])[0]

@@ -69,7 +69,10 @@ def vocab_markdown(
         lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",
-        f"Every class of the evaluated split queried at once (options: `{options or 'none'}`); "
+        "decoder mIoU: the model's own prediction, its classes mapped onto the split's (only "
+        "mapped classes scored); the rest: every class of the evaluated split queried at once "
+        f"through the open-vocabulary path (options: `{options or 'none'}`; – for a model "
+        "without one); "
         f"unseen: {', '.join(unseen) or 'none'}. mIoU in %, mean ± std over seeds, at gamma = 0 "
         "and with calibrated stacking (cal.: gamma subtracted from the seen classes' "
         "log-probabilities, chosen from the seen labels only); oracle: the best harmonic mean "
@@ -77,6 +80,9 @@ def vocab_markdown(
         + ("; ".join(paths) or "–")
         + ". Each run's full report with the seen-vs-unseen curve: `<run>/seed<k>/vocab_eval.json`.",
     ]
+    lines += per_class_markdown(
+        summaries, "decoder_per_class", "Decoder IoU per mapped class (eval-vocab)"
+    )
     lines += per_class_markdown(
         summaries, "vocab_per_class", "Open-vocabulary IoU per class (gamma = 0)"
     )

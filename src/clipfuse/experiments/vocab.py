@@ -27,9 +27,11 @@ VOCAB_OPTIONS = {
     "seen_drop",
     "limit",
 }
-# (row key, column title): the open-vocabulary path at gamma = 0, calibrated stacking (gamma
-# chosen from seen labels only) and, for reference, the oracle gamma's harmonic mean.
+# (row key, column title): the decoder's prediction through the label mapping (every method),
+# the open-vocabulary path at gamma = 0, calibrated stacking (gamma chosen from seen labels
+# only) and, for reference, the oracle gamma's harmonic mean.
 VOCAB_METRICS = (
+    ("decoder_mIoU", "decoder mIoU"),
     ("vocab_mIoU", "all mIoU"),
     ("seen_mIoU", "seen"),
     ("unseen_mIoU", "unseen"),
@@ -96,15 +98,20 @@ def evaluate_run(folder: Path, options: dict) -> dict:
 
 def vocab_row(report: dict) -> dict:
     """The result-row fields of an eval-vocab report: :data:`VOCAB_METRICS`, the path, the
-    unseen classes and per-class IoU at gamma = 0 and at the calibrated gamma."""
-    vocab = report["open_vocab"]
+    unseen classes and per-class IoU of the decoder, at gamma = 0 and at the calibrated gamma.
+    A model without an open-vocabulary path (``plain``) has its decoder's fields and None for
+    the others."""
+    decoder, vocab = report["decoder"], report["open_vocab"]
+    row = {
+        "decoder_mIoU": decoder["mIoU"] if decoder else None,
+        "decoder_per_class": {e["name"]: e["IoU"] for e in decoder["per_class"]} if decoder else {},
+    }
     if vocab is None:
-        raise ClipfuseError(
-            f"{report['model']}: a {report['method']} model has no open-vocabulary path to score"
-        )
+        return {**row, "vocab_path": None, **{key: None for key, _ in VOCAB_METRICS[1:]}}
     calibrated, oracle = vocab["calibrated"], vocab["oracle"] or {}
     per_class = {entry["name"]: entry["IoU"] for entry in vocab["per_class"]}
     return {
+        **row,
         "vocab_path": vocab["path"],
         "vocab_unseen": vocab["unseen"],
         "vocab_mIoU": vocab["mIoU"],
