@@ -461,6 +461,21 @@ def test_evaluation_run_errors_are_clear(tmp_path, run, message):
         load_spec(write_spec(tmp_path, data_root, runs={**runs, "other": run}))
 
 
+def test_a_plain_run_is_scored_without_the_open_vocabulary_options(grid, tmp_path):
+    """``vocab_eval`` options that only the open-vocabulary path reads (names, unseen, ...) do
+    not apply to a model without text: a grid with plain and text-guided runs scores both."""
+    import shutil
+
+    from clipfuse.experiments.vocab import evaluate_run
+
+    folder = tmp_path / "plain"
+    shutil.copytree(grid["out"] / "plain" / "seed0", folder)
+    options = {"unseen": ["car"], "names": ["car=automobile"], "gammas": [0, 1]}
+    row = evaluate_run(folder, options, "plain")
+    assert row["decoder_mIoU"] is not None and row["unseen_mIoU"] is None
+    assert json.loads((folder / "vocab_eval.json").read_text())["open_vocab"] is None
+
+
 def test_a_model_without_open_vocabulary_gets_its_decoder_scores_in_the_row():
     """A ``plain`` model scored by ``vocab_eval`` (e.g. CamVid -> LabelMeFacade through a
     label mapping) has its decoder's mIoU and per-class IoU; the open-vocabulary fields are

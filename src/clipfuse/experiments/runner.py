@@ -262,7 +262,11 @@ def _record(job: Job, spec: ExperimentSpec, trained_row: dict | None = None) -> 
     stream_path = job.folder / STREAM_FILE
     stream = json.loads(stream_path.read_text()) if stream_path.is_file() else {}
     cost = measure_model(job.config, spec.eval_size, **spec.latency)
-    vocab = evaluate_run(job.folder, spec.vocab_eval) if spec.vocab_eval is not None else {}
+    vocab = (
+        evaluate_run(job.folder, spec.vocab_eval, job.config["model"]["method"])
+        if spec.vocab_eval is not None
+        else {}
+    )
     row = {
         **_metric_fields(job, metrics),
         **cost,

@@ -27,6 +27,8 @@ VOCAB_OPTIONS = {
     "seen_drop",
     "limit",
 }
+# What only the open-vocabulary path reads (not passed for a model without text).
+OPEN_VOCAB_OPTIONS = {"names", "unseen", "gammas", "seen_drop"}
 # (row key, column title): the decoder's prediction through the label mapping (every method),
 # the open-vocabulary path at gamma = 0, calibrated stacking (gamma chosen from seen labels
 # only) and, for reference, the oracle gamma's harmonic mean.
@@ -79,12 +81,16 @@ def parse_metrics(value: Any, vocab_eval: dict | None, where: str) -> tuple[str,
     return tuple(value)
 
 
-def evaluate_run(folder: Path, options: dict) -> dict:
-    """Score the run in ``folder`` (its ``last.ckpt``) with ``options``; the report is written
-    to ``folder/vocab_eval.json``. Returns the row fields (:func:`vocab_row`)."""
+def evaluate_run(folder: Path, options: dict, method: str) -> dict:
+    """Score the run in ``folder`` (its ``last.ckpt``, a model of ``method``) with
+    ``options``; the report is written to ``folder/vocab_eval.json``. Returns the row fields
+    (:func:`vocab_row`). A method without text has no open-vocabulary path: the options that
+    only it reads (:data:`OPEN_VOCAB_OPTIONS`) do not apply to it."""
     from clipfuse.inference.eval_vocab import evaluate_vocab
+    from clipfuse.models.factory import method_uses_text
 
-    kwargs = {key: value for key, value in options.items() if key != "map"}
+    skipped = set() if method_uses_text(method) else OPEN_VOCAB_OPTIONS
+    kwargs = {key: value for key, value in options.items() if key not in {"map", *skipped}}
     if "map" in options:
         kwargs["mapping"] = options["map"]
     report = evaluate_vocab(
