@@ -83,7 +83,7 @@ def train_step(
     backward, step. ``mark`` (a profiler's, :mod:`clipfuse.analysis.train_profile`) is called
     with the name of each part as it ends: ``zero_grad``, ``forward``, ``loss``, ``backward``,
     ``step``."""
-    mark = mark or _no_mark
+    mark = mark or (lambda part: None)
     optimizer.zero_grad(set_to_none=True)
     mark("zero_grad")
     with torch.autocast(images.device.type, dtype=dtype, enabled=dtype is not None):
@@ -97,10 +97,6 @@ def train_step(
     mark("backward")
     optimizer.step()
     mark("step")
-
-
-def _no_mark(part: str) -> None:
-    """What :func:`train_step` calls at the end of each part when nothing profiles it."""
 
 
 def mode_steps(
