@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clipfuse.analysis.flops import count_macs, count_params
+from clipfuse.analysis.flops import count_macs, count_params, flop_counter
 from clipfuse.errors import ClipfuseError
 from clipfuse.models.convformer import ConvFormer, ConvFormerBlock
 
@@ -99,3 +99,22 @@ def test_paper_size_cost():
     assert six_cost["gmacs"] == pytest.approx(8.4, rel=0.1)
     assert six_cost["params_m"] == pytest.approx(52, rel=0.1)
     assert one_cost["gmacs"] * 1e9 == pytest.approx(block_macs(512, 150, 16, 16), rel=0.01)
+
+
+@pytest.mark.parametrize("groups", [1, 2, 8])
+@pytest.mark.parametrize("transposed", [False, True])
+def test_a_convolution_backward_counts_each_gradient_as_its_forward(groups, transposed):
+    # PyTorch 2.14.1's own formula counts a grouped weight gradient `groups` times too many
+    kind = nn.ConvTranspose2d if transposed else nn.Conv2d
+    conv = kind(8, 8, 3, padding=1, groups=groups, bias=False)
+    inputs = torch.randn(2, 8, 6, 6, requires_grad=True)
+    analytic = 2 * 2 * 6 * 6 * 8 * (8 // groups) * 3 * 3  # N H W C_out C_in/groups k k
+    with flop_counter() as counter:
+        output = conv(inputs)
+        assert counter.get_total_flops() == analytic
+        output.sum().backward()
+    assert counter.get_total_flops() == 3 * analytic  # forward, input and weight gradients
+    inputs.requires_grad_(False)
+    with flop_counter() as counter:
+        conv(inputs).sum().backward()
+    assert counter.get_total_flops() == 2 * analytic  # no input gradient

@@ -19,7 +19,9 @@ and thread count:
 * GMACs and parameters (:func:`clipfuse.analysis.segmentor_cost`, one image);
 * the machine's fp32 matmul peak (GFLOP/s, best of a few ``n x n @ n x n`` products, measured
   before and after the timings) and each model's achieved GFLOP/s
-  (``2 x GMACs x batch / median latency``) as a fraction of it.
+  (``2 x GMACs x batch / median latency``) as a fraction of it;
+* optionally (``train_profile``) the training step by part:
+  :mod:`clipfuse.analysis.train_profile`.
 
 Timing: :mod:`clipfuse.analysis.timing`; memory: :mod:`clipfuse.analysis.memory`; the rows:
 :mod:`clipfuse.analysis.bench_rows`; the tables: :mod:`clipfuse.analysis.bench_table`. Timed
@@ -28,14 +30,12 @@ every round), so slow drifts of the machine (other jobs, clocks, heat) spread ov
 instead of biasing the ones timed last. Ratios are to the first model.
 """
 
-import copy
 import tempfile
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from clipfuse.analysis.bench_rows import (
     mode_name,
@@ -54,15 +54,14 @@ from clipfuse.analysis.timing import (
     inference_runner,
     machine_info,
     matmul_peak,
+    mode_steps,
     random_batch,
     round_robin,
-    sgd_optimizer,
     synchronizer,
-    train_step,
 )
+from clipfuse.analysis.train_profile import measure_train_profile, train_profile_figures
 from clipfuse.errors import ClipfuseError
 from clipfuse.extras import require
-from clipfuse.precision import inference_dtype
 from clipfuse.threads import load_average
 
 DEFAULT_BATCHES = (1, 4)
@@ -85,6 +84,7 @@ def bench(
     channels_last: bool = False,
     train_precisions: Sequence[str] = ("32-true",),
     train_channels_last: Sequence[bool] | None = None,
+    train_profile: bool = False,
     device: str = "cpu",
     overrides: Sequence[str] | None = None,
     progress: Callable[[str], None] | None = None,
@@ -96,11 +96,11 @@ def bench(
     ``overrides`` (``section.key=value``) apply to every config file. Training is timed in
     every combination of ``train_precisions`` (``32-true``, ``bf16-mixed``, ``16-mixed``) and
     ``train_channels_last`` (default: ``[channels_last]``), interleaved; ``x`` compares each
-    combination with the first.
+    combination with the first; ``train_profile`` also times each part of those steps.
     """
     say = progress or (lambda message: None)
     size, batches, torch_device = _checked_settings(
-        size, batches, repeats, warmup, train_batch, train_steps, device, onnx
+        size, batches, repeats, warmup, train_batch, train_steps, device, onnx, train_profile
     )
     if threads:
         torch.set_num_threads(threads)
@@ -125,12 +125,9 @@ def bench(
     latency, onnx_latency = _inference_latency(
         candidates, sessions, batches, size, torch_device, classes, channels_last, timer, say
     )
-    train_seconds = {}
-    if train_batch:
-        train_timer = partial(round_robin, warmup=1, repeats=train_steps, sync=sync)  # 1 untimed
-        train_seconds = _train_round_robin(
-            candidates, train_modes, train_batch, size, torch_device, classes, train_timer, say
-        )
+    train_seconds, profile = _train_timings(
+        candidates, train_modes, job, train_steps, torch_device, train_profile, say
+    )
     peaks.append(matmul_peak(torch_device))  # before and after: the best of both
     peak = max(peaks, key=lambda p: p["gflops"])
     train = {name: train_figures(t, train_modes, train_batch) for name, t in train_seconds.items()}
@@ -143,7 +140,10 @@ def bench(
     settings.update(onnx_exporter=onnx_exporter if onnx else None, channels_last=channels_last)
     settings["train_modes"] = [mode_name(*mode) for mode in train_modes] if train_batch else []
     settings["memory"] = _memory_method(torch_device) if memory else None
-    return {"machine": machine, "settings": settings, "rows": rows}
+    result = {"machine": machine, "settings": settings, "rows": rows}
+    if profile:
+        result["train_profile"] = train_profile_figures(profile, peak, train)
+    return result
 
 
 def _checked_settings(
@@ -155,6 +155,7 @@ def _checked_settings(
     train_steps: int,
     device: str,
     onnx: bool,
+    train_profile: bool,
 ) -> tuple[tuple[int, ...], tuple[int, ...], torch.device]:
     """The size and sorted batch sizes as ints, and the device; refuses sizes, counts and
     devices the benchmark cannot run with."""
@@ -166,6 +167,8 @@ def _checked_settings(
         raise ClipfuseError(f"bench: batch sizes must be positive, got {batches}")
     if repeats < 1 or warmup < 0 or train_batch < 0 or train_steps < 0:
         raise ClipfuseError("bench: repeats must be >= 1 and warmup, train sizes >= 0")
+    if train_profile and not (train_batch and train_steps):
+        raise ClipfuseError("bench: --train-profile needs training: --train-batch/-steps above 0")
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ClipfuseError("bench: CUDA is not available on this machine")
@@ -253,6 +256,25 @@ def _inference_latency(
     return latency, onnx_latency
 
 
+def _train_timings(
+    candidates: list[Candidate],
+    modes: list[tuple[str, bool]],
+    job: dict,
+    steps: int,
+    device: torch.device,
+    profile: bool,
+    say,
+) -> tuple[dict[str, dict[str, list[float]]], dict | None]:
+    """Seconds of the timed training steps (:func:`_train_round_robin`, one untimed step
+    first) and, with ``profile``, the measurements of the step by part
+    (:func:`~clipfuse.analysis.train_profile.measure_train_profile`); nothing without training."""
+    if not job["train_batch"]:
+        return {}, None
+    timer = partial(round_robin, warmup=1, repeats=steps, sync=synchronizer(device))
+    args = (candidates, modes, job["train_batch"], job["size"], device, job["classes"], timer, say)
+    return _train_round_robin(*args), measure_train_profile(*args) if profile else None
+
+
 def _train_round_robin(
     candidates: list[Candidate],
     modes: list[tuple[str, bool]],
@@ -271,24 +293,8 @@ def _train_round_robin(
     runners = []
     for candidate in candidates:
         loss_args = candidate_loss_args(candidate.spec)
-        copies: dict[bool, tuple[nn.Module, torch.optim.Optimizer]] = {}
-        for precision, layout in modes:
-            if layout not in copies:
-                model = copy.deepcopy(candidate.model).train()
-                model.to(memory_format=torch.channels_last if layout else torch.contiguous_format)
-                copies[layout] = (model, sgd_optimizer(model))
-            model, optimizer = copies[layout]
-            inputs = images.contiguous(
-                memory_format=torch.channels_last if layout else torch.contiguous_format
-            )
-            dtype = inference_dtype(precision, device)
-
-            def step(
-                model=model, optimizer=optimizer, inputs=inputs, dtype=dtype, loss_args=loss_args
-            ) -> None:
-                train_step(model, optimizer, inputs, labels, loss_args, dtype)
-
-            runners.append((f"{candidate.name}|{mode_name(precision, layout)}", step))
+        for mode, _, step in mode_steps(candidate.model, modes, images, labels, loss_args):
+            runners.append((f"{candidate.name}|{mode_name(*mode)}", step))
     samples = timer(runners)
     for candidate in candidates:
         candidate.model.eval()

@@ -1,5 +1,7 @@
 """The tables ``clipfuse bench`` prints, and the ratios to the first model they show."""
 
+from clipfuse.analysis.train_profile import format_train_profile
+
 
 def _ratio(value: float | None, reference: float | None) -> float | None:
     if value is None or not reference:
@@ -41,7 +43,8 @@ def _of_cores(machine: dict) -> str:
 
 
 def format_bench(result: dict) -> str:
-    """Two plain-text tables: cost and latency; throughput, memory and efficiency."""
+    """Two plain-text tables: cost and latency; throughput, memory and efficiency; then the
+    training step per mode and by part, where measured."""
     machine, settings, rows = result["machine"], result["settings"], result["rows"]
     name_width = max(12, *(len(r["name"]) for r in rows)) + 2
     lines = [*_machine_lines(machine, settings), ""]
@@ -50,6 +53,8 @@ def format_bench(result: dict) -> str:
     modes = settings.get("train_modes", [])
     if len(modes) > 1:
         lines += ["", _format_train_modes(rows, modes, settings, name_width)]
+    if "train_profile" in result:
+        lines += ["", format_train_profile(result["train_profile"], settings, name_width)]
     return "\n".join(lines)
 
 

@@ -2,18 +2,21 @@
 statistics of repeated calls, interleaved round-robin, the machine's matmul peak, one training
 step as the engine runs it, and what the machine was."""
 
+import copy
 import math
 import os
 import platform
 import statistics
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from clipfuse.losses import segmentation_loss
+from clipfuse.precision import inference_dtype
 from clipfuse.threads import usable_cores
 
 
@@ -43,12 +46,16 @@ def synchronizer(device: torch.device) -> Callable[[], None]:
 
 
 def matmul_peak(
-    device: torch.device, n: int | None = None, repeats: int = 5
+    device: torch.device,
+    n: int | None = None,
+    repeats: int = 5,
+    dtype: torch.dtype = torch.float32,
 ) -> dict[str, float | int]:
-    """Best fp32 GFLOP/s of ``n x n @ n x n`` (2 n^3 FLOPs) over ``repeats`` after a warm-up."""
+    """Best GFLOP/s of ``n x n @ n x n`` (2 n^3 FLOPs) in ``dtype`` over ``repeats`` after a
+    warm-up."""
     n = n or (8192 if device.type == "cuda" else 2048)
-    a = torch.randn(n, n, device=device)
-    b = torch.randn(n, n, device=device)
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
     sync = synchronizer(device)
     best = math.inf
     with torch.inference_mode():
@@ -69,18 +76,53 @@ def train_step(
     labels: torch.Tensor,
     loss_args: dict | None = None,
     dtype: torch.dtype | None = None,
+    mark: Callable[[str], None] | None = None,
 ) -> None:
     """One step as the engine trains: forward (under autocast when ``dtype`` is given), the
     engine's loss with the config's loss keys (``loss_args``: ``candidate_loss_args``),
-    backward, step."""
+    backward, step. ``mark`` (a profiler's, :mod:`clipfuse.analysis.train_profile`) is called
+    with the name of each part as it ends: ``zero_grad``, ``forward``, ``loss``, ``backward``,
+    ``step``."""
+    mark = mark or (lambda part: None)
     optimizer.zero_grad(set_to_none=True)
+    mark("zero_grad")
     with torch.autocast(images.device.type, dtype=dtype, enabled=dtype is not None):
         outputs = model(images)
+        mark("forward")
         if not isinstance(outputs, dict):
             outputs = {"logits": outputs}
         loss = segmentation_loss(outputs, labels, **(loss_args or {}))["loss"]
+        mark("loss")
     loss.backward()
+    mark("backward")
     optimizer.step()
+    mark("step")
+
+
+def mode_steps(
+    model: nn.Module,
+    modes: Sequence[tuple[str, bool]],
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    loss_args: dict,
+) -> list[tuple[tuple[str, bool], nn.Module, Callable[..., None]]]:
+    """``(mode, copy, step)`` per (precision, channels-last) mode: ``step(mark=None)`` is a
+    :func:`train_step` of ``copy``, a train-mode copy of ``model`` in the mode's memory layout
+    (one copy and SGD optimiser per layout, shared by its precisions), on ``images`` in that
+    layout, under the precision's autocast dtype."""
+    copies: dict[bool, tuple[nn.Module, torch.optim.Optimizer]] = {}
+    steps = []
+    for precision, layout in modes:
+        memory_format = torch.channels_last if layout else torch.contiguous_format
+        if layout not in copies:
+            duplicate = copy.deepcopy(model).train().to(memory_format=memory_format)
+            copies[layout] = (duplicate, sgd_optimizer(duplicate))
+        duplicate, optimizer = copies[layout]
+        inputs = images.contiguous(memory_format=memory_format)
+        dtype = inference_dtype(precision, images.device)
+        step = partial(train_step, duplicate, optimizer, inputs, labels, loss_args, dtype)
+        steps.append(((precision, layout), duplicate, step))
+    return steps
 
 
 def sgd_optimizer(model: nn.Module) -> torch.optim.Optimizer:

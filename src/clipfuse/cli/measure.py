@@ -34,6 +34,7 @@ def _bench(args: argparse.Namespace) -> None:
         memory=not args.no_memory,
         train_precisions=args.train_precision,
         train_channels_last=_layouts(args.train_memory_format),
+        train_profile=args.train_profile,
         overrides=args.set,
         progress=progress,
     )
@@ -98,6 +99,12 @@ def add_bench(commands) -> None:
         nargs="+",
         choices=["contiguous", "channels_last"],
         help="time training in each layout (default: that of --channels-last)",
+    )
+    bench.add_argument(
+        "--train-profile",
+        action="store_true",
+        help="also time each part of the training step (backbone, head + decoder, loss, "
+        "backward, optimizer) in each precision and layout, with its GFLOP and %% of peak",
     )
     bench.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     bench.add_argument(
