@@ -43,12 +43,16 @@ def synchronizer(device: torch.device) -> Callable[[], None]:
 
 
 def matmul_peak(
-    device: torch.device, n: int | None = None, repeats: int = 5
+    device: torch.device,
+    n: int | None = None,
+    repeats: int = 5,
+    dtype: torch.dtype = torch.float32,
 ) -> dict[str, float | int]:
-    """Best fp32 GFLOP/s of ``n x n @ n x n`` (2 n^3 FLOPs) over ``repeats`` after a warm-up."""
+    """Best GFLOP/s of ``n x n @ n x n`` (2 n^3 FLOPs) in ``dtype`` over ``repeats`` after a
+    warm-up."""
     n = n or (8192 if device.type == "cuda" else 2048)
-    a = torch.randn(n, n, device=device)
-    b = torch.randn(n, n, device=device)
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
     sync = synchronizer(device)
     best = math.inf
     with torch.inference_mode():
@@ -119,12 +123,17 @@ def round_robin(
     return samples
 
 
-def inference_runner(model: nn.Module, images: torch.Tensor) -> Callable[[], None]:
-    """One forward pass of ``model`` on ``images`` under ``torch.inference_mode()``."""
+def inference_runner(
+    model: nn.Module, images: torch.Tensor, dtype: torch.dtype | None = None
+) -> Callable[[], None]:
+    """One forward pass of ``model`` on ``images`` under ``torch.inference_mode()`` (and
+    autocast to ``dtype`` where given, as :func:`clipfuse.evaluation.tta.infer_probabilities`
+    runs the model)."""
 
     def run() -> None:
         with torch.inference_mode():
-            model(images)
+            with torch.autocast(images.device.type, dtype=dtype, enabled=dtype is not None):
+                model(images)
 
     return run
 
