@@ -1,7 +1,8 @@
 """Optional dependencies, installed with ``pip install 'clipfuse[serve,export,bench]'``
 (``make setup`` installs all of them): ``serve`` (fastapi, uvicorn: ``clipfuse serve``),
-``export`` (onnx, onnxscript, onnxruntime: ``clipfuse export``, ``bench --onnx``) and ``bench``
-(segmentation_models_pytorch: ``bench --smp-reference``; matplotlib: the experiment plots).
+``export`` (onnx, onnxscript, onnxruntime: ``clipfuse export``, ``bench --paths ort-*``) and
+``bench`` (segmentation_models_pytorch: ``bench --smp-reference``; matplotlib: the experiment
+plots).
 A missing one is a one-line error naming the extra."""
 
 import importlib

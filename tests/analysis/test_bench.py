@@ -56,7 +56,7 @@ def test_bench_rows_ratios_and_table(config_files):
     for row in result["rows"]:
         assert row["train_images_per_s"] > 0
         assert len(row["train_step_ms"]["samples"]) == 1
-        assert "memory_mb" not in row and "onnx_latency_ms" not in row
+        assert "memory_mb" not in row and "paths" not in row
     table = format_bench(result)
     assert "tiny-plain" in table and "tiny-convformer" in table
     assert "matmul peak" in table and "b2 ms/img" in table and "train img/s" in table
@@ -66,15 +66,20 @@ def test_bench_rows_ratios_and_table(config_files):
 
 def test_bench_onnx_and_smp_reference(config_files):
     result = bench(
-        config_files[:1], train_steps=0, memory=False, onnx=True, smp_reference=True, **TINY
+        config_files[:1],
+        train_steps=0,
+        memory=False,
+        paths=["ort-fp32"],
+        smp_reference=True,
+        **TINY,
     )
     check_rows(result, ["tiny-plain", "smp-FPN"])
     smp = result["rows"][1]
     assert smp["method"] == "smp-fpn" and smp["num_classes"] == 3
     for row in result["rows"]:
-        assert set(row["onnx_latency_ms"]) == {"1", "2"}
-        assert row["ratios"]["onnx_latency_b1"] > 0
-    assert "ort b1 ms" in format_bench(result)
+        assert set(row["paths"]["ort-fp32"]) == {"1", "2"}
+        assert row["paths"]["ort-fp32"]["1"]["x_first"] > 0
+    assert "ort-fp32" in format_bench(result)
 
 
 def test_bench_memory_in_a_subprocess(config_files):

@@ -5,7 +5,8 @@ and thread count:
 
 * inference latency at each batch size: ``eval()``, ``torch.inference_mode()``, ``warmup``
   untimed calls, then ``repeats`` timed calls; median, inter-quartile range and std (ms);
-* optionally the same for the ONNX export run by onnxruntime (same thread count);
+* optionally the same for other inference paths (bf16 autocast, channels-last, the ONNX export
+  run by onnxruntime in fp32 and int8): :mod:`clipfuse.analysis.paths`;
 * training throughput: images/s of full SGD steps (forward, cross-entropy plus the auxiliary
   score-map loss where the model has one, backward, optimizer step) at ``train_batch``;
 * peak memory. On CPU, each model is built and run once in a fresh subprocess (so that no
@@ -30,7 +31,6 @@ every round), so slow drifts of the machine (other jobs, clocks, heat) spread ov
 instead of biasing the ones timed last. Ratios are to the first model.
 """
 
-import tempfile
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
@@ -50,8 +50,8 @@ from clipfuse.analysis.candidates import (
     load_candidates,
 )
 from clipfuse.analysis.memory import memory_cpu, memory_cuda
+from clipfuse.analysis.paths import add_path_figures, checked_paths, measure_paths
 from clipfuse.analysis.timing import (
-    inference_runner,
     machine_info,
     matmul_peak,
     mode_steps,
@@ -61,7 +61,6 @@ from clipfuse.analysis.timing import (
 )
 from clipfuse.analysis.train_profile import measure_train_profile, train_profile_figures
 from clipfuse.errors import ClipfuseError
-from clipfuse.extras import require
 from clipfuse.threads import load_average
 
 DEFAULT_BATCHES = (1, 4)
@@ -77,7 +76,7 @@ def bench(
     warmup: int = 1,
     train_batch: int = 2,
     train_steps: int = 3,
-    onnx: bool = False,
+    paths: Sequence[str] = (),
     onnx_exporter: str = "torchscript",
     smp_reference: bool = False,
     memory: bool = True,
@@ -97,11 +96,14 @@ def bench(
     every combination of ``train_precisions`` (``32-true``, ``bf16-mixed``, ``16-mixed``) and
     ``train_channels_last`` (default: ``[channels_last]``), interleaved; ``x`` compares each
     combination with the first; ``train_profile`` also times each part of those steps.
+    ``paths`` (:mod:`clipfuse.analysis.paths`) also times the models on those inference paths,
+    the ort-* ones exported with ``onnx_exporter``.
     """
     say = progress or (lambda message: None)
     size, batches, torch_device = _checked_settings(
-        size, batches, repeats, warmup, train_batch, train_steps, device, onnx, train_profile
+        size, batches, repeats, warmup, train_batch, train_steps, device, train_profile
     )
+    paths = checked_paths(paths, torch_device)
     if threads:
         torch.set_num_threads(threads)
     threads = torch.get_num_threads()
@@ -118,12 +120,11 @@ def bench(
     job = {"size": list(size), "batch": batches[-1], "train_batch": train_batch}
     job.update(classes=classes, threads=threads)
     memory_mb = _peak_memory(candidates, job, torch_device, say) if memory else {}
-    sessions = _onnx_sessions(candidates, size, threads, onnx_exporter, say) if onnx else {}
     say("matmul peak")
     peaks = [matmul_peak(torch_device)]
     timer = partial(round_robin, warmup=warmup, repeats=repeats, sync=sync)
-    latency, onnx_latency = _inference_latency(
-        candidates, sessions, batches, size, torch_device, classes, channels_last, timer, say
+    latency, samples, path_peaks = measure_paths(
+        candidates, paths, batches, job, torch_device, channels_last, onnx_exporter, timer, say
     )
     train_seconds, profile = _train_timings(
         candidates, train_modes, job, train_steps, torch_device, train_profile, say
@@ -131,13 +132,15 @@ def bench(
     peaks.append(matmul_peak(torch_device))  # before and after: the best of both
     peak = max(peaks, key=lambda p: p["gflops"])
     train = {name: train_figures(t, train_modes, train_batch) for name, t in train_seconds.items()}
-    rows = result_rows(candidates, latency, onnx_latency, train, memory_mb, peak["gflops"])
+    rows = result_rows(candidates, latency, train, memory_mb, peak["gflops"])
     add_ratios(rows)
     machine = machine_info(torch_device, threads, peak)
+    add_path_figures(rows, machine, samples, paths, path_peaks)
     machine["load_average"] = {"before": load_before, "after": load_average()}
     settings = dict(size=list(size), batches=list(batches), repeats=repeats, warmup=warmup)
-    settings.update(train_batch=train_batch, train_steps=train_steps, onnx=onnx)
-    settings.update(onnx_exporter=onnx_exporter if onnx else None, channels_last=channels_last)
+    settings.update(train_batch=train_batch, train_steps=train_steps, paths=list(paths))
+    ort = any(path.startswith("ort-") for path in paths)
+    settings.update(onnx_exporter=onnx_exporter if ort else None, channels_last=channels_last)
     settings["train_modes"] = [mode_name(*mode) for mode in train_modes] if train_batch else []
     settings["memory"] = _memory_method(torch_device) if memory else None
     result = {"machine": machine, "settings": settings, "rows": rows}
@@ -154,7 +157,6 @@ def _checked_settings(
     train_batch: int,
     train_steps: int,
     device: str,
-    onnx: bool,
     train_profile: bool,
 ) -> tuple[tuple[int, ...], tuple[int, ...], torch.device]:
     """The size and sorted batch sizes as ints, and the device; refuses sizes, counts and
@@ -172,8 +174,6 @@ def _checked_settings(
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ClipfuseError("bench: CUDA is not available on this machine")
-    if onnx and device.type != "cpu":
-        raise ClipfuseError("bench: --onnx times onnxruntime on the CPU; use --device cpu")
     return size, batches, device
 
 
@@ -217,43 +217,6 @@ def _memory_method(device: torch.device) -> str:
     if device.type == "cpu":
         return "peak RSS (ru_maxrss, reset per phase) delta, one subprocess per model"
     return "torch.cuda.max_memory_allocated"
-
-
-def _inference_latency(
-    candidates: list[Candidate],
-    sessions: dict[str, object],
-    batches: tuple[int, ...],
-    size,
-    device: torch.device,
-    classes: int,
-    channels_last: bool,
-    timer: Callable[[list], dict[str, list[float]]],
-    say,
-) -> tuple[dict[str, dict[int, list[float]]], dict[str, dict[int, list[float]]]]:
-    """Seconds of each timed inference call, per candidate and batch size, for PyTorch and
-    (where ``sessions`` has the candidate) onnxruntime, all timed together by ``timer``
-    (:func:`clipfuse.analysis.timing.round_robin`) per batch."""
-    latency: dict[str, dict[int, list[float]]] = {c.name: {} for c in candidates}
-    onnx_latency: dict[str, dict[int, list[float]]] = {c.name: {} for c in candidates}
-    for batch in batches:
-        say(f"inference, batch {batch}")
-        images, _ = random_batch(batch, size, device, classes)
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        array = images.cpu().numpy()
-        runners = []
-        for candidate in candidates:
-            runners.append((f"torch/{candidate.name}", inference_runner(candidate.model, images)))
-            if candidate.name in sessions:
-                runners.append(
-                    (f"onnx/{candidate.name}", _onnx_runner(sessions[candidate.name], array))
-                )
-        samples = timer(runners)
-        for candidate in candidates:
-            latency[candidate.name][batch] = samples[f"torch/{candidate.name}"]
-            if candidate.name in sessions:
-                onnx_latency[candidate.name][batch] = samples[f"onnx/{candidate.name}"]
-    return latency, onnx_latency
 
 
 def _train_timings(
@@ -303,33 +266,3 @@ def _train_round_robin(
         name, mode = key.split("|")
         result[name][mode] = seconds
     return result
-
-
-def _onnx_runner(session, array) -> Callable[[], None]:
-    name = session.get_inputs()[0].name
-    return lambda: session.run(None, {name: array})
-
-
-def _onnx_sessions(
-    candidates: list[Candidate], size, threads: int, exporter: str, say
-) -> dict[str, object]:
-    ort = require("onnxruntime", "bench --onnx")
-
-    from clipfuse.inference.export import export_onnx
-
-    sessions = {}
-    folder = Path(tempfile.mkdtemp(prefix="clipfuse-bench-"))
-    for candidate in candidates:
-        say(f"ONNX export of {candidate.name} ({exporter})")
-        path = folder / f"{candidate.name}.onnx"
-        export_onnx(candidate.model, path, size, exporter=exporter)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # Idle onnxruntime threads spin by default and would slow the PyTorch call timed next.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        sessions[candidate.name] = ort.InferenceSession(
-            str(path), options, providers=["CPUExecutionProvider"]
-        )
-    return sessions

@@ -66,7 +66,6 @@ def train_figures(
 def result_rows(
     candidates: list[Candidate],
     latency: dict[str, dict[int, list[float]]],
-    onnx_latency: dict[str, dict[int, list[float]]],
     train: dict[str, dict],
     memory_mb: dict[str, dict],
     peak_gflops: float,
@@ -76,8 +75,6 @@ def result_rows(
     rows = []
     for candidate in candidates:
         row = cost_and_latency_row(candidate, latency[candidate.name], peak_gflops)
-        if onnx_latency[candidate.name]:
-            row["onnx_latency_ms"] = latency_summaries(onnx_latency[candidate.name])
         row.update(train.get(candidate.name, {}))
         if candidate.name in memory_mb:
             row["memory_mb"] = memory_mb[candidate.name]

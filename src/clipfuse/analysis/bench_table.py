@@ -1,5 +1,6 @@
 """The tables ``clipfuse bench`` prints, and the ratios to the first model they show."""
 
+from clipfuse.analysis.paths import format_paths
 from clipfuse.analysis.train_profile import format_train_profile
 
 
@@ -17,8 +18,6 @@ def add_ratios(rows: list[dict]) -> None:
         out: dict[str, float | None] = {"gmacs": row["gmacs"], "params": row["params_m"]}
         for batch, summary in row["latency_ms"].items():
             out[f"latency_b{batch}"] = summary["median"]
-        for batch, summary in row.get("onnx_latency_ms", {}).items():
-            out[f"onnx_latency_b{batch}"] = summary["median"]
         if "train_images_per_s" in row:
             out["train_throughput"] = row["train_images_per_s"]
         for key in ("weights", "inference", "train"):
@@ -50,6 +49,8 @@ def format_bench(result: dict) -> str:
     lines = [*_machine_lines(machine, settings), ""]
     lines += [*_cost_and_latency_table(rows, settings, name_width), ""]
     lines += _throughput_memory_efficiency_table(rows, settings, name_width)
+    if settings.get("paths"):
+        lines += ["", format_paths(result, name_width)]
     modes = settings.get("train_modes", [])
     if len(modes) > 1:
         lines += ["", _format_train_modes(rows, modes, settings, name_width)]
@@ -79,19 +80,16 @@ def _machine_lines(machine: dict, settings: dict) -> list[str]:
     return lines
 
 
-def _latency_label(batch: str, prefix: str = "") -> str:
-    return f"{prefix}b{batch} ms" + ("/img" if batch != "1" else "")
+def _latency_label(batch: str) -> str:
+    return f"b{batch} ms" + ("/img" if batch != "1" else "")
 
 
 def _cost_and_latency_table(rows: list[dict], settings: dict, name_width: int) -> list[str]:
-    """GMACs, parameters, and PyTorch (and onnxruntime) latency per batch size."""
+    """GMACs, parameters, and PyTorch latency per batch size."""
     batches = [str(b) for b in settings["batches"]]
     header = f"{'model':<{name_width}}{'GMACs':>8}{'x':>6}{'params M':>10}{'x':>6}"
     for batch in batches:
         header += f"{_latency_label(batch):>13}{'+-':>7}{'x':>6}"
-    if settings["onnx"]:
-        for batch in batches:
-            header += f"{_latency_label(batch, 'ort '):>16}{'x':>6}"
     lines = [header]
     for row in rows:
         ratios = row["ratios"]
@@ -105,11 +103,6 @@ def _cost_and_latency_table(rows: list[dict], settings: dict, name_width: int) -
                 f"{summary['median'] / int(batch):>13.1f}{summary['iqr'] / int(batch):>7.1f}"
                 f"{ratios[f'latency_b{batch}']:>6.2f}"
             )
-        if settings["onnx"]:
-            for batch in batches:
-                summary = row.get("onnx_latency_ms", {}).get(batch)
-                line += _fmt(summary and summary["median"] / int(batch), ".1f", 16)
-                line += _fmt(ratios.get(f"onnx_latency_b{batch}"), ".2f", 6)
         lines.append(line)
     return lines
 

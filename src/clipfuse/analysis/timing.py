@@ -161,12 +161,17 @@ def round_robin(
     return samples
 
 
-def inference_runner(model: nn.Module, images: torch.Tensor) -> Callable[[], None]:
-    """One forward pass of ``model`` on ``images`` under ``torch.inference_mode()``."""
+def inference_runner(
+    model: nn.Module, images: torch.Tensor, dtype: torch.dtype | None = None
+) -> Callable[[], None]:
+    """One forward pass of ``model`` on ``images`` under ``torch.inference_mode()`` (and
+    autocast to ``dtype`` where given, as :func:`clipfuse.evaluation.tta.infer_probabilities`
+    runs the model)."""
 
     def run() -> None:
         with torch.inference_mode():
-            model(images)
+            with torch.autocast(images.device.type, dtype=dtype, enabled=dtype is not None):
+                model(images)
 
     return run
 

@@ -19,6 +19,11 @@ def _layouts(formats: list[str] | None) -> list[bool] | None:
     return None if formats is None else [name == "channels_last" for name in formats]
 
 
+def _paths(args: argparse.Namespace) -> list[str]:
+    """``--paths``, with ``ort-fp32`` added by ``--onnx`` (its alias)."""
+    return [*(args.paths or []), *(["ort-fp32"] if args.onnx else [])]
+
+
 def _bench(args: argparse.Namespace) -> None:
     from clipfuse.analysis.bench import bench, format_bench
     from clipfuse.fileio import atomic_write_text, prepare_file
@@ -29,8 +34,9 @@ def _bench(args: argparse.Namespace) -> None:
     result = bench(
         args.configs,
         **pick(args, "size", "threads", "repeats", "warmup", "train_batch", "train_steps"),
-        **pick(args, "onnx", "onnx_exporter", "smp_reference", "channels_last", "device"),
+        **pick(args, "onnx_exporter", "smp_reference", "channels_last", "device"),
         batches=args.batch,
+        paths=_paths(args),
         memory=not args.no_memory,
         train_precisions=args.train_precision,
         train_channels_last=_layouts(args.train_memory_format),
@@ -77,9 +83,21 @@ def add_bench(commands) -> None:
         "--train-steps", type=int, default=3, help="timed SGD steps (default 3; 0: skip)"
     )
     bench.add_argument(
-        "--onnx", action="store_true", help="also time the ONNX export with onnxruntime"
+        "--paths",
+        nargs="+",
+        metavar="PATH",
+        help="also time the models on these inference paths, side by side: eager-fp32, "
+        "eager-fp32-cl, eager-bf16, eager-bf16-cl (PyTorch; -cl: channels-last), ort-fp32, "
+        "ort-int8 (onnxruntime; int8: static QDQ, calibrated on random images); eager-fp32, "
+        "the reference, is always timed",
     )
-    bench.add_argument("--onnx-exporter", choices=["torchscript", "dynamo"], default="torchscript")
+    bench.add_argument("--onnx", action="store_true", help="alias of adding ort-fp32 to --paths")
+    bench.add_argument(
+        "--onnx-exporter",
+        choices=["torchscript", "dynamo"],
+        default="torchscript",
+        help="the exporter of the ort-* paths (default torchscript: faster to export)",
+    )
     bench.add_argument(
         "--smp-reference",
         action="store_true",
