@@ -33,7 +33,9 @@ def _eval(args: argparse.Namespace) -> None:
         trained=args.trained_weights,
     )
     if args.json:
-        print(json.dumps(results, indent=2))
+        from clipfuse.evaluation import metrics_json
+
+        print(metrics_json(results))
 
 
 def _eval_vocab(args: argparse.Namespace) -> None:

@@ -33,7 +33,7 @@ from clipfuse.engine.run_folder import (
 from clipfuse.engine.stops import SafeStop
 from clipfuse.engine.task import SegmentationTask
 from clipfuse.errors import ClipfuseError, announce
-from clipfuse.evaluation import InferenceConfig, format_table, results_to_json
+from clipfuse.evaluation import InferenceConfig, format_table, metrics_json, results_to_json
 from clipfuse.fileio import atomic_write_text, prepare_dir, prepare_file, remove_partial_files
 from clipfuse.losses import loss_arguments
 from clipfuse.models import Segmentor, method_uses_text
@@ -291,7 +291,7 @@ def _report(
         print(f"\nvalidation at step {step}\n{format_table(results, class_names)}", flush=True)
     if path is not None:
         payload = {**results_to_json(results, class_names), "step": step}
-        atomic_write_text(path, json.dumps(payload, indent=2))
+        atomic_write_text(path, metrics_json(payload))
 
 
 def _model_to_evaluate(path: str | Path, overrides: Sequence[str], trained: bool) -> tuple:

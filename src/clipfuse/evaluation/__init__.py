@@ -1,6 +1,11 @@
 """Confusion-matrix metrics and whole / sliding-window / flip / multi-scale inference."""
 
-from clipfuse.evaluation.metrics import SegmentationMetrics, format_table, results_to_json
+from clipfuse.evaluation.metrics import (
+    SegmentationMetrics,
+    format_table,
+    metrics_json,
+    results_to_json,
+)
 from clipfuse.evaluation.tta import InferenceConfig, infer_probabilities
 
 __all__ = [
@@ -8,5 +13,6 @@ __all__ = [
     "SegmentationMetrics",
     "format_table",
     "infer_probabilities",
+    "metrics_json",
     "results_to_json",
 ]

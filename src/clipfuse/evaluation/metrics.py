@@ -5,6 +5,7 @@ has a NaN IoU and a class without ground-truth pixels a NaN accuracy; means skip
 (mmseg's ``nanmean``).
 """
 
+import json
 import math
 from collections.abc import Sequence
 
@@ -145,7 +146,9 @@ def results_to_json(results: dict, class_names: Sequence[str]) -> dict:
     """JSON-serialisable form of :meth:`SegmentationMetrics.compute` results.
 
     ``{"aAcc", "mIoU", "mAcc", "per_class": [{"name", "IoU", "Acc"}, ...]}`` in percent,
-    NaN written as ``None`` (``null``); the confusion matrix is left out.
+    NaN written as ``None`` (``null``); with the confusion matrix (``confmat``, as
+    :meth:`SegmentationMetrics.compute` returns it) also ``"confusion"``: K lists of K ints,
+    pixel counts, rows = ground truth and columns = prediction, in ``class_names`` order.
     """
     _check_names(results, class_names)
     per_class = [
@@ -155,4 +158,19 @@ def results_to_json(results: dict, class_names: Sequence[str]) -> dict:
         )
     ]
     summary = {key: _finite_or_none(float(results[key])) for key in SUMMARY_KEYS}
-    return {**summary, "per_class": per_class}
+    payload = {**summary, "per_class": per_class}
+    if results.get("confmat") is not None:
+        payload["confusion"] = results["confmat"].long().tolist()
+    return payload
+
+
+def metrics_json(payload: dict) -> str:
+    """``payload`` (e.g. :func:`results_to_json`'s) as indented JSON text, each row of its
+    ``confusion`` matrix on one line (a K x K matrix stays K lines long)."""
+    confusion = payload.get("confusion")
+    if confusion is None:
+        return json.dumps(payload, indent=2)
+    placeholder = "\x00confusion\x00"
+    text = json.dumps({**payload, "confusion": placeholder}, indent=2)
+    rows = ",\n".join(f"    {json.dumps(row)}" for row in confusion)
+    return text.replace(json.dumps(placeholder), f"[\n{rows}\n  ]", 1)

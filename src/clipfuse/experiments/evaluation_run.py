@@ -12,6 +12,7 @@ from clipfuse.config import changed_keys
 from clipfuse.engine import evaluate
 from clipfuse.engine.run_folder import resolved_config, write_run_config
 from clipfuse.errors import ClipfuseError
+from clipfuse.evaluation import metrics_json
 from clipfuse.experiments.report import RESULT_FILE
 from clipfuse.experiments.spec import ExperimentSpec
 from clipfuse.fileio import atomic_write_text
@@ -43,5 +44,5 @@ def score_checkpoint(
     write_run_config(folder, config)
     results = evaluate(checkpoint, overrides, quiet=True, trained=run.trained_weights)
     metrics = {**results, "step": config["train"]["max_steps"], "evaluated": str(checkpoint)}
-    atomic_write_text(folder / METRICS_FILE, json.dumps(metrics, indent=2))
+    atomic_write_text(folder / METRICS_FILE, metrics_json(metrics))
     return json.loads((trained / RESULT_FILE).read_text())

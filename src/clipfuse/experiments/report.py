@@ -3,13 +3,15 @@
 Written into each report folder (atomically, file by file):
 
 * ``results.json`` and ``results.csv``: one row per (run, seed) with val mIoU / mAcc / aAcc,
-  per-class IoU, GMACs, parameters, CPU latency, training wall time and the run's config path;
+  per-class IoU, GMACs, parameters, CPU latency, training wall time and the run's config path
+  (and the class-group metrics of :mod:`clipfuse.experiments.groups`);
 * ``results.md``: mean ± sample standard deviation (n - 1) over seeds per run, the
   comparisons of the spec (:mod:`clipfuse.experiments.compare`: differences, 95% interval,
   p-value, verdict, pairing), per-class IoU means, the best run and the commands that
   reproduce the grid and retrain the best run;
 * ``best_config.yaml``: the full config of the best single run (highest val mIoU);
-* ``results.png``: val mIoU against GMACs, one labelled point per run, error bars = the std.
+* ``results.png``: val mIoU against GMACs, one labelled point per run, error bars = the std
+  (:mod:`clipfuse.experiments.plot`).
 
 The rows come from the run folders (:func:`load_rows`) or, to re-render a report without
 them, from a committed ``results.json`` (:func:`read_rows`).
@@ -26,15 +28,18 @@ from clipfuse.config import current_method
 from clipfuse.engine.run_folder import CONFIG_FILE
 from clipfuse.errors import ClipfuseError, announce, one_line
 from clipfuse.experiments.compare import compare_all, comparison_markdown, stream_markdown
+from clipfuse.experiments.groups import folder_metrics, group_fields, group_metrics
+from clipfuse.experiments.plot import results_plot
 from clipfuse.experiments.spec import ExperimentSpec
 from clipfuse.experiments.tables import (
     VOCAB_COLUMNS,
+    confusion_markdown,
     format_mean_std,
+    group_markdown,
     mean_std,
     per_class_markdown,
     vocab_markdown,
 )
-from clipfuse.extras import require
 from clipfuse.fileio import atomic_write_bytes, prepare_dir
 
 RESULT_FILE = "result.json"  # one per (run, seed) folder, written by the runner
@@ -88,14 +93,25 @@ def run_folder(spec: ExperimentSpec, out: Path, run: str, seed: int) -> Path:
 
 
 def load_rows(spec: ExperimentSpec, out: Path) -> list[dict]:
-    """The rows of every finished (run, seed) of ``spec`` (:func:`run_folder`), in spec order."""
+    """The rows of every finished (run, seed) of ``spec`` (:func:`run_folder`), in spec order;
+    with ``confusion_groups``, each row's ``confusions`` from its folder's ``metrics.json``."""
     rows = []
     for run in spec.runs:
         for seed in run.seeds:
-            path = run_folder(spec, out, run.name, seed) / RESULT_FILE
-            if path.is_file():
-                rows.append(json.loads(path.read_text()))
+            folder = run_folder(spec, out, run.name, seed)
+            if (folder / RESULT_FILE).is_file():
+                row = json.loads((folder / RESULT_FILE).read_text())
+                if spec.confusion_groups:
+                    metrics = folder_metrics(folder)
+                    row.update(group_fields({}, spec.confusion_groups, row, metrics))
+                rows.append(row)
     return rows
+
+
+def with_groups(spec: ExperimentSpec, rows: Sequence[dict]) -> list[dict]:
+    """The rows with their ``<group>_mIoU`` of the spec's ``class_groups``, computed from
+    ``per_class`` (rows recorded before the groups existed get them too)."""
+    return [{**row, **group_fields(spec.class_groups, {}, row)} for row in rows]
 
 
 def read_rows(spec: ExperimentSpec, path: Path) -> list[dict]:
@@ -121,9 +137,10 @@ def read_rows(spec: ExperimentSpec, path: Path) -> list[dict]:
     return rows
 
 
-def summarize(rows: Sequence[dict]) -> list[dict]:
+def summarize(rows: Sequence[dict], extra: Sequence[str] = ()) -> list[dict]:
     """Per run (in order of first appearance): ``{"run", "method", "n", "seeds",
-    "<metric>": {"mean", "std"}, "per_class": {name: mean IoU}}``."""
+    "<metric>": {"mean", "std"}, "per_class": {name: mean IoU}}``; ``extra``: more row keys
+    to aggregate (e.g. ``<group>_mIoU``)."""
     groups: dict[str, list[dict]] = {}
     for row in rows:
         groups.setdefault(row["run"], []).append(row)
@@ -135,7 +152,7 @@ def summarize(rows: Sequence[dict]) -> list[dict]:
             "n": len(group),
             "seeds": [row["seed"] for row in group],
         }
-        for key, _, _ in (*SUMMARY_COLUMNS, *VOCAB_COLUMNS):
+        for key in (*(key for key, _, _ in (*SUMMARY_COLUMNS, *VOCAB_COLUMNS)), *extra):
             if key == "train_minutes":
                 values = [_minutes(row.get("train_seconds")) for row in group]
             else:
@@ -160,18 +177,21 @@ def _as_bytes(data: bytes | str) -> bytes:
     return data if isinstance(data, bytes) else data.encode("utf-8")
 
 
-def results_csv(rows: Sequence[dict]) -> str:
-    """One line per (run, seed); per-class IoU in ``IoU.<class>`` columns."""
+def results_csv(rows: Sequence[dict], extra: Sequence[str] = ()) -> str:
+    """One line per (run, seed), with the ``extra`` row keys (e.g. ``<group>_mIoU``) after
+    :data:`CSV_COLUMNS`; per-class IoU in ``IoU.<class>`` columns."""
     classes: list[str] = []
     for row in rows:
         classes += [name for name in row.get("per_class", {}) if name not in classes]
     buffer = io.StringIO()
     writer = csv.DictWriter(
-        buffer, fieldnames=[*CSV_COLUMNS, *(f"IoU.{name}" for name in classes)], lineterminator="\n"
+        buffer,
+        fieldnames=[*CSV_COLUMNS, *extra, *(f"IoU.{name}" for name in classes)],
+        lineterminator="\n",
     )
     writer.writeheader()
     for row in rows:
-        line = {key: row.get(key) for key in CSV_COLUMNS}
+        line = {key: row.get(key) for key in (*CSV_COLUMNS, *extra)}
         line.update({f"IoU.{name}": iou for name, iou in row.get("per_class", {}).items()})
         writer.writerow(line)
     return buffer.getvalue()
@@ -182,7 +202,9 @@ def _planned(spec: ExperimentSpec) -> list[tuple[str, int]]:
 
 
 def results_markdown(spec: ExperimentSpec, out: Path, rows: Sequence[dict]) -> str:
-    """The Markdown report: per-run mean ± std table, per-class IoU, best run, command."""
+    """The Markdown report: per-run mean ± std table, comparisons, class groups, per-class
+    IoU, confusions within groups, best run, command."""
+    rows = with_groups(spec, rows)
     summaries = summarize(rows)
     height, width = spec.eval_size
     planned = _planned(spec)
@@ -243,7 +265,9 @@ def results_markdown(spec: ExperimentSpec, out: Path, rows: Sequence[dict]) -> s
             "",
         ]
         lines += stream_markdown(rows)
+    lines += group_markdown(spec, rows)
     lines += per_class_markdown(summaries, "per_class", "Per-class IoU (mean over seeds)")
+    lines += confusion_markdown(spec, rows)
     if spec.vocab_eval is not None:
         lines += vocab_markdown(spec, summaries, rows)
     best = best_row(rows)
@@ -263,84 +287,6 @@ def best_row(rows: Sequence[dict]) -> dict | None:
     """The finished (run, seed) with the highest val mIoU, or None."""
     finished = [row for row in rows if row.get("mIoU") is not None]
     return max(finished, key=lambda row: row["mIoU"], default=None)
-
-
-def results_plot(spec: ExperimentSpec, rows: Sequence[dict]) -> bytes:
-    """PNG of val mIoU against GMACs: one point per run, error bars = std over seeds."""
-    require("matplotlib", "the experiment plot")
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    summaries = [s for s in summarize(rows) if s["mIoU"]["mean"] is not None]
-    figure = Figure(figsize=(7, 5))
-    FigureCanvasAgg(figure)
-    axes = figure.add_subplot()
-    colours = {"plain": "tab:gray", "denseclip": "tab:orange", "convformer": "tab:blue"}
-    for summary in summaries:
-        colour = colours.get(str(summary["method"]), "tab:green")
-        axes.errorbar(
-            summary["gmacs"]["mean"] or 0.0,
-            summary["mIoU"]["mean"],
-            yerr=summary["mIoU"]["std"] or 0.0,
-            fmt="o",
-            color=colour,
-            capsize=4,
-        )
-    for method, colour in colours.items():
-        if any(s["method"] == method for s in summaries):
-            axes.plot([], [], "o", color=colour, label=method)
-    if summaries:
-        axes.legend(loc="best", fontsize=8)
-        axes.margins(x=0.25, y=0.15)
-    height, width = spec.eval_size
-    axes.set_xlabel(f"GMACs ({height}x{width}, one image)")
-    axes.set_ylabel("val mIoU (%)")
-    axes.set_title(f"{spec.name}: mIoU vs GMACs (error bars: std over seeds)")
-    axes.grid(alpha=0.3)
-    figure.tight_layout()
-    _label_points(axes, summaries)
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=120)
-    return buffer.getvalue()
-
-
-def _label_points(axes, summaries: Sequence[dict]) -> None:
-    """Names every point ("run (n=seeds)"); a label that would cover a marker or a label already
-    placed is moved up or down in line steps (boxes estimated from the text length)."""
-    axes.autoscale_view()
-    points_per_pixel = 72 / axes.figure.dpi
-    right_end = axes.bbox.x1 * points_per_pixel
-    anchors = []  # (summary, x, y, px, py): data coordinates, then points on the figure
-    for summary in summaries:
-        x, y = summary["gmacs"]["mean"] or 0.0, summary["mIoU"]["mean"]
-        px, py = axes.transData.transform((x, y)) * points_per_pixel
-        anchors.append((summary, x, y, px, py))
-    placed = [(px - 4, py - 4, px + 4, py + 4) for *_, px, py in anchors]  # markers, then labels
-    for summary, x, y, px, py in sorted(anchors, key=lambda anchor: -anchor[2]):
-        text = f"{summary['run']} (n={summary['n']})"
-        width = 4.6 * len(text)
-        right = px + 6 + width <= right_end  # on the right unless that leaves the axes
-        left_edge = px + 6 if right else px - 6 - width
-        for step in (0, -1, 1, -2, 2, -3, 3, -4, 4):
-            dy = 11 * step
-            box = (left_edge, py + dy - 5, left_edge + width, py + dy + 5)
-            if not any(_overlap(box, other) for other in placed):
-                break
-        placed.append(box)
-        axes.annotate(
-            text,
-            (x, y),
-            textcoords="offset points",
-            xytext=(6 if right else -6, dy),
-            ha="left" if right else "right",
-            va="center",
-            fontsize=8,
-            arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.5} if step else None,
-        )
-
-
-def _overlap(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
-    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
 def _json_safe(value):
@@ -364,22 +310,23 @@ def write_report(
     into ``out`` and each of ``folders``; returns the paths written."""
     out = Path(out)
     targets = [out, *folders] if rows is None else list(folders)
-    rows = load_rows(spec, out) if rows is None else list(rows)
+    rows = with_groups(spec, load_rows(spec, out) if rows is None else rows)
+    groups = group_metrics(spec.class_groups)
     report = {
         "experiment": spec.name,
         "rows": rows,
-        "summary": summarize(rows),
+        "summary": summarize(rows, groups),
         "comparisons": [
             item.as_dict() for item in compare_all(rows, spec.comparison_pairs(), spec.metrics)
         ],
     }
     files = {
         "results.json": json.dumps(_json_safe(report), indent=2),
-        "results.csv": results_csv(rows),
+        "results.csv": results_csv(rows, groups),
         "results.md": results_markdown(spec, out, rows),
     }
     try:
-        files["results.png"] = results_plot(spec, rows)
+        files["results.png"] = results_plot(spec, summarize(rows))
     except ClipfuseError as error:
         announce(f"results.png not written: {one_line(error)}")
     best = best_row(rows)

@@ -47,6 +47,7 @@ from clipfuse.engine.lock import RunLock
 from clipfuse.engine.run_folder import CONFIG_FILE, FORMAT_FILE, changes_from_saved
 from clipfuse.errors import ClipfuseError
 from clipfuse.experiments.evaluation_run import METRICS_FILE, score_checkpoint
+from clipfuse.experiments.groups import group_fields
 from clipfuse.experiments.measure import measure_model
 from clipfuse.experiments.report import (
     RESULT_FILE,
@@ -250,7 +251,7 @@ def _record(job: Job, spec: ExperimentSpec, trained_row: dict | None = None) -> 
     if trained_row is not None:
         row = {
             **trained_row,
-            **_metric_fields(job, metrics),
+            **_metric_fields(job, metrics, spec),
             "config": str(job.folder / CONFIG_FILE),
         }
         run = spec.run(job.run)
@@ -268,7 +269,7 @@ def _record(job: Job, spec: ExperimentSpec, trained_row: dict | None = None) -> 
         else {}
     )
     row = {
-        **_metric_fields(job, metrics),
+        **_metric_fields(job, metrics, spec),
         **cost,
         "eval_size": list(spec.eval_size),
         "train_seconds": timing.get("train_seconds"),
@@ -282,9 +283,10 @@ def _record(job: Job, spec: ExperimentSpec, trained_row: dict | None = None) -> 
     return row
 
 
-def _metric_fields(job: Job, metrics: dict) -> dict:
-    """The row fields of the job's val metrics (``metrics.json``)."""
-    return {
+def _metric_fields(job: Job, metrics: dict, spec: ExperimentSpec) -> dict:
+    """The row fields of the job's val metrics (``metrics.json``), with the spec's class-group
+    metrics and confusions (:mod:`clipfuse.experiments.groups`)."""
+    fields = {
         "run": job.run,
         "seed": job.seed,
         "method": job.config["model"]["method"],
@@ -294,6 +296,7 @@ def _metric_fields(job: Job, metrics: dict) -> dict:
         "aAcc": metrics["aAcc"],
         "per_class": {entry["name"]: entry["IoU"] for entry in metrics["per_class"]},
     }
+    return {**fields, **group_fields(spec.class_groups, spec.confusion_groups, fields, metrics)}
 
 
 def run_experiment(

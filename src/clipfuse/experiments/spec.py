@@ -14,6 +14,8 @@ The format is documented in ``docs/experiments.md``::
     comparisons: [convformer:fpn, convformer_dot:convformer]   # default: every run vs the first
     vocab_eval: {dataset: labelmefacade, map: [Tree=vegetation]}  # optional: eval-vocab each run
     metrics: [mIoU, unseen_mIoU]              # compared on these row keys (default: mIoU)
+    class_groups: {tail: [Pole, SignSymbol]}  # rows get tail_mIoU (experiments.groups)
+    confusion_groups: {people: [Pedestrian, Bicyclist]}   # % predicted as each sibling
 
 A run with ``evaluate: RUN`` trains nothing: it scores the checkpoints of an earlier run of the
 spec, seed by seed, with other evaluation settings (its ``overrides`` may change only
@@ -38,7 +40,8 @@ from typing import Any
 from clipfuse.config import changed_keys, load_config, parse_yaml
 from clipfuse.errors import ClipfuseError
 from clipfuse.experiments.compare import default_pairs
-from clipfuse.experiments.vocab import parse_metrics, parse_vocab_eval
+from clipfuse.experiments.groups import Groups, group_metrics, parse_groups, resolve_groups
+from clipfuse.experiments.vocab import ROW_METRICS, VOCAB_METRICS, parse_metrics, parse_vocab_eval
 
 SPEC_KEYS = {
     "name",
@@ -54,6 +57,8 @@ SPEC_KEYS = {
     "comparisons",
     "vocab_eval",
     "metrics",
+    "class_groups",
+    "confusion_groups",
 }
 RUN_KEYS = {"base", "overrides", "replace", "seeds", "evaluate", "trained_weights"}
 EVALUATION_RUN_KEYS = {"evaluate", "overrides", "seeds", "trained_weights"}
@@ -62,6 +67,7 @@ EVALUATION_KEYS = ("data.val_size", "data.eval_split", "eval.")
 LATENCY_KEYS = {"warmup", "repeats"}
 DEFAULT_EVAL_SIZE = (360, 480)
 DEFAULT_LATENCY = {"warmup": 3, "repeats": 10}
+RESERVED = {*ROW_METRICS, *(key for key, _ in VOCAB_METRICS)}  # row keys a group may not take
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -101,6 +107,8 @@ class ExperimentSpec:
     comparisons: tuple[tuple[str, str], ...] = ()  # (run, baseline) pairs; () = the default
     vocab_eval: dict | None = None  # eval-vocab options scored after each run (experiments.vocab)
     metrics: tuple[str, ...] = ("mIoU",)  # the row keys the comparisons are made on
+    class_groups: Groups = field(default_factory=dict)  # group -> classes: <group>_mIoU
+    confusion_groups: Groups = field(default_factory=dict)  # group -> classes: confusions
 
     def comparison_pairs(self) -> list[tuple[str, str]]:
         """The declared ``comparisons``, else every run against the first."""
@@ -305,6 +313,7 @@ def parse_spec(data: Mapping, path: Path | None = None) -> ExperimentSpec:
     vocab_eval = parse_vocab_eval(data.get("vocab_eval"), where)
     if vocab_eval is not None and any(run.evaluates for run in runs):
         raise ClipfuseError(f"{where}: vocab_eval does not combine with evaluation runs")
+    class_groups, confusion_groups = _groups(data, runs, where)
     return ExperimentSpec(
         name=str(name),
         runs=tuple(runs),
@@ -319,7 +328,30 @@ def parse_spec(data: Mapping, path: Path | None = None) -> ExperimentSpec:
             data.get("comparisons"), [run.name for run in runs], f"{where}: comparisons"
         ),
         vocab_eval=vocab_eval,
-        metrics=parse_metrics(data.get("metrics"), vocab_eval, where),
+        metrics=parse_metrics(data.get("metrics"), vocab_eval, where, group_metrics(class_groups)),
+        class_groups=class_groups,
+        confusion_groups=confusion_groups,
+    )
+
+
+def _groups(data: Mapping, runs: Sequence[RunSpec], where: str) -> tuple[Groups, Groups]:
+    """The spec's ``class_groups`` and ``confusion_groups``, each name checked against the
+    class names of every run's dataset (built from its config)."""
+    class_groups = parse_groups(data.get("class_groups"), "class_groups", where)
+    confusion_groups = parse_groups(
+        data.get("confusion_groups"), "confusion_groups", where, smallest=2
+    )
+    taken = [group for group in class_groups if f"{group}_mIoU" in RESERVED]
+    if taken:
+        raise ClipfuseError(f"{where}: class_groups: {taken[0]!r} would shadow {taken[0]}_mIoU")
+    if not class_groups and not confusion_groups:
+        return class_groups, confusion_groups
+    from clipfuse.build import class_names_of
+
+    classes = {run.name: class_names_of(run.config(run.seeds[0])) for run in runs}
+    return (
+        resolve_groups(class_groups, "class_groups", classes, where),
+        resolve_groups(confusion_groups, "confusion_groups", classes, where),
     )
 
 

@@ -1,9 +1,11 @@
-"""Tables of an experiment's report: mean ± std cells, per-class tables and the
-open-vocabulary section (:mod:`clipfuse.experiments.report` assembles them)."""
+"""Tables of an experiment's report: mean ± std cells, per-class tables, the
+open-vocabulary section and the class-group sections (:mod:`clipfuse.experiments.report`
+assembles them)."""
 
 import statistics
 from collections.abc import Sequence
 
+from clipfuse.experiments.groups import group_metrics
 from clipfuse.experiments.spec import ExperimentSpec
 from clipfuse.experiments.vocab import VOCAB_METRICS
 
@@ -90,3 +92,74 @@ def vocab_markdown(
         summaries, "calibrated_per_class", "Open-vocabulary IoU per class (calibrated gamma)"
     )
     return lines
+
+
+def group_markdown(spec: ExperimentSpec, rows: Sequence[dict]) -> list[str]:
+    """The class-group section: ``<group>_mIoU`` per run, mean ± std over seeds."""
+    if not spec.class_groups:
+        return []
+    keys = group_metrics(spec.class_groups)
+    header = ["run", "n", *(f"{group} mIoU" for group in spec.class_groups)]
+    lines = ["", "## Class groups (mIoU over a group's classes)", ""]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for run, group_rows in _by_run(rows).items():
+        cells = [format_mean_std(*mean_std([row.get(key) for row in group_rows])) for key in keys]
+        lines.append(f"| {run} | {len(group_rows)} | " + " | ".join(cells) + " |")
+    members = "; ".join(
+        f"{group} ({len(names)}): {', '.join(names)}" for group, names in spec.class_groups.items()
+    )
+    lines += [
+        "",
+        f"Groups: {members}. A row's group mIoU is the mean of its val IoU over the group's "
+        "classes that have one: a class with neither labelled nor predicted val pixels has no "
+        "IoU and is left out, as mIoU leaves it out; a class with no labelled pixel that the "
+        "model predicts somewhere has IoU 0 and counts. Mean ± std over seeds.",
+    ]
+    return lines
+
+
+def confusion_markdown(spec: ExperimentSpec, rows: Sequence[dict]) -> list[str]:
+    """Per confusion group, per run (mean over seeds) and true class: the % of its labelled
+    val pixels predicted as each class of the group and as anything else."""
+    if not spec.confusion_groups:
+        return []
+    lines = ["", "## Confusions within groups (% of a class's labelled val pixels)"]
+    runs = _by_run(rows)
+    for group, members in spec.confusion_groups.items():
+        header = ["run", "class", "pixels", *members, "other"]
+        lines += ["", f"### {group}", "", "| " + " | ".join(header) + " |"]
+        lines.append("|" + "---|" * len(header))
+        for run, run_rows in runs.items():
+            shares = [(row.get("confusions") or {}).get(group) for row in run_rows]
+            shares = [share for share in shares if share]
+            for member in members:
+                entries = [share[member] for share in shares if member in share]
+                cells = [
+                    _share_cell([e["predicted"].get(other) for e in entries], other == member)
+                    for other in members
+                ]
+                pixels = str(entries[0]["pixels"]) if entries else "–"
+                other = _share_cell([e["other"] for e in entries], False)
+                lines.append(f"| {run} | {member} | {pixels} | {' | '.join(cells)} | {other} |")
+    lines += [
+        "",
+        "From the confusion matrix of each run's final validation (`metrics.json` key "
+        "`confusion`): of the val pixels labelled with the class (pixels; ignored pixels are not "
+        "counted), the % predicted as each class of the group (bold: itself, i.e. correct) and "
+        "as any class outside it (other); mean over the run's seeds, – without a matrix or "
+        "without labelled pixels.",
+    ]
+    return lines
+
+
+def _share_cell(values: Sequence[float | None], own: bool) -> str:
+    mean, _ = mean_std(values)
+    cell = format_mean_std(mean, None, 1)
+    return f"**{cell}**" if own and mean is not None else cell
+
+
+def _by_run(rows: Sequence[dict]) -> dict[str, list[dict]]:
+    runs: dict[str, list[dict]] = {}
+    for row in rows:
+        runs.setdefault(row["run"], []).append(row)
+    return runs

@@ -62,16 +62,22 @@ def parse_vocab_eval(value: Any, where: str) -> dict | None:
     return dict(value)
 
 
-def parse_metrics(value: Any, vocab_eval: dict | None, where: str) -> tuple[str, ...]:
-    """The spec's ``metrics`` (default ``[mIoU]``): row keys the comparisons are made on."""
+def parse_metrics(
+    value: Any, vocab_eval: dict | None, where: str, groups: Sequence[str] = ()
+) -> tuple[str, ...]:
+    """The spec's ``metrics`` (default ``[mIoU]``): row keys the comparisons are made on;
+    ``groups``: the row keys of the spec's class groups (``<group>_mIoU``)."""
     if value is None:
         return ("mIoU",)
-    known = [*ROW_METRICS, *(key for key, _ in VOCAB_METRICS if vocab_eval is not None)]
+    vocab = [key for key, _ in VOCAB_METRICS if vocab_eval is not None]
+    known = [*ROW_METRICS, *vocab, *groups]
     if isinstance(value, str) or not isinstance(value, Sequence) or not value:
         raise ClipfuseError(f"{where}: metrics must be a non-empty list, e.g. [mIoU]")
     for metric in value:
         if metric not in known:
             hint = "" if vocab_eval is not None else " (the open-vocabulary ones need vocab_eval)"
+            if metric.endswith("_mIoU") and metric not in (key for key, _ in VOCAB_METRICS):
+                hint += " (<group>_mIoU needs the group in class_groups)"
             raise ClipfuseError(
                 f"{where}: metrics: unknown metric {metric!r}; expected one of "
                 f"{', '.join(known)}{hint}"
