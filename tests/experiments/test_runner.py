@@ -503,3 +503,21 @@ def test_a_model_without_open_vocabulary_gets_its_decoder_scores_in_the_row():
     markdown = results_markdown(spec, Path("out"), rows)
     assert "| plain | 2 | 40.00 | – |" in markdown
     assert "## Decoder IoU per mapped class (eval-vocab)" in markdown
+
+
+def test_the_best_run_names_the_training_an_evaluation_run_scores():
+    spec = ExperimentSpec(
+        name="recipe",
+        runs=(
+            RunSpec("ema", Path("base.yaml"), (), {}, (0,)),
+            RunSpec("trained", Path("base.yaml"), (), {}, (0,), "ema", trained_weights=True),
+        ),
+    )
+    rows = [
+        {"run": "ema", "seed": 0, "method": "plain", "mIoU": 60.0, "config": "a.yaml"},
+        {"run": "trained", "seed": 0, "method": "plain", "mIoU": 61.0, "config": "b.yaml"},
+    ]
+    rows[1].update(evaluates="ema", trained_weights=True)
+    markdown = results_markdown(spec, Path("out"), rows)
+    assert "Best single run: `trained` seed 0, mIoU 61.00" in markdown
+    assert "(it scores `ema`'s training with `clipfuse eval --trained-weights`)." in markdown

@@ -273,11 +273,17 @@ def results_markdown(spec: ExperimentSpec, out: Path, rows: Sequence[dict]) -> s
     best = best_row(rows)
     if best is not None:
         best_config = Path(spec.report_dir or out) / BEST_CONFIG_FILE
+        note = ""
+        if best.get("evaluates"):
+            weights = (
+                " with `clipfuse eval --trained-weights`" if best.get("trained_weights") else ""
+            )
+            note = f" (it scores `{best['evaluates']}`'s training{weights})"
         lines += [
             "",
             f"Best single run: `{best['run']}` seed {best['seed']}, mIoU {best['mIoU']:.2f}; "
             f"its full config is `{best_config}` (a copy of `{best['config']}`), retrain it with "
-            f"`clipfuse train --config {best_config} --out runs/{best['run']}`.",
+            f"`clipfuse train --config {best_config} --out runs/{best['run']}`{note}.",
         ]
     lines += ["", "![val mIoU against GMACs](results.png)", ""]
     return "\n".join(lines)
