@@ -25,6 +25,7 @@ from clipfuse.engine.progress import ProgressLines, StepProgressBar
 from clipfuse.engine.resume import check_resumable
 from clipfuse.engine.run_folder import (
     CONFIG_FILE,
+    METRICS_FILE,
     changes_from_saved,
     read_run_config,
     resolved_config,
@@ -248,7 +249,7 @@ def _fit(config: dict, out_dir: Path, last: Path, resume: bool, callbacks: list 
         model = create_model_from_config(config, class_names)
     if resume and last.exists():  # the checks of eval and clipfuse.load, and that it is this run's
         check_resumable(last, config, class_names, model, RESUMABLE_KEYS)
-    task = _RunTask(model, class_names, config, report_path=out_dir / "metrics.json")
+    task = _RunTask(model, class_names, config, report_path=out_dir / METRICS_FILE)
     datamodule = _datamodule(config, model.backbone.mean, model.backbone.std)
     datamodule.check_files()
     write_run_config(out_dir, config)
@@ -275,12 +276,12 @@ def _fit(config: dict, out_dir: Path, last: Path, resume: bool, callbacks: list 
         if _reported_step(out_dir) != config["train"]["max_steps"]:  # else fit just validated
             trainer.validate(task, datamodule=datamodule, verbose=False)
     # Read back what rank 0 wrote: with ddp_spawn the workers hold the results, not this process.
-    return json.loads((out_dir / "metrics.json").read_text())
+    return json.loads((out_dir / METRICS_FILE).read_text())
 
 
 def _reported_step(out_dir: Path) -> int | None:
     """The step of the last validation written to ``metrics.json``, if any."""
-    path = out_dir / "metrics.json"
+    path = out_dir / METRICS_FILE
     return json.loads(path.read_text()).get("step") if path.is_file() else None
 
 

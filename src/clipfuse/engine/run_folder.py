@@ -23,6 +23,7 @@ from clipfuse.seeding import with_resolved_draws
 
 CONFIG_FILE = "config.yaml"
 FORMAT_FILE = "format.json"
+METRICS_FILE = "metrics.json"  # the last validation's metrics (clipfuse.engine.run)
 # The last format version whose run folders did not record it.
 UNRECORDED_VERSION = 4
 

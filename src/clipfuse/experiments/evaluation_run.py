@@ -10,14 +10,12 @@ from pathlib import Path
 
 from clipfuse.config import changed_keys
 from clipfuse.engine import evaluate
-from clipfuse.engine.run_folder import resolved_config, write_run_config
+from clipfuse.engine.run_folder import METRICS_FILE, resolved_config, write_run_config
 from clipfuse.errors import ClipfuseError
 from clipfuse.evaluation import metrics_json
 from clipfuse.experiments.report import RESULT_FILE
 from clipfuse.experiments.spec import ExperimentSpec
 from clipfuse.fileio import atomic_write_text
-
-METRICS_FILE = "metrics.json"
 
 
 def score_checkpoint(

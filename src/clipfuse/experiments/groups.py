@@ -26,13 +26,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from clipfuse.engine.run_folder import METRICS_FILE
 from clipfuse.errors import ClipfuseError
 from clipfuse.text.base import normalize_name
 
 Groups = dict[str, tuple[str, ...]]
 SUFFIX = "_mIoU"
 _GROUP_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
-METRICS_FILE = "metrics.json"
 
 
 def parse_groups(value: Any, key: str, where: str, smallest: int = 1) -> Groups:

@@ -44,9 +44,9 @@ import lightning as L
 from clipfuse.engine import train
 from clipfuse.engine.batch_stream import STREAM_FILE
 from clipfuse.engine.lock import RunLock
-from clipfuse.engine.run_folder import CONFIG_FILE, FORMAT_FILE, changes_from_saved
+from clipfuse.engine.run_folder import CONFIG_FILE, FORMAT_FILE, METRICS_FILE, changes_from_saved
 from clipfuse.errors import ClipfuseError
-from clipfuse.experiments.evaluation_run import METRICS_FILE, score_checkpoint
+from clipfuse.experiments.evaluation_run import score_checkpoint
 from clipfuse.experiments.groups import group_fields
 from clipfuse.experiments.measure import measure_model
 from clipfuse.experiments.report import (
