@@ -270,23 +270,27 @@ def results_markdown(spec: ExperimentSpec, out: Path, rows: Sequence[dict]) -> s
     lines += confusion_markdown(spec, rows)
     if spec.vocab_eval is not None:
         lines += vocab_markdown(spec, summaries, rows)
-    best = best_row(rows)
-    if best is not None:
-        best_config = Path(spec.report_dir or out) / BEST_CONFIG_FILE
-        note = ""
-        if best.get("evaluates"):
-            weights = (
-                " with `clipfuse eval --trained-weights`" if best.get("trained_weights") else ""
-            )
-            note = f" (it scores `{best['evaluates']}`'s training{weights})"
-        lines += [
-            "",
-            f"Best single run: `{best['run']}` seed {best['seed']}, mIoU {best['mIoU']:.2f}; "
-            f"its full config is `{best_config}` (a copy of `{best['config']}`), retrain it with "
-            f"`clipfuse train --config {best_config} --out runs/{best['run']}`{note}.",
-        ]
+    lines += _best_run_lines(spec, out, rows)
     lines += ["", "![val mIoU against GMACs](results.png)", ""]
     return "\n".join(lines)
+
+
+def _best_run_lines(spec: ExperimentSpec, out: Path, rows: Sequence[dict]) -> list[str]:
+    """The report's line on the best single run and how to retrain it."""
+    best = best_row(rows)
+    if best is None:
+        return []
+    best_config = Path(spec.report_dir or out) / BEST_CONFIG_FILE
+    note = ""
+    if best.get("evaluates"):
+        weights = " with `clipfuse eval --trained-weights`" if best.get("trained_weights") else ""
+        note = f" (it scores `{best['evaluates']}`'s training{weights})"
+    return [
+        "",
+        f"Best single run: `{best['run']}` seed {best['seed']}, mIoU {best['mIoU']:.2f}; "
+        f"its full config is `{best_config}` (a copy of `{best['config']}`), retrain it with "
+        f"`clipfuse train --config {best_config} --out runs/{best['run']}`{note}.",
+    ]
 
 
 def best_row(rows: Sequence[dict]) -> dict | None:
