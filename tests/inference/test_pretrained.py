@@ -332,3 +332,17 @@ def test_float_images_are_refused_consistently(model, tmp_path):
         model.predict(path)
     with pytest.raises(ClipfuseError, match="dtype float32"):
         model.predict(np.zeros((32, 32), np.float32))
+
+
+def test_trained_weights_are_refused_where_only_one_set_is_saved(tiny_run, tmp_path):
+    """``--trained-weights`` reads a training checkpoint's weights beside an EMA average; a
+    pretrained folder or an exported file holds one set: a one-line error, no fallback."""
+    from clipfuse.build import load_model
+    from clipfuse.engine import evaluate
+
+    with pytest.raises(ClipfuseError, match="holds one set of weights"):
+        load_model(tiny_run.pretrained, trained=True)
+    fake = tmp_path / "model.onnx"
+    fake.write_bytes(b"not read")
+    with pytest.raises(ClipfuseError, match="holds one set of weights"):
+        evaluate(fake, trained=True)
