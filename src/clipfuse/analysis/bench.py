@@ -45,7 +45,7 @@ from clipfuse.analysis.bench_rows import (
 from clipfuse.analysis.bench_table import add_ratios, format_bench
 from clipfuse.analysis.candidates import (
     Candidate,
-    candidate_loss_args,
+    candidate_mode_steps,
     create_from_spec,
     load_candidates,
 )
@@ -54,7 +54,6 @@ from clipfuse.analysis.paths import add_path_figures, checked_paths, measure_pat
 from clipfuse.analysis.timing import (
     machine_info,
     matmul_peak,
-    mode_steps,
     random_batch,
     round_robin,
     synchronizer,
@@ -253,11 +252,10 @@ def _train_round_robin(
     own copy of the model (and optimiser); the candidates' models are left in eval mode."""
     say(f"training, batch {batch}, {len(modes)} precision / layout setting(s)")
     images, labels = random_batch(batch, size, device, classes)
-    runners = []
-    for candidate in candidates:
-        loss_args = candidate_loss_args(candidate.spec)
-        for mode, _, step in mode_steps(candidate.model, modes, images, labels, loss_args):
-            runners.append((f"{candidate.name}|{mode_name(*mode)}", step))
+    runners = [
+        (f"{candidate.name}|{mode_name(*mode)}", step)
+        for candidate, mode, _, step in candidate_mode_steps(candidates, modes, images, labels)
+    ]
     samples = timer(runners)
     for candidate in candidates:
         candidate.model.eval()

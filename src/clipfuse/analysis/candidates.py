@@ -1,12 +1,14 @@
 """The models ``clipfuse bench`` compares: configs (built with random weights by
 :func:`clipfuse.build.cost_model`) and the segmentation_models_pytorch reference."""
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from torch import nn
 
+from clipfuse.analysis.timing import mode_steps
 from clipfuse.errors import ClipfuseError, announce
 from clipfuse.extras import require
 from clipfuse.losses import loss_arguments
@@ -60,6 +62,21 @@ def candidate_loss_args(spec: dict) -> dict:
 
     config = spec["config"]
     return loss_arguments(config.get("train", {}), class_names_of(config))
+
+
+def candidate_mode_steps(
+    candidates: Sequence["Candidate"],
+    modes: Sequence[tuple[str, bool]],
+    images: torch.Tensor,
+    labels: torch.Tensor,
+) -> Iterator[tuple["Candidate", tuple[str, bool], nn.Module, Callable[..., None]]]:
+    """``(candidate, mode, copy, step)`` for every candidate in every (precision, channels-last)
+    mode: :func:`~clipfuse.analysis.timing.mode_steps` with the candidate's loss, the training
+    steps bench times and its ``--train-profile`` cuts into parts."""
+    for candidate in candidates:
+        loss_args = candidate_loss_args(candidate.spec)
+        for mode, model, step in mode_steps(candidate.model, modes, images, labels, loss_args):
+            yield candidate, mode, model, step
 
 
 def _timed_class_weight(config: dict, name: str) -> dict:

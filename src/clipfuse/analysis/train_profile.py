@@ -35,11 +35,10 @@ import torch
 from torch import nn
 
 from clipfuse.analysis.bench_rows import mode_name
-from clipfuse.analysis.candidates import Candidate, candidate_loss_args
+from clipfuse.analysis.candidates import Candidate, candidate_mode_steps
 from clipfuse.analysis.flops import flop_counter
 from clipfuse.analysis.timing import (
     matmul_peak,
-    mode_steps,
     random_batch,
     summarize_ms,
     synchronizer,
@@ -156,16 +155,14 @@ def measure_train_profile(
     peaks = {dtype: [matmul_peak(device, dtype=dtype)] for dtype in dtypes}
     models: dict[str, dict[str, dict]] = {c.name: {} for c in candidates}
     runners, meters = [], {}
-    for candidate in candidates:
-        loss_args = candidate_loss_args(candidate.spec)
-        for mode, model, step in mode_steps(candidate.model, modes, images, labels, loss_args):
-            key = f"{candidate.name}|{mode_name(*mode)}"
-            meters[key] = PartMeter(_clock(device))
-            models[candidate.name][mode_name(*mode)] = {
-                "dtype": _dtype_name(inference_dtype(mode[0], device)),
-                "flops": count_step_flops(model, step),
-            }
-            runners.append((key, _profiled(model, step, meters[key])))
+    for candidate, mode, model, step in candidate_mode_steps(candidates, modes, images, labels):
+        key = f"{candidate.name}|{mode_name(*mode)}"
+        meters[key] = PartMeter(_clock(device))
+        models[candidate.name][mode_name(*mode)] = {
+            "dtype": _dtype_name(inference_dtype(mode[0], device)),
+            "flops": count_step_flops(model, step),
+        }
+        runners.append((key, _profiled(model, step, meters[key])))
     seconds = timer(runners)
     for dtype in dtypes:
         peaks[dtype].append(matmul_peak(device, dtype=dtype))
