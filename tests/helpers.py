@@ -102,6 +102,19 @@ def tiny_config(data_root: Path, method: str = "plain", **train) -> dict:
     return load_config(None, overrides)
 
 
+def write_tiny_configs(data_root: Path, folder: Path) -> list[Path]:
+    """``tiny-plain.yaml`` and ``tiny-convformer.yaml`` (:func:`tiny_config` on ``data_root``) in
+    ``folder``: the configs bench tests compare."""
+    import yaml
+
+    paths = []
+    for method in ("plain", "convformer"):
+        path = folder / f"tiny-{method}.yaml"
+        path.write_text(yaml.safe_dump(tiny_config(data_root, method)))
+        paths.append(path)
+    return paths
+
+
 def error_line(stderr: str) -> str:
     """The one ``error:`` line of a refused command's stderr; ``note:`` lines (announced
     choices, printed before the failure) may precede it, nothing else and no traceback."""

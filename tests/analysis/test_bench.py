@@ -4,7 +4,6 @@ import json
 import os
 
 import pytest
-import yaml
 from helpers import tiny_config
 
 from clipfuse.analysis.bench import bench, format_bench
@@ -12,16 +11,6 @@ from clipfuse.cli import main
 from clipfuse.errors import ClipfuseError
 
 TINY = {"size": (64, 64), "batches": (1, 2), "threads": 1, "repeats": 2, "warmup": 1}
-
-
-@pytest.fixture
-def config_files(folder_dataset, tmp_path):
-    paths = []
-    for method in ("plain", "convformer"):
-        path = tmp_path / f"tiny-{method}.yaml"
-        path.write_text(yaml.safe_dump(tiny_config(folder_dataset, method)))
-        paths.append(path)
-    return paths
 
 
 def check_rows(result: dict, names: list[str], batches=("1", "2")) -> None:

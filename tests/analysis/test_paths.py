@@ -8,8 +8,7 @@ import sys
 
 import pytest
 import torch
-import yaml
-from helpers import error_line, tiny_config, write_folder_dataset
+from helpers import error_line, write_folder_dataset, write_tiny_configs
 
 from clipfuse.analysis.bench import bench
 from clipfuse.analysis.paths import PATHS, checked_paths
@@ -23,13 +22,7 @@ TINY += ["--warmup", "1", "--train-steps", "0", "--no-memory"]
 @pytest.fixture(scope="module")
 def config_files(tmp_path_factory):
     root = tmp_path_factory.mktemp("paths")
-    data = write_folder_dataset(root / "data")
-    paths = []
-    for method in ("plain", "convformer"):
-        path = root / f"tiny-{method}.yaml"
-        path.write_text(yaml.safe_dump(tiny_config(data, method)))
-        paths.append(path)
-    return paths
+    return write_tiny_configs(write_folder_dataset(root / "data"), root)
 
 
 @pytest.fixture(scope="module")

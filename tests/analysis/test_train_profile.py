@@ -5,8 +5,6 @@ from functools import partial
 
 import pytest
 import torch
-import yaml
-from helpers import tiny_config
 
 from clipfuse.analysis.bench import bench, format_bench
 from clipfuse.analysis.candidates import create_from_spec, load_candidates
@@ -17,16 +15,6 @@ from clipfuse.errors import ClipfuseError
 
 TINY = {"size": (64, 64), "batches": (1,), "threads": 1, "repeats": 1, "warmup": 0}
 SPLIT = ["backbone", "head_decoder", "loss", "backward", "optimizer"]
-
-
-@pytest.fixture
-def config_files(folder_dataset, tmp_path):
-    paths = []
-    for method in ("plain", "convformer"):
-        path = tmp_path / f"tiny-{method}.yaml"
-        path.write_text(yaml.safe_dump(tiny_config(folder_dataset, method)))
-        paths.append(path)
-    return paths
 
 
 def test_a_model_without_backbone_is_one_forward_part():
