@@ -57,6 +57,9 @@ BAD = {
     "camvid (CamVid) takes no options",
     "eval.mode=tiles": "config key eval.mode is 'tiles': expected whole or slide",
     "eval.mode=slide": "config key eval.mode is 'slide': expected eval.crop_size and eval.stride",
+    "train.init_classes=[Tree=vegetation]": "config key train.init_classes is set: expected "
+    "train.init_from too",
+    "data.train_images=0": "config key data.train_images",
     "eval.crop_size=[8]": "config key eval.crop_size is [8]: expected null or [height, width]",
     "eval.stride=[0,4]": "config key eval.stride is [0, 4]: expected null or [height, width]",
     "eval.scales=[]": "config key eval.scales is []: expected a non-empty list of positive",

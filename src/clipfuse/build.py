@@ -4,7 +4,9 @@ the engine, the command line, the benchmark, export and inference build a model.
 * :func:`create_model_from_config`: run config -> class names' text embeddings -> ``Segmentor``;
 * :func:`load_model`: a training checkpoint or a pretrained folder -> the ``Segmentor`` with
   its weights, strict-checked (:func:`clipfuse.saved_model.load_weights`);
-* :func:`cost_model`: the model with random weights, for counting and timing.
+* :func:`cost_model`: the model with random weights, for counting and timing;
+* :func:`initialise_from`: a new model's weights from a trained one of other classes
+  (``train.init_from``, :mod:`clipfuse.models.class_transfer`).
 
 Which text encoder embeds the class names is :mod:`clipfuse.text.resolve`'s policy; this
 module only assembles. Lightning-free.
@@ -20,7 +22,9 @@ import torch
 from clipfuse.config import apply_overrides, resolve_path
 from clipfuse.data import dataset_classes
 from clipfuse.errors import ClipfuseError, announce, one_line
+from clipfuse.inference.labels import parse_class_map
 from clipfuse.models import Segmentor, create_model, method_uses_text
+from clipfuse.models.class_transfer import ClassAxes, transfer_state
 from clipfuse.saved_model import (
     CONFIG_FILE,
     WEIGHTS_FILE,
@@ -177,3 +181,65 @@ def load_model(
         ) from error
     load_weights(segmentor, state, fits)
     return LoadedModel(segmentor.eval(), config, class_names, meta, path)
+
+
+def class_axes(model: Segmentor, config: dict, class_names: list[str]) -> ClassAxes:
+    """The tensors of ``model`` (``config``, ``class_names``) whose shape follows the number of
+    classes K, found by building the same model with one class more (random weights): the
+    dim that grows, and where its K classes start (0 for a classifier, after the head's image
+    channels for a layer that reads ``concat[I', S]``)."""
+    probe_config = {**config, "text": {**config["text"], "learnable_context": 0}}
+    text = None
+    if model.head is not None:
+        text = torch.ones(len(class_names) + 1, model.head.text_embeddings.shape[1])
+    names = [*class_names, "one class more"]
+    probe = create_model_from_config(probe_config, names, text, pretrained=False).state_dict()
+    axes = {}
+    for name, tensor in model.state_dict().items():
+        shapes = zip(tensor.shape, probe[name].shape, strict=True)
+        grown = [d for d, (size, probed) in enumerate(shapes) if size != probed]
+        if grown:
+            dim = grown[0]
+            start = 0 if tensor.shape[dim] == len(class_names) else model.head.visual_channels
+            axes[name] = (dim, start)
+    return axes
+
+
+def initialise_from(model: Segmentor, config: dict, class_names: list[str]) -> None:
+    """Load ``train.init_from`` (a trained model, its average of weights where it kept one)
+    into ``model``, class by class (:func:`~clipfuse.models.class_transfer.transfer_state`):
+    a class named as a source class (or one of its text aliases), or paired with one in
+    ``train.init_classes`` (``SOURCE=CLASS``), starts from it; the others keep their fresh
+    initialisation (a pair overrides a match by name). The text embeddings stay those of
+    ``class_names``. Announced on stderr."""
+    train = config["train"]
+    where = f"train.init_from {resolve_path(train['init_from'])}"
+    try:
+        source = load_model(resolve_path(train["init_from"]))
+    except ClipfuseError as error:
+        raise ClipfuseError(f"{where}: {one_line(error)}") from error
+    aliases = source.config["text"].get("aliases") or None
+    by_name = parse_class_map(None, source.class_names, class_names, aliases)
+    paired = {}
+    if train["init_classes"]:
+        option = "train.init_classes"
+        paired = parse_class_map(
+            train["init_classes"], source.class_names, class_names, aliases, option
+        )
+    source_classes: list[int | None] = [None] * len(class_names)
+    for source_class, k in [*by_name.items(), *paired.items()]:
+        source_classes[k] = source_class  # a pair overrides a match by name
+    axes = class_axes(model, config, class_names)
+    fresh = model.state_dict()
+    own = {name for name, _ in model.named_buffers() if name in axes}  # the names' embeddings
+    kept = {name: tensor for name, tensor in fresh.items() if name not in own}
+    theirs = {n: t for n, t in source.segmentor.state_dict().items() if n not in own}
+    state = transfer_state(kept, theirs, axes, source_classes, where)
+    model.load_state_dict({**state, **{name: fresh[name] for name in own}})
+    started, new = [], []
+    for name, j in zip(class_names, source_classes, strict=True):
+        started.append(f"{name}<-{source.class_names[j]}") if j is not None else new.append(name)
+    announce(
+        f"{where}: weights loaded; classes from its classes: {', '.join(started) or 'none'}; "
+        f"new classes (fresh): {', '.join(new) or 'none'}"
+    )

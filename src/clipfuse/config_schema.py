@@ -94,25 +94,13 @@ def _check_arguments(
 
 
 def _check_encoder_spec(spec: Any) -> str:
-    """A text-encoder spec ``<kind>:<argument>`` whose kind is registered and whose argument
-    is not empty (and well formed for ``random:<dim>[:<seed>]`` and ``open_clip:``)."""
-    from clipfuse.text.open_clip_encoder import parse_open_clip_argument
-    from clipfuse.text.random_encoder import RandomEncoder
-    from clipfuse.text.registry import ENCODERS
+    """A well-formed text-encoder spec (:func:`clipfuse.text.registry.check_spec`)."""
+    from clipfuse.text.registry import check_spec
 
-    kinds = ", ".join(f"{kind}:..." for kind in ENCODERS)
-    expected = f"auto or <kind>:<argument> with kind one of {kinds} (e.g. random:512)"
-    if not isinstance(spec, str):
-        raise _expected(expected)
-    kind, colon, argument = spec.partition(":")
-    if not colon or kind not in ENCODERS or not argument:
-        raise _expected(expected)
-    checks = {"random": RandomEncoder.from_spec, "open_clip": parse_open_clip_argument}
     try:
-        checks.get(kind, str)(argument)
+        return check_spec(spec)
     except ClipfuseError as error:
-        raise _expected(str(error).partition(": expected ")[2] or expected) from None
-    return spec
+        raise _expected(str(error).partition(": expected ")[2]) from None
 
 
 class _Section(BaseModel):
@@ -217,6 +205,9 @@ class DataSection(_Section):
     val_batch_size: PositiveInt = _key(1, "a positive integer")
     num_workers: NonNegativeInt = _key(2, "an integer >= 0 (0: load in the main process)")
     eval_split: Literal["train", "val", "test"] = _key("val", "one of train, val, test")
+    train_images: PositiveInt | None = _key(
+        None, "null or a positive integer (train on a fixed subset of that many images)"
+    )
 
     @field_validator("dataset", mode="before")
     @classmethod
@@ -271,6 +262,11 @@ class TrainSection(_Section):
     class_weight: (
         Literal["balanced"] | Annotated[list[PositiveNumber], Field(min_length=1)] | None
     ) = _key(None, "null, balanced, or a list of positive numbers (one per class)")
+    # fine-tuning: the weights of a trained model (.ckpt or pretrained folder), class-aware
+    init_from: Name | None = _key(None, "null or a trained model (.ckpt or pretrained folder)")
+    init_classes: Annotated[list[Name], Field(min_length=1)] | None = _key(
+        None, "null or a list of SOURCE_CLASS=CLASS pairs (besides classes of the same name)"
+    )
     # EMA of the weights (Lightning's EMAWeightAveraging): validation and the saved model use it
     ema_decay: Annotated[float, Field(gt=0, lt=1)] | None = _key(
         None, "null (off) or a number in (0, 1), e.g. 0.999"
@@ -292,6 +288,15 @@ class TrainSection(_Section):
     progress_bar: StrictBool = _key(True, "true or false")
     # auto: torch's number, fewer where other work is busy on this process's cores
     threads: Literal["auto"] | PositiveInt = _key("auto", "auto or a positive integer")
+
+    @model_validator(mode="after")
+    def _pairs_need_a_source(self) -> "TrainSection":
+        if self.init_classes is not None and self.init_from is None:
+            raise _message(
+                "config key train.init_classes is set: expected train.init_from too (the "
+                "trained model whose classes the pairs name)"
+            )
+        return self
 
 
 class EvalSection(_Section):

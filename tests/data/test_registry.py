@@ -128,3 +128,29 @@ def test_ensure_camvid_returns_found_folder(tmp_path: Path) -> None:
     shared = write_camvid(tmp_path / "no-shared" / "data" / "camvid")
     assert ensure_camvid(url=url) == shared
     assert ensure_camvid(tmp_path / "not-yet-created", url=url) == shared
+
+
+def test_train_images_keeps_one_fixed_nested_subset_of_the_training_split(tmp_path) -> None:
+    from helpers import write_folder_dataset
+
+    from clipfuse.config import load_config
+    from clipfuse.data import create_config_dataset
+    from clipfuse.engine.datamodule import SegmentationDataModule
+
+    root = write_folder_dataset(tmp_path / "twelve", per_split=12)
+
+    def config(count):
+        return load_config(None, ["data.dataset=folder", f"data.root={root}", *count])
+
+    def kept(count: int) -> list[str]:
+        dataset = create_config_dataset(config([f"data.train_images={count}"]), "train")
+        return [image.name for image, _ in dataset.samples]
+
+    few, more = kept(3), kept(7)
+    assert len(few) == 3 and len(more) == 7 and set(few) < set(more)
+    assert few == sorted(few) and len(kept(12)) == 12
+    assert len(create_config_dataset(config(["data.train_images=3"]), "val")) == 12
+    module = SegmentationDataModule("folder", (0, 0, 0), (1, 1, 1), root=str(root), train_images=3)
+    assert [image.name for image, _ in module.dataset("train", train=True).samples] == few
+    with pytest.raises(ClipfuseError, match="data.train_images is 13: expected 1 to 12"):
+        kept(13)

@@ -137,3 +137,16 @@ def test_a_finished_run_is_not_replaced(world, run_copy, capsys):
 
 def test_validation_runs_once_when_val_every_equals_max_steps(world):
     assert world.validations == 1
+
+
+def test_fine_tuning_starts_from_a_trained_model_on_a_subset_of_images(world, tmp_path, capsys):
+    config = tiny_config(world.data, max_steps=2, val_every=2, init_from=str(world.checkpoint))
+    config["data"]["train_images"] = 2
+    train(config, tmp_path / "run")
+    assert (
+        f"train.init_from {world.checkpoint}: weights loaded; classes from its classes: "
+        "sky<-sky, road<-road, car<-car; new classes (fresh): none"
+    ) in capsys.readouterr().err
+    saved, _, _ = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    assert saved["train"]["init_from"] == str(world.checkpoint)
+    assert saved["data"]["train_images"] == 2

@@ -297,6 +297,15 @@ def test_mean_and_sample_std_over_seeds_in_the_table():
     assert "`clipfuse train --config out/best_config.yaml --out runs/a`" in markdown
 
 
+def test_seed_in_an_override_stands_for_the_run_seed(tmp_path):
+    data_root = write_folder_dataset(tmp_path / "tiny")
+    finetune = {"overrides": ["train.init_from=grid/clip/seed{seed}/checkpoints/last.ckpt"]}
+    spec = load_spec(write_spec(tmp_path, data_root, runs={"finetune": finetune}))
+    for seed in (0, 1):
+        config = spec.run("finetune").config(seed)
+        assert config["train"]["init_from"] == f"grid/clip/seed{seed}/checkpoints/last.ckpt"
+
+
 def test_spec_errors_are_clear(tmp_path):
     data_root = write_folder_dataset(tmp_path / "tiny")
     path = write_spec(tmp_path, data_root)

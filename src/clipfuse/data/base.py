@@ -186,6 +186,9 @@ def _header_problem(image_path: Path, mask_path: Path) -> str | None:
     return None
 
 
+SUBSET_SEED = 0  # draws the images data.train_images keeps
+
+
 class SegmentationDataset(Dataset):
     """``(image, mask)`` pairs read from disk, masks mapped to train ids ``0..K-1`` and 255.
 
@@ -298,6 +301,21 @@ class SegmentationDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.samples)
+
+    def keep_images(self, count: int | None) -> None:
+        """Keep ``count`` of the samples (``data.train_images``, few-label training): the
+        first ``count`` of one fixed permutation (seed :data:`SUBSET_SEED`, whatever the run
+        seed), in file order, so every method and seed trains on the same images and a smaller
+        subset lies inside a larger one (10 of them inside 25, inside 100). None keeps all."""
+        if count is None:
+            return
+        if not 0 < count <= len(self.samples):
+            raise ClipfuseError(
+                f"data.train_images is {count}: expected 1 to {len(self.samples)}, the number "
+                f"of training images of dataset {self.name}"
+            )
+        kept = np.random.default_rng(SUBSET_SEED).permutation(len(self.samples))[:count]
+        self.samples = [self.samples[i] for i in sorted(kept)]
 
     def __getitem__(self, index: int) -> tuple[Any, Any]:
         image, mask = self.load(index)

@@ -88,15 +88,19 @@ def create_config_dataset(
     config: dict, split: str, transform: Transform | None = None
 ) -> SegmentationDataset:
     """Split ``split`` of the dataset a run config's ``data`` section names (its dataset,
-    root and dataset options), through :func:`create_dataset`."""
+    root and dataset options), through :func:`create_dataset`; the training split keeps
+    ``data.train_images`` of its images (:meth:`SegmentationDataset.keep_images`)."""
     data = config["data"]
-    return create_dataset(
+    dataset = create_dataset(
         data["dataset"],
         split,
         root=data.get("root"),
         transform=transform,
         **(data.get("dataset_kwargs") or {}),
     )
+    if split == "train":
+        dataset.keep_images(data.get("train_images"))
+    return dataset
 
 
 def dataset_classes(name: str, root: str | os.PathLike | None = None, **kwargs) -> list[str]:

@@ -27,6 +27,8 @@ class SegmentationDataModule(L.LightningDataModule):
         dataset_kwargs: extra dataset arguments.
         eval_split: the split validated during training and by ``clipfuse eval`` (``val``;
             ``test`` where the dataset has one, e.g. CamVid's 233 test images).
+        train_images: train on this many of the training images (a fixed subset,
+            :meth:`~clipfuse.data.SegmentationDataset.keep_images`); None: all.
         seed: the run seed: the training stream (order and augmentations) is drawn from it
             alone (:class:`~clipfuse.data.sampling.SeededSampler`), in any number of workers.
 
@@ -50,6 +52,7 @@ class SegmentationDataModule(L.LightningDataModule):
         num_workers: int = 2,
         dataset_kwargs: dict | None = None,
         eval_split: str = "val",
+        train_images: int | None = None,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -70,14 +73,18 @@ class SegmentationDataModule(L.LightningDataModule):
         self.val_batch_size = val_batch_size
         self.num_workers = num_workers
         self.eval_split = eval_split
+        self.train_images = train_images
         self.seed = seed
         self.train_sampler: SeededSampler | None = None
 
     def dataset(self, split: str, train: bool = False) -> Dataset:
         transform = self.train_transform if train else self.eval_transform
-        return create_dataset(
+        dataset = create_dataset(
             self.name, split, root=self.root, transform=transform, **self.dataset_kwargs
         )
+        if split == "train":
+            dataset.keep_images(self.train_images)
+        return dataset
 
     def check_files(self, splits: Sequence[str] = ("train", "val")) -> None:
         """Check every image and mask header of ``splits`` before training (see

@@ -13,7 +13,12 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-from clipfuse.build import class_names_of, create_model_from_config, load_model
+from clipfuse.build import (
+    class_names_of,
+    create_model_from_config,
+    initialise_from,
+    load_model,
+)
 from clipfuse.config import apply_overrides
 from clipfuse.engine.batch_stream import BatchStream
 from clipfuse.engine.checkpoint_io import AtomicCheckpointIO
@@ -247,6 +252,8 @@ def _fit(config: dict, out_dir: Path, last: Path, resume: bool, callbacks: list 
     config = with_resolved_class_weight(config)  # config.yaml records the list
     with init_rng(config["seed"]):
         model = create_model_from_config(config, class_names)
+    if config["train"]["init_from"] is not None and not (resume and last.exists()):
+        initialise_from(model, config, class_names)
     if resume and last.exists():  # the checks of eval and clipfuse.load, and that it is this run's
         check_resumable(last, config, class_names, model, RESUMABLE_KEYS)
     task = _RunTask(model, class_names, config, report_path=out_dir / METRICS_FILE)

@@ -28,7 +28,10 @@ evaluated run's (the same training)::
 A run's config is built in this order: its base file (with ``_base_``), then ``replace``
 (shared, then the run's: each dotted key set to the given value outright, so a mapping such as
 ``model.head_kwargs`` is replaced instead of merged key by key), then ``overrides`` (shared, then
-the run's, merged as on the ``clipfuse train`` command line), then ``seed``.
+the run's, merged as on the ``clipfuse train`` command line), then ``seed``. ``{seed}`` in an
+override stands for the seed, e.g. to fine-tune from another grid's run of the same seed::
+
+      finetune: {overrides: ["train.init_from=runs/experiments/a/clip/seed{seed}/checkpoints/last.ckpt"]}
 """
 
 import re
@@ -84,9 +87,11 @@ class RunSpec:
     trained_weights: bool = False  # ... its trained weights, not their average (EMA)
 
     def config(self, seed: int) -> dict:
-        """The full, validated config of this run at ``seed``."""
+        """The full, validated config of this run at ``seed`` (``{seed}`` in an override
+        replaced by it)."""
+        overrides = [item.replace("{seed}", str(seed)) for item in self.overrides]
         try:
-            return load_config(self.base, self.overrides, replace={**self.replace, "seed": seed})
+            return load_config(self.base, overrides, replace={**self.replace, "seed": seed})
         except ClipfuseError as error:
             raise ClipfuseError(f"experiment run {self.name!r}: {error}") from error
 

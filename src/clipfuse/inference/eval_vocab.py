@@ -37,7 +37,7 @@ from clipfuse.evaluation.zero_shot import (
     oracle_gamma,
 )
 from clipfuse.fileio import atomic_write_text, prepare_file
-from clipfuse.text.base import normalize_name
+from clipfuse.inference.labels import find_name, name_index, parse_class_map
 
 
 @dataclass(frozen=True)
@@ -49,44 +49,6 @@ class VocabTask:
     class_map: dict[int, int]
     queries: tuple[str, ...]
     seen: tuple[bool, ...]
-
-
-def _index(names: Sequence[str]) -> dict[str, int]:
-    return {normalize_name(name): k for k, name in enumerate(names)}
-
-
-def _find(name: str, index: dict[str, int], names: Sequence[str], what: str) -> int:
-    k = index.get(normalize_name(name))
-    if k is None:
-        raise ClipfuseError(f"{what} {name!r} is unknown: expected one of {', '.join(names)}")
-    return k
-
-
-def parse_class_map(
-    pairs: Sequence[str] | None,
-    trained: Sequence[str],
-    classes: Sequence[str],
-    aliases: dict | None,
-) -> dict[int, int]:
-    """``["Tree=vegetation", ...]`` as trained index -> dataset index; None: every dataset
-    class that is a trained class (or a text alias of one) maps to it."""
-    from clipfuse.inference.labels import trained_lookup
-
-    if pairs is None:
-        lookup = trained_lookup(trained, aliases)
-        found = {lookup.get(normalize_name(name)): d for d, name in enumerate(classes)}
-        return {k: d for k, d in found.items() if k is not None}
-    trained_index, class_index = _index(trained), _index(classes)
-    mapping: dict[int, int] = {}
-    for pair in pairs:
-        model_class, sep, dataset_class = pair.partition("=")
-        if not sep or not model_class.strip() or not dataset_class.strip():
-            raise ClipfuseError(f"--map {pair!r}: expected MODEL_CLASS=DATASET_CLASS")
-        k = _find(model_class.strip(), trained_index, trained, "--map: model class")
-        if k in mapping:
-            raise ClipfuseError(f"--map: model class {trained[k]!r} is mapped twice")
-        mapping[k] = _find(dataset_class.strip(), class_index, classes, "--map: dataset class")
-    return mapping
 
 
 def parse_queries(
@@ -105,12 +67,14 @@ def parse_queries(
             f"--names: expected one text per dataset class ({len(classes)}: "
             f"{', '.join(classes)}) or CLASS=TEXT pairs, got {len(names)} items"
         )
-    class_index = _index(classes)
+    class_index = name_index(classes)
     for pair in names:
         dataset_class, _, text = pair.partition("=")
         if not text.strip():
             raise ClipfuseError(f"--names {pair!r}: expected CLASS=TEXT")
-        queries[_find(dataset_class.strip(), class_index, classes, "--names: class")] = text.strip()
+        queries[find_name(dataset_class.strip(), class_index, classes, "--names: class")] = (
+            text.strip()
+        )
     return queries
 
 
@@ -145,8 +109,8 @@ def plan_task(
     if unseen is None:
         seen = tuple(k is not None for k in choice.indices)
     else:
-        class_index = _index(classes)
-        held_out = {_find(name, class_index, classes, "--unseen: class") for name in unseen}
+        class_index = name_index(classes)
+        held_out = {find_name(name, class_index, classes, "--unseen: class") for name in unseen}
         seen = tuple(d not in held_out for d in range(len(classes)))
     return VocabTask(class_map, tuple(queries), seen)
 

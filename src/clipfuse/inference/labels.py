@@ -89,6 +89,49 @@ def trained_lookup(class_names: Sequence[str], aliases: Mapping[str, str] | None
     return lookup
 
 
+def name_index(names: Sequence[str]) -> dict[str, int]:
+    """Normalised name -> its index in ``names``."""
+    return {normalize_name(name): k for k, name in enumerate(names)}
+
+
+def find_name(name: str, index: dict[str, int], names: Sequence[str], what: str) -> int:
+    """The index of ``name`` in ``names`` (``index`` from :func:`name_index`), or a one-line
+    error naming ``what`` was looked up."""
+    k = index.get(normalize_name(name))
+    if k is None:
+        raise ClipfuseError(f"{what} {name!r} is unknown: expected one of {', '.join(names)}")
+    return k
+
+
+def parse_class_map(
+    pairs: Sequence[str] | None,
+    trained: Sequence[str],
+    classes: Sequence[str],
+    aliases: Mapping[str, str] | None,
+    option: str = "--map",
+) -> dict[int, int]:
+    """``["Tree=vegetation", ...]`` as trained index -> dataset index; None: every dataset
+    class that is a trained class (or a text alias of one) maps to it. ``option`` names the
+    pairs' source in error messages."""
+    if pairs is None:
+        lookup = trained_lookup(trained, aliases)
+        found = {lookup.get(normalize_name(name)): d for d, name in enumerate(classes)}
+        return {k: d for k, d in found.items() if k is not None}
+    trained_index, class_index = name_index(trained), name_index(classes)
+    mapping: dict[int, int] = {}
+    for pair in pairs:
+        model_class, sep, dataset_class = pair.partition("=")
+        if not sep or not model_class.strip() or not dataset_class.strip():
+            raise ClipfuseError(f"{option} {pair!r}: expected MODEL_CLASS=DATASET_CLASS")
+        k = find_name(model_class.strip(), trained_index, trained, f"{option}: model class")
+        if k in mapping:
+            raise ClipfuseError(f"{option}: model class {trained[k]!r} is mapped twice")
+        mapping[k] = find_name(
+            dataset_class.strip(), class_index, classes, f"{option}: dataset class"
+        )
+    return mapping
+
+
 def resolve_labels(
     labels: LabelsArg,
     class_names: Sequence[str],
