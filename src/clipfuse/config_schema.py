@@ -11,11 +11,9 @@ A bad value is one error naming the key, the value and what is allowed::
 """
 
 import inspect
-import reprlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -29,6 +27,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from clipfuse.config_errors import EXPECTED, MESSAGE, describe_error
 from clipfuse.errors import ClipfuseError
 
 PositiveInt = Annotated[StrictInt, Field(gt=0)]
@@ -43,9 +42,6 @@ EVAL_PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "16
 PAIR = "[height, width], two positive integers"
 POSITIVE = "a positive number"
 NON_NEGATIVE = "a number >= 0"
-# An error whose message says what is allowed ("expected" is appended to the key and value),
-# and one that is the whole message.
-_EXPECTED, _MESSAGE = "clipfuse_expected", "clipfuse_message"
 
 
 def _key(default: Any, expected: str) -> Any:
@@ -54,11 +50,11 @@ def _key(default: Any, expected: str) -> Any:
 
 
 def _expected(text: str) -> PydanticCustomError:
-    return PydanticCustomError(_EXPECTED, "{text}", {"text": text})
+    return PydanticCustomError(EXPECTED, "{text}", {"text": text})
 
 
 def _message(text: str) -> PydanticCustomError:
-    return PydanticCustomError(_MESSAGE, "{text}", {"text": text})
+    return PydanticCustomError(MESSAGE, "{text}", {"text": text})
 
 
 def _one_of(value: Any, names: Sequence[str]) -> str:
@@ -341,44 +337,6 @@ class RunConfig(_Section):
     eval: EvalSection = Field(default_factory=EvalSection)
 
 
-def _shown(value: Any) -> str:
-    """A value as the error shows it: a string quoted, anything else as YAML writes it (the
-    override ``text.encoder=random:`` is the mapping ``{random: null}``), cut at 80 letters."""
-    if isinstance(value, str):
-        text = repr(value)
-    else:
-        try:  # a value that shares parts is written with YAML anchors, never expanded
-            text = yaml.safe_dump(value, default_flow_style=True, width=10**9)
-            text = text.strip().removesuffix("...").strip()
-        except yaml.YAMLError:
-            text = reprlib.repr(value)
-    return text if len(text) <= 80 else f"{text[:77]}..."
-
-
-def _lookup(config: Mapping, dotted: str) -> Any:
-    node: Any = config
-    for part in dotted.split("."):
-        node = node.get(part) if isinstance(node, Mapping) else None
-    return node
-
-
-def _describe(error: Mapping, config: Mapping) -> tuple[str, str]:
-    """(the dotted key, the one-line message) of one pydantic error."""
-    if error["type"] == _MESSAGE:
-        return ".".join(str(part) for part in error["loc"]), error["msg"]
-    names = [part for part in error["loc"] if isinstance(part, str)]
-    field = RunConfig.model_fields.get(names[0])
-    section = field.annotation if field is not None else None
-    key = names[0]
-    if isinstance(section, type) and issubclass(section, _Section) and len(names) > 1:
-        key, field = f"{names[0]}.{names[1]}", section.model_fields.get(names[1])
-    if error["type"] == _EXPECTED:
-        expected = error["msg"]
-    else:
-        expected = field.description if field is not None and field.description else error["msg"]
-    return key, f"config key {key} is {_shown(_lookup(config, key))}: expected {expected}"
-
-
 def validate_config(config: Mapping) -> None:
     """Check every value of a complete ``config``; a :class:`ClipfuseError` names the first
     bad key, its value and what it accepts (and the other bad keys, if any)."""
@@ -387,7 +345,7 @@ def validate_config(config: Mapping) -> None:
     except ValidationError as error:
         described: dict[str, str] = {}
         for item in error.errors():
-            key, message = _describe(item, config)
+            key, message = describe_error(item, config, RunConfig)
             described.setdefault(key, message)
         first, *others = described
         also = f" (also bad: {', '.join(others)})" if others else ""
