@@ -167,6 +167,10 @@ class TextSection(_Section):
     aliases: dict[StrictStr, StrictStr] = _key({}, "a mapping of class name -> text to embed")
     fallback: str | None = _key(None, "null or a text-encoder spec")
     learnable_context: NonNegativeInt = _key(0, "an integer >= 0 (DenseCLIP's context tokens)")
+    # text.negatives: names never a target, extra rows of the text classifier (text.negatives)
+    negatives: Name | None = _key(None, "null or a text bank file (.npy) of negative names")
+    negatives_max_cosine: Annotated[float, Field(gt=-1, le=1)] = _key(0.85, "a number in (-1, 1]")
+    negatives_per_step: PositiveInt = _key(64, "a positive integer (names drawn per step)")
     shuffle: StrictBool | NonNegativeInt = _key(
         False, "false, true or an integer >= 0 (which draw of the shuffle)"
     )

@@ -88,6 +88,8 @@ def segmentation_loss(
         weight = None
         if class_weight is not None:
             weight = torch.as_tensor(class_weight, dtype=torch.float32, device=logits.device)
+            # logits of negative names (text.negatives) follow the K classes: never a target
+            weight = F.pad(weight, (0, logits.shape[1] - len(weight)), value=1.0)
         loss_seg = F.cross_entropy(logits, targets, weight=weight, ignore_index=ignore_index)
         losses = {"loss": loss_seg, "loss_seg": loss_seg}
         if "score_map" in outputs and aux_weight > 0:

@@ -10,6 +10,7 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
@@ -44,7 +45,8 @@ from clipfuse.fileio import atomic_write_text, prepare_dir, prepare_file, remove
 from clipfuse.losses import loss_arguments
 from clipfuse.models import Segmentor, method_uses_text
 from clipfuse.saved_model import CHECKPOINT_KEY, checkpoint_meta
-from clipfuse.seeding import init_rng
+from clipfuse.seeding import derive_seed, init_rng
+from clipfuse.text.negatives import negative_embeddings
 from clipfuse.text.resolve import resolve_text_encoder
 from clipfuse.threads import use_threads
 
@@ -75,8 +77,9 @@ class _RunTask(SegmentationTask):
         config: dict,
         report_path: Path | None = None,
         quiet: bool = False,
+        negatives: torch.Tensor | None = None,
     ) -> None:
-        train = config["train"]
+        train, text = config["train"], config["text"]
         super().__init__(
             model,
             class_names,
@@ -94,6 +97,9 @@ class _RunTask(SegmentationTask):
             loss_args=loss_arguments(train, class_names),
             inference=InferenceConfig.from_dict(config["eval"]),
             channels_last=train["channels_last"] is True,
+            negatives=negatives,
+            negatives_per_step=text["negatives_per_step"],
+            negatives_seed=derive_seed(config["seed"], "negatives"),
         )
         self.run_config = config
         self.report_path = report_path
@@ -256,7 +262,10 @@ def _fit(config: dict, out_dir: Path, last: Path, resume: bool, callbacks: list 
         initialise_from(model, config, class_names)
     if resume and last.exists():  # the checks of eval and clipfuse.load, and that it is this run's
         check_resumable(last, config, class_names, model, RESUMABLE_KEYS)
-    task = _RunTask(model, class_names, config, report_path=out_dir / METRICS_FILE)
+    negatives = negative_embeddings(config, class_names, model.text_classifier is not None)
+    task = _RunTask(
+        model, class_names, config, report_path=out_dir / METRICS_FILE, negatives=negatives
+    )
     datamodule = _datamodule(config, model.backbone.mean, model.backbone.std)
     datamodule.check_files()
     write_run_config(out_dir, config)

@@ -33,6 +33,10 @@ class SegmentationTask(L.LightningModule):
             precision).
         channels_last: keep the model's weights and the images in channels-last memory
             format (NHWC), the fast layout of bf16 convolutions.
+        negatives: N x Ct vectors of names that are never a target
+            (:mod:`clipfuse.text.negatives`): each training step scores the pixels against
+            the class vectors plus ``negatives_per_step`` of them, drawn from
+            ``negatives_seed`` and the step (a resumed run draws the same).
     """
 
     def __init__(
@@ -47,6 +51,9 @@ class SegmentationTask(L.LightningModule):
         inference: InferenceConfig | None = None,
         ignore_index: int = 255,
         channels_last: bool = False,
+        negatives: torch.Tensor | None = None,
+        negatives_per_step: int = 64,
+        negatives_seed: int = 0,
     ) -> None:
         super().__init__()
         self.model = model
@@ -57,6 +64,9 @@ class SegmentationTask(L.LightningModule):
         self.inference = inference or InferenceConfig()
         self.ignore_index = ignore_index
         self.channels_last = channels_last
+        self.register_buffer("negatives", negatives, persistent=False)
+        self.negatives_per_step = negatives_per_step
+        self.negatives_seed = negatives_seed
         self.val_metrics = SegmentationMetrics(len(self.class_names), ignore_index)
         self.last_results: dict | None = None
 
@@ -81,15 +91,24 @@ class SegmentationTask(L.LightningModule):
         self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
     ) -> torch.Tensor:
         images, masks = batch
-        losses = segmentation_loss(
-            self.model(images), masks, ignore_index=self.ignore_index, **self.loss_args
-        )
+        outputs = self.model(images, class_embeddings=self._training_classes())
+        losses = segmentation_loss(outputs, masks, ignore_index=self.ignore_index, **self.loss_args)
         self.log("train/loss_seg", losses["loss_seg"], prog_bar=False)
         if "loss_aux" in losses:
             self.log("train/loss_aux", losses["loss_aux"])
         self.log("train/loss", losses["loss"], prog_bar=True)
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], prog_bar=False)
         return losses["loss"]
+
+    def _training_classes(self) -> torch.Tensor | None:
+        """The class vectors plus this step's draw of negative names, or None (the model's
+        own classes)."""
+        if self.negatives is None:
+            return None
+        generator = torch.Generator().manual_seed(self.negatives_seed + self.global_step)
+        draw = torch.randperm(len(self.negatives), generator=generator)[: self.negatives_per_step]
+        classes = self.model.head.text_embeddings
+        return torch.cat([classes, self.negatives[draw.to(self.negatives.device)].to(classes)])
 
     def _logits(self, images: torch.Tensor) -> torch.Tensor:
         return self.model(images)["logits"]

@@ -90,7 +90,8 @@ def find_bank(clip_model: str, class_names: Sequence[str], root: Path) -> Path |
     return None
 
 
-def _read_bank(array_path: Path, names_path: Path) -> tuple[np.ndarray, list[str]]:
+def read_bank(array_path: Path, names_path: Path) -> tuple[np.ndarray, list[str]]:
+    """The rows of a bank file and its class names (a one-line error for a bad pair)."""
     try:
         array = np.load(array_path, allow_pickle=False)
         classes = json.loads(names_path.read_text()).get("classes")
@@ -114,7 +115,7 @@ class BankEncoder(TextEncoder):
         arrays: list[np.ndarray] = []
         entries: list[str] = []
         for array_path, names_path in bank_pairs(self.path):
-            array, classes = _read_bank(array_path, names_path)
+            array, classes = read_bank(array_path, names_path)
             if arrays and array.shape[1] != arrays[0].shape[1]:
                 raise ClipfuseError(
                     f"text bank {array_path}: dimension {array.shape[1]} differs from "
