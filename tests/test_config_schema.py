@@ -60,6 +60,8 @@ BAD = {
     "train.init_classes=[Tree=vegetation]": "config key train.init_classes is set: expected "
     "train.init_from too",
     "data.train_images=0": "config key data.train_images",
+    "train.init_classes=[tree]": "config key train.init_classes is [tree]: expected null or",
+    "text.negatives=lvis.npy": "config key text.negatives is set: expected model.text_classifier",
     "eval.crop_size=[8]": "config key eval.crop_size is [8]: expected null or [height, width]",
     "eval.stride=[0,4]": "config key eval.stride is [0, 4]: expected null or [height, width]",
     "eval.scales=[]": "config key eval.scales is []: expected a non-empty list of positive",

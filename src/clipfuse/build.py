@@ -187,21 +187,32 @@ def class_axes(model: Segmentor, config: dict, class_names: list[str]) -> ClassA
     """The tensors of ``model`` (``config``, ``class_names``) whose shape follows the number of
     classes K, found by building the same model with one class more (random weights): the
     dim that grows, and where its K classes start (0 for a classifier, after the head's image
-    channels for a layer that reads ``concat[I', S]``)."""
+    channels for a layer that reads ``concat[I', S]``). Tensors the probe lacks (DenseCLIP's
+    learnable context, which it leaves out) do not follow K."""
     probe_config = {**config, "text": {**config["text"], "learnable_context": 0}}
     text = None
     if model.head is not None:
         text = torch.ones(len(class_names) + 1, model.head.text_embeddings.shape[1])
     names = [*class_names, "one class more"]
     probe = create_model_from_config(probe_config, names, text, pretrained=False).state_dict()
+    classes, image_channels = len(class_names), getattr(model.head, "visual_channels", None)
     axes = {}
     for name, tensor in model.state_dict().items():
+        if name not in probe:
+            continue
         shapes = zip(tensor.shape, probe[name].shape, strict=True)
         grown = [d for d, (size, probed) in enumerate(shapes) if size != probed]
-        if grown:
-            dim = grown[0]
-            start = 0 if tensor.shape[dim] == len(class_names) else model.head.visual_channels
-            axes[name] = (dim, start)
+        if not grown:
+            continue
+        dim = grown[0]
+        start = 0 if tensor.shape[dim] == classes else image_channels
+        if len(grown) > 1 or start is None or tensor.shape[dim] < start + classes:
+            raise ClipfuseError(
+                f"tensor {name} of shape {tuple(tensor.shape)} follows the number of classes in "
+                "a way train.init_from does not know (expected K classes, or the K score "
+                "channels after the head's image channels)"
+            )
+        axes[name] = (dim, start)
     return axes
 
 
@@ -210,8 +221,9 @@ def initialise_from(model: Segmentor, config: dict, class_names: list[str]) -> N
     into ``model``, class by class (:func:`~clipfuse.models.class_transfer.transfer_state`):
     a class named as a source class (or one of its text aliases), or paired with one in
     ``train.init_classes`` (``SOURCE=CLASS``), starts from it; the others keep their fresh
-    initialisation (a pair overrides a match by name). The text embeddings stay those of
-    ``class_names``. Announced on stderr."""
+    initialisation (a pair overrides a match by name). The text embeddings are those of
+    ``class_names``, or with ``train.init_text: source`` the source's for the classes that
+    start from a source class. Announced on stderr."""
     train = config["train"]
     where = f"train.init_from {resolve_path(train['init_from'])}"
     try:
@@ -222,24 +234,38 @@ def initialise_from(model: Segmentor, config: dict, class_names: list[str]) -> N
     by_name = parse_class_map(None, source.class_names, class_names, aliases)
     paired = {}
     if train["init_classes"]:
-        option = "train.init_classes"
         paired = parse_class_map(
-            train["init_classes"], source.class_names, class_names, aliases, option
+            train["init_classes"],
+            source.class_names,
+            class_names,
+            aliases,
+            "train.init_classes",
+            ("source class", "class"),
         )
     source_classes: list[int | None] = [None] * len(class_names)
+    targets = list(paired.values())
+    twice = {class_names[k] for k in targets if targets.count(k) > 1}
+    if twice:
+        raise ClipfuseError(f"train.init_classes: class {sorted(twice)[0]!r} is paired twice")
     for source_class, k in [*by_name.items(), *paired.items()]:
         source_classes[k] = source_class  # a pair overrides a match by name
     axes = class_axes(model, config, class_names)
     fresh = model.state_dict()
-    own = {name for name, _ in model.named_buffers() if name in axes}  # the names' embeddings
+    own = set()  # buffers that follow K: the class names' text embeddings
+    if train["init_text"] == "names":
+        own = {name for name, _ in model.named_buffers() if name in axes}
     kept = {name: tensor for name, tensor in fresh.items() if name not in own}
     theirs = {n: t for n, t in source.segmentor.state_dict().items() if n not in own}
     state = transfer_state(kept, theirs, axes, source_classes, where)
     model.load_state_dict({**state, **{name: fresh[name] for name in own}})
-    started, new = [], []
-    for name, j in zip(class_names, source_classes, strict=True):
-        started.append(f"{name}<-{source.class_names[j]}") if j is not None else new.append(name)
+    started = [
+        f"{name}<-{source.class_names[j]}"
+        for name, j in zip(class_names, source_classes, strict=True)
+        if j is not None
+    ]
+    new = [name for name, j in zip(class_names, source_classes, strict=True) if j is None]
+    text = "the class names'" if train["init_text"] == "names" else "the source's where started"
     announce(
         f"{where}: weights loaded; classes from its classes: {', '.join(started) or 'none'}; "
-        f"new classes (fresh): {', '.join(new) or 'none'}"
+        f"new classes (fresh): {', '.join(new) or 'none'}; text vectors: {text}"
     )

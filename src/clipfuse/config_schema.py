@@ -264,8 +264,11 @@ class TrainSection(_Section):
     ) = _key(None, "null, balanced, or a list of positive numbers (one per class)")
     # fine-tuning: the weights of a trained model (.ckpt or pretrained folder), class-aware
     init_from: Name | None = _key(None, "null or a trained model (.ckpt or pretrained folder)")
-    init_classes: Annotated[list[Name], Field(min_length=1)] | None = _key(
-        None, "null or a list of SOURCE_CLASS=CLASS pairs (besides classes of the same name)"
+    init_classes: (
+        Annotated[list[Annotated[StrictStr, Field(pattern=r".+=.+")]], Field(min_length=1)] | None
+    ) = _key(None, "null or a list of SOURCE_CLASS=CLASS pairs (besides classes of the same name)")
+    init_text: Literal["names", "source"] = _key(
+        "names", "names or source (the text vectors of classes started from a source class)"
     )
     # EMA of the weights (Lightning's EMAWeightAveraging): validation and the saved model use it
     ema_decay: Annotated[float, Field(gt=0, lt=1)] | None = _key(
@@ -339,6 +342,15 @@ class RunConfig(_Section):
     data: DataSection = Field(default_factory=DataSection)
     train: TrainSection = Field(default_factory=TrainSection)
     eval: EvalSection = Field(default_factory=EvalSection)
+
+    @model_validator(mode="after")
+    def _negatives_need_the_text_classifier(self) -> "RunConfig":
+        if self.text.negatives is not None and not self.model.text_classifier:
+            raise _message(
+                "config key text.negatives is set: expected model.text_classifier: true too "
+                "(the negative names are extra rows of the text classifier's logits)"
+            )
+        return self
 
 
 def validate_config(config: Mapping) -> None:

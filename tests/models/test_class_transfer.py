@@ -128,8 +128,9 @@ def test_new_classes_keep_their_fresh_initialisation_and_pairs_map_others(tmp_pa
     ("source_method", "pairs", "fragment"),
     [
         ("plain", (), "lacks head."),
-        ("convformer", ("bus=road",), "train.init_classes: model class 'bus' is unknown"),
-        ("convformer", ("car=road", "car=sky"), "model class 'car' is mapped twice"),
+        ("convformer", ("bus=road",), "train.init_classes: source class 'bus' is unknown"),
+        ("convformer", ("car=road", "car=sky"), "source class 'car' is mapped twice"),
+        ("convformer", ("car=road", "sky=road"), "class 'road' is paired twice"),
     ],
 )
 def test_a_source_that_does_not_fit_is_a_one_line_error(tmp_path, source_method, pairs, fragment):
@@ -159,3 +160,49 @@ def test_transfer_refuses_a_tensor_of_another_shape():
     state = transfer_state(fresh, source, {"classes": (0, 0)}, [2, None, 0, 1], "here")
     assert state["a"].eq(1).all()
     assert state["classes"][:, 0].tolist() == [10.0, 0.0, 0.0, 5.0]
+
+
+@pytest.mark.parametrize(
+    ("method", "decoder"), [("convformer", "upernet"), ("denseclip", "upernet"), ("plain", "fpn")]
+)
+def test_other_class_counts_move_each_class_slice_and_keep_the_rest(tmp_path, method, decoder):
+    """11 -> 8 as CamVid -> LabelMeFacade, here 4 -> 3: UperNet's bottleneck reads
+    concat[c5 (C + K), PPM outputs], so the K classes sit between two copied blocks."""
+    config = _config(tmp_path, method, decoder, False)
+    source_names = ["sky", "road", "car", "tree"]
+    source = _model(config, source_names)
+    folder = _save(source, config, source_names, tmp_path / "source")
+    names = ["road", "door", "vegetation"]
+    fresh_model = _model(config, names, seed=1)
+    axes = class_axes(fresh_model, config, names)
+    fresh, old = fresh_model.state_dict(), source.state_dict()
+    model = _init(config, names, folder, "tree=vegetation").state_dict()
+    start_of = {0: 1, 1: None, 2: 3}  # road <- road, door new, vegetation <- tree
+    checked = 0
+    for name, (dim, start) in axes.items():
+        if name == "head.text_embeddings":
+            torch.testing.assert_close(model[name], fresh[name])  # the new names' vectors
+            continue
+        new, before = model[name].movedim(dim, 0), old[name].movedim(dim, 0)
+        torch.testing.assert_close(new[:start], before[:start])
+        torch.testing.assert_close(new[start + 3 :], before[start + 4 :])
+        for k, j in start_of.items():
+            expected = fresh[name].movedim(dim, 0)[start + k] if j is None else before[start + j]
+            torch.testing.assert_close(new[start + k], expected)
+        checked += 1
+    assert checked >= (2 if method == "plain" else 7)  # UperNet: PPM x 4, bottleneck, classifier
+
+
+def test_init_text_source_keeps_the_source_vectors_of_started_classes(tmp_path):
+    config = _config(tmp_path, "convformer", "fpn", False)
+    source = _model(config, SOURCE)
+    folder = _save(source, config, SOURCE, tmp_path / "source")
+    names = ["road", "door", "vehicle"]
+    fresh = _model(config, names, seed=1).state_dict()["head.text_embeddings"]
+    config = apply_overrides(config, ["train.init_text=source"])
+    text = _init(config, names, folder, "car=vehicle").state_dict()["head.text_embeddings"]
+    old = source.state_dict()["head.text_embeddings"]
+    torch.testing.assert_close(text[0], old[1])  # road: the same name, the same vector
+    torch.testing.assert_close(text[1], fresh[1])  # door: its own
+    torch.testing.assert_close(text[2], old[2])  # vehicle: car's, not its own
+    assert not torch.equal(fresh[2], old[2])

@@ -40,23 +40,31 @@ def _config(folder_dataset, vocabulary, *overrides):
 
 
 def test_names_near_a_class_or_held_out_name_are_left_out(folder_dataset, vocabulary, capsys):
-    config = _config(folder_dataset, vocabulary, "text.aliases={vehicle: car}")
+    config = _config(
+        folder_dataset, vocabulary, "text.aliases={vehicle: car}", "model.text_classifier=true"
+    )
     config["data"]["dataset_kwargs"] = {"unseen": ["bus"]}  # a held-out name counts too
     assert negative_names(config, ["road", "vehicle", "sky"]) == ["tree", "dog"]
     assert (
         "text.negatives: 2 of the 7 names of vocabulary.npy (the others lie within cosine 0.85 "
-        "of one of the 3 class or held-out names found there; names not in it: 1)"
+        "of one of the 3 class or held-out names found there; not in it: sky)"
     ) in capsys.readouterr().err
     config["text"]["negatives_max_cosine"] = 0.99  # synonyms kept, the names themselves not
     assert negative_names(config, ["road", "vehicle", "sky"]) == ["street", "coach", "tree", "dog"]
 
 
 def test_negatives_need_the_text_classifier(folder_dataset, vocabulary):
-    config = _config(folder_dataset, vocabulary)
     with pytest.raises(ClipfuseError, match="text.negatives is set: expected model.text_classif"):
-        negative_embeddings(config, ["sky", "road", "car"], text_classifier=False)
-    embedded = negative_embeddings(config, ["sky", "road", "car"], text_classifier=True)
+        _config(folder_dataset, vocabulary)
+    config = _config(folder_dataset, vocabulary, "model.text_classifier=true")
+    embedded = negative_embeddings(config, ["sky", "road", "car"])
     assert embedded.shape == (4, 32)  # bus, coach, tree, dog: by the run's random:32
+
+
+def test_a_bad_vocabulary_is_a_one_line_error_naming_the_key(folder_dataset, tmp_path):
+    config = _config(folder_dataset, tmp_path / "none.npy", "model.text_classifier=true")
+    with pytest.raises(ClipfuseError, match=r"^text.negatives .*none.npy: text bank .*not found"):
+        negative_names(config, ["sky"])
 
 
 def test_a_run_with_negatives_trains_and_draws_them_by_step(folder_dataset, vocabulary, tmp_path):
@@ -65,11 +73,15 @@ def test_a_run_with_negatives_trains_and_draws_them_by_step(folder_dataset, voca
     config = _config(
         folder_dataset, vocabulary, "model.text_classifier=true", "text.negatives_per_step=2"
     )
-    draws = []
+    draws = []  # the text rows the classifier scored, training steps only
 
     class Draws(L.Callback):
-        def on_train_batch_start(self, trainer, task, batch, batch_idx):
-            draws.append(task._training_classes())
+        def on_fit_start(self, trainer, task):
+            def record(module, inputs, output):
+                if module.training:
+                    draws.append(inputs[1].detach().clone())
+
+            task.model.text_classifier.register_forward_hook(record)
 
     train(config, tmp_path / "run", callbacks=[Draws()])
     assert len(draws) == 4 and all(d.shape == (3 + 2, 32) for d in draws)
@@ -80,6 +92,8 @@ def test_a_run_with_negatives_trains_and_draws_them_by_step(folder_dataset, voca
 def test_class_weights_cover_the_classes_and_leave_negative_rows_alone():
     logits = torch.randn(2, 5, 4, 4)  # 3 classes + 2 negative names
     masks = torch.randint(0, 3, (2, 4, 4))
-    weighted = segmentation_loss({"logits": logits}, masks, class_weight=[1.0, 1.0, 1.0])
-    plain = segmentation_loss({"logits": logits}, masks)
-    torch.testing.assert_close(weighted["loss"], plain["loss"])
+    weights = torch.tensor([0.5, 2.0, 1.0])
+    loss = segmentation_loss({"logits": logits}, masks, class_weight=weights.tolist())["loss"]
+    pixel_loss = -logits.log_softmax(1).gather(1, masks.unsqueeze(1)).squeeze(1)  # over all 5
+    expected = (weights[masks] * pixel_loss).sum() / weights[masks].sum()
+    torch.testing.assert_close(loss, expected)

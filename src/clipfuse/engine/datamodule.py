@@ -27,8 +27,9 @@ class SegmentationDataModule(L.LightningDataModule):
         dataset_kwargs: extra dataset arguments.
         eval_split: the split validated during training and by ``clipfuse eval`` (``val``;
             ``test`` where the dataset has one, e.g. CamVid's 233 test images).
-        train_images: train on this many of the training images (a fixed subset,
-            :meth:`~clipfuse.data.SegmentationDataset.keep_images`); None: all.
+        train_images: train on this many of the training images (a fixed subset of the
+            training stream only, :meth:`~clipfuse.data.SegmentationDataset.keep_images`);
+            None: all.
         seed: the run seed: the training stream (order and augmentations) is drawn from it
             alone (:class:`~clipfuse.data.sampling.SeededSampler`), in any number of workers.
 
@@ -82,7 +83,7 @@ class SegmentationDataModule(L.LightningDataModule):
         dataset = create_dataset(
             self.name, split, root=self.root, transform=transform, **self.dataset_kwargs
         )
-        if split == "train":
+        if train:
             dataset.keep_images(self.train_images)
         return dataset
 

@@ -79,7 +79,13 @@ class _RunTask(SegmentationTask):
         quiet: bool = False,
         negatives: torch.Tensor | None = None,
     ) -> None:
-        train, text = config["train"], config["text"]
+        train = config["train"]
+        drawn = {}  # only a training with text.negatives reads their keys (an ONNX file's
+        if negatives is not None:  # config may predate them)
+            drawn = {
+                "negatives_per_step": config["text"]["negatives_per_step"],
+                "negatives_seed": derive_seed(config["seed"], "negatives"),
+            }
         super().__init__(
             model,
             class_names,
@@ -98,8 +104,7 @@ class _RunTask(SegmentationTask):
             inference=InferenceConfig.from_dict(config["eval"]),
             channels_last=train["channels_last"] is True,
             negatives=negatives,
-            negatives_per_step=text["negatives_per_step"],
-            negatives_seed=derive_seed(config["seed"], "negatives"),
+            **drawn,
         )
         self.run_config = config
         self.report_path = report_path
@@ -259,10 +264,11 @@ def _fit(config: dict, out_dir: Path, last: Path, resume: bool, callbacks: list 
     with init_rng(config["seed"]):
         model = create_model_from_config(config, class_names)
     if config["train"]["init_from"] is not None and not (resume and last.exists()):
-        initialise_from(model, config, class_names)
+        with torch.random.fork_rng(devices=[]):  # draws nothing from the run's generator
+            initialise_from(model, config, class_names)
     if resume and last.exists():  # the checks of eval and clipfuse.load, and that it is this run's
         check_resumable(last, config, class_names, model, RESUMABLE_KEYS)
-    negatives = negative_embeddings(config, class_names, model.text_classifier is not None)
+    negatives = negative_embeddings(config, class_names)
     task = _RunTask(
         model, class_names, config, report_path=out_dir / METRICS_FILE, negatives=negatives
     )

@@ -109,10 +109,11 @@ def parse_class_map(
     classes: Sequence[str],
     aliases: Mapping[str, str] | None,
     option: str = "--map",
+    sides: tuple[str, str] = ("model class", "dataset class"),
 ) -> dict[int, int]:
     """``["Tree=vegetation", ...]`` as trained index -> dataset index; None: every dataset
     class that is a trained class (or a text alias of one) maps to it. ``option`` names the
-    pairs' source in error messages."""
+    pairs' source in error messages, ``sides`` the two sides of a pair."""
     if pairs is None:
         lookup = trained_lookup(trained, aliases)
         found = {lookup.get(normalize_name(name)): d for d, name in enumerate(classes)}
@@ -122,13 +123,12 @@ def parse_class_map(
     for pair in pairs:
         model_class, sep, dataset_class = pair.partition("=")
         if not sep or not model_class.strip() or not dataset_class.strip():
-            raise ClipfuseError(f"{option} {pair!r}: expected MODEL_CLASS=DATASET_CLASS")
-        k = find_name(model_class.strip(), trained_index, trained, f"{option}: model class")
+            shape = "=".join(side.upper().replace(" ", "_") for side in sides)
+            raise ClipfuseError(f"{option} {pair!r}: expected {shape}")
+        k = find_name(model_class.strip(), trained_index, trained, f"{option}: {sides[0]}")
         if k in mapping:
-            raise ClipfuseError(f"{option}: model class {trained[k]!r} is mapped twice")
-        mapping[k] = find_name(
-            dataset_class.strip(), class_index, classes, f"{option}: dataset class"
-        )
+            raise ClipfuseError(f"{option}: {sides[0]} {trained[k]!r} is mapped twice")
+        mapping[k] = find_name(dataset_class.strip(), class_index, classes, f"{option}: {sides[1]}")
     return mapping
 
 
