@@ -80,8 +80,10 @@ class _RunTask(SegmentationTask):
         negatives: torch.Tensor | None = None,
     ) -> None:
         train = config["train"]
-        drawn = {}  # only a training with text.negatives reads their keys (an ONNX file's
-        if negatives is not None:  # config may predate them)
+        # only a training with text.negatives reads their keys: the config of an exported
+        # ONNX file, evaluated through this task, may predate them
+        drawn = {}
+        if negatives is not None:
             drawn = {
                 "negatives_per_step": config["text"]["negatives_per_step"],
                 "negatives_seed": derive_seed(config["seed"], "negatives"),
