@@ -2,13 +2,17 @@
 
 import pytest
 import torch
+from helpers import tiny_config
 
 from clipfuse import precision as precision_module
+from clipfuse.build import create_model_from_config
+from clipfuse.config import apply_overrides
 from clipfuse.errors import ClipfuseError
 from clipfuse.evaluation import infer_probabilities
 from clipfuse.fusion.score_map import cosine_score_map
 from clipfuse.losses import segmentation_loss
-from clipfuse.precision import inference_dtype, resolve_precision
+from clipfuse.precision import AutocastWeights, inference_dtype, resolve_precision
+from clipfuse.seeding import init_rng
 
 
 @pytest.mark.parametrize("fast, expected", [(True, "bf16-mixed"), (False, "32-true")])
@@ -70,3 +74,49 @@ def test_auto_on_a_gpu(monkeypatch, bf16, expected):
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: bf16)
     assert resolve_precision("auto", "auto", accelerator="auto")[:2] == (expected, True)
     assert resolve_precision("auto", "auto", accelerator="cpu")[0] != "16-mixed"
+
+
+@pytest.mark.parametrize(
+    ("method", "decoder", "text_classifier"),
+    [
+        ("plain", "fpn", False),
+        ("convformer", "fpn", False),
+        ("convformer", "fpn", True),
+        ("denseclip", "upernet", False),
+    ],
+)
+def test_weights_cast_once_predict_as_autocast_does_bit_for_bit(
+    tmp_path, method, decoder, text_classifier
+):
+    config = tiny_config(tmp_path / "no-data", method)
+    changes = [f"model.decoder={decoder}", f"model.text_classifier={str(text_classifier).lower()}"]
+    config = apply_overrides(config, changes)
+    with init_rng(0):
+        model = create_model_from_config(config, ["sky", "road", "car"], pretrained=False)
+    model = model.eval().to(memory_format=torch.channels_last)
+    images = torch.randn(2, 3, 64, 64).contiguous(memory_format=torch.channels_last)
+
+    def logits() -> torch.Tensor:
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+            return model(images)["logits"]
+
+    expected = logits()
+    fp32 = {key: value.clone() for key, value in model.state_dict().items()}
+    weights = AutocastWeights(model, torch.bfloat16)
+    assert len(weights.weights) > 5
+    pointers = []
+    for _ in range(2):
+        with weights.applied():
+            assert all(weight.dtype == torch.bfloat16 for weight in weights.weights)
+            pointers.append([weight.data_ptr() for weight in weights.weights])
+            assert torch.equal(logits(), expected)
+    assert pointers[0] == pointers[1]  # cast once, not per use
+    for key, value in model.state_dict().items():  # the model's own fp32 tensors again
+        assert value.dtype == fp32[key].dtype and torch.equal(value, fp32[key]), key
+    with torch.no_grad():  # a weight changed in place (training, load_state_dict) is cast again
+        weights.weights[0].mul_(2)
+    changed = logits()
+    assert not torch.equal(changed, expected)
+    with weights.applied():
+        assert torch.equal(logits(), changed)
+    assert AutocastWeights(model, None).weights == []  # fp32 inference casts nothing

@@ -7,9 +7,15 @@ loss scaling (``16-mixed``) on an older GPU, and fp32 (``32-true``) on other CPU
 bf16 convolutions are fastest on). On this project's
 2-core AMD EPYC this trains 2-2.5x faster than fp32 (docs/speed.md). The choice is announced
 in one line and the resolved values are what the run's ``config.yaml`` records.
+
+Inference casts the weights autocast would cast on every forward once (:class:`AutocastWeights`).
 """
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
+from torch import nn
 
 from clipfuse.errors import ClipfuseError
 
@@ -89,3 +95,54 @@ def inference_dtype(precision: str, device: torch.device | str) -> torch.dtype |
     raise ClipfuseError(
         f"eval.precision {precision!r} is unknown: expected auto, 32-true, bf16-mixed or 16-mixed"
     )
+
+
+# The modules whose weights CPU and CUDA autocast cast to the lower precision on every call.
+AUTOCAST_MODULES = (nn.modules.conv._ConvNd, nn.Linear)
+
+
+class AutocastWeights:
+    """The convolution and linear weights of ``model`` cast once to the autocast ``dtype`` and
+    swapped in while it predicts (:meth:`applied`): ``predict``, ``eval``, ``serve``, ``bench``.
+
+    Autocast casts these weights on every forward pass: its cache lasts one autocast region and
+    is off under ``torch.inference_mode``; the Conv-Former holds 60.8 M such weights against
+    plain FPN's 8.4 M (what it saves: docs/speed.md, "Inference paths"). The cast here rounds
+    as autocast's does, so outputs are bit-identical; the fp32 tensors are what the model holds
+    outside :meth:`applied` (saving, fingerprints, training). A weight changed in place or moved
+    since its cast is cast again. ``dtype`` None (fp32 inference): nothing is cast.
+    """
+
+    def __init__(self, model: nn.Module, dtype: torch.dtype | None) -> None:
+        self.dtype = dtype
+        weights = {}
+        if dtype is not None:
+            for module in model.modules():
+                if isinstance(module, AUTOCAST_MODULES):
+                    for weight in (module.weight, module.bias):
+                        if weight is not None and weight.dtype == torch.float32:
+                            weights[id(weight)] = weight
+        self.weights = list(weights.values())
+        self._casts: dict[int, tuple[tuple, torch.Tensor]] = {}
+
+    @contextmanager
+    def applied(self) -> Iterator[None]:
+        """The model holds the cast weights inside, its own fp32 tensors again on exit."""
+        originals = [weight.data for weight in self.weights]
+        try:
+            for weight in self.weights:
+                weight.data = self._cast(weight)
+            yield
+        finally:
+            for weight, data in zip(self.weights, originals, strict=True):
+                weight.data = data
+
+    def _cast(self, weight: nn.Parameter) -> torch.Tensor:
+        state = (weight._version, weight.data_ptr(), weight.device)
+        cached = self._casts.get(id(weight))
+        if cached is None or cached[0] != state:
+            # A normal tensor even when called under inference_mode (training may follow).
+            with torch.inference_mode(False), torch.no_grad():
+                cached = (state, weight.data.to(self.dtype))
+            self._casts[id(weight)] = cached
+        return cached[1]

@@ -96,6 +96,23 @@ def test_checkpoint_and_folder_load_the_same_model(tiny_run, tiny_model):
     np.testing.assert_array_equal(from_checkpoint.palette, tiny_model.palette)
 
 
+def test_bf16_prediction_keeps_the_fp32_weights_and_fingerprint(tiny_run, tiny_model):
+    """Prediction in bf16 holds the weights cast once (clipfuse.precision.AutocastWeights) only
+    while it runs: saving and fingerprints see the trained fp32 weights."""
+    from clipfuse.config import apply_overrides
+
+    loaded = clipfuse.load(tiny_run.pretrained, device="cpu")
+    config = apply_overrides(loaded.config, ["eval.precision=bf16-mixed"])
+    model = ClipfuseModel(loaded.segmentor, config, loaded.class_names, loaded.palette)
+    before = model.fingerprint()
+    image = tiny_run.val_images[0]
+    first, second = model.predict(image), model.predict(image)
+    assert model.fingerprint() == before == tiny_model.fingerprint()
+    assert {p.dtype for p in model.segmentor.parameters()} == {torch.float32}
+    np.testing.assert_array_equal(first.scores, second.scores)
+    np.testing.assert_allclose(first.scores, tiny_model.predict(image).scores, atol=0.05)
+
+
 def test_pretrained_folder_contents(tiny_run):
     meta = json.loads((tiny_run.pretrained / "config.json").read_text())
     assert meta["format"] == "clipfuse-pretrained" and meta["format_version"] == FORMAT_VERSION

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from clipfuse.losses import segmentation_loss
-from clipfuse.precision import inference_dtype
+from clipfuse.precision import AutocastWeights, inference_dtype
 from clipfuse.threads import usable_cores
 
 
@@ -165,11 +165,12 @@ def inference_runner(
     model: nn.Module, images: torch.Tensor, dtype: torch.dtype | None = None
 ) -> Callable[[], None]:
     """One forward pass of ``model`` on ``images`` under ``torch.inference_mode()`` (and
-    autocast to ``dtype`` where given, as :func:`clipfuse.evaluation.tta.infer_probabilities`
-    runs the model)."""
+    autocast to ``dtype`` where given, its weights cast once, as ``predict`` and ``eval`` run
+    the model: :class:`clipfuse.precision.AutocastWeights`)."""
+    weights = AutocastWeights(model, dtype)
 
     def run() -> None:
-        with torch.inference_mode():
+        with weights.applied(), torch.inference_mode():
             with torch.autocast(images.device.type, dtype=dtype, enabled=dtype is not None):
                 model(images)
 

@@ -44,6 +44,7 @@ from clipfuse.evaluation import InferenceConfig, format_table, metrics_json, res
 from clipfuse.fileio import atomic_write_text, prepare_dir, prepare_file, remove_partial_files
 from clipfuse.losses import loss_arguments
 from clipfuse.models import Segmentor, method_uses_text
+from clipfuse.precision import AutocastWeights, inference_dtype, training_device
 from clipfuse.saved_model import CHECKPOINT_KEY, checkpoint_meta
 from clipfuse.seeding import derive_seed, init_rng
 from clipfuse.text.negatives import negative_embeddings
@@ -366,7 +367,9 @@ def evaluate(
         "evaluation log folder",
     )
     trainer = _trainer(config, log_dir)
-    with _expected_warnings():
+    device = training_device(config["train"]["accelerator"])
+    weights = AutocastWeights(model, inference_dtype(config["eval"]["precision"], device))
+    with _expected_warnings(), weights.applied():
         trainer.validate(task, datamodule=_datamodule(config, mean, std), verbose=False)
     return {
         **results_to_json(task.last_results, class_names),

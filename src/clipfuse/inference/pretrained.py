@@ -34,6 +34,7 @@ from clipfuse.inference.predict import (
     resolve_device,
 )
 from clipfuse.models import Segmentor, method_uses_text
+from clipfuse.precision import AutocastWeights, inference_dtype
 from clipfuse.saved_model import pretrained_config, write_pretrained
 
 MAX_LABELS = 255  # label maps are uint8 and 255 is the ignore index
@@ -127,6 +128,8 @@ class ClipfuseModel:
         """Move to ``"cpu"``, ``"cuda"`` (``"cuda:N"``) or None / ``"auto"`` (CUDA if any)."""
         self.device = resolve_device(device)
         self.segmentor.to(self.device)
+        dtype = inference_dtype(self._runner.inference.precision, self.device)
+        self._autocast_weights = AutocastWeights(self.segmentor, dtype)
         return self
 
     # -- labels ------------------------------------------------------------------------------
@@ -240,7 +243,7 @@ class ClipfuseModel:
         arrays = [as_rgb(image) for image in ([images] if single else images)]
         choice = self.resolve_labels(labels, open_vocab)
         palette = self.label_palette(choice)
-        with self._lock:
+        with self._lock, self._autocast_weights.applied():
             if open_vocab:
                 results = self._predict_score_map(arrays, choice, batch_size, scores)
             else:
