@@ -44,9 +44,8 @@ def main() -> None:
     samples = round_robin(runners, warmup=2, repeats=args.rounds - 2, sync=lambda: None)
     median = {key: 1000 * statistics.median(seconds) for key, seconds in samples.items()}
     for key, ms in median.items():
-        method = key.split(",")[0]
-        before = median[f"{method}, recast"]
-        plain = median[f"plain, {key.split(', ')[1]}"]
+        method, mode = key.split(", ")
+        before, plain = median[f"{method}, recast"], median[f"plain, {mode}"]
         print(f"{key:24s}{ms:8.1f} ms  x recast {ms / before:.3f}  x plain {ms / plain:.3f}")
 
 
