@@ -306,6 +306,22 @@ def test_seed_in_an_override_stands_for_the_run_seed(tmp_path):
         assert config["train"]["init_from"] == f"grid/clip/seed{seed}/checkpoints/last.ckpt"
 
 
+def test_a_missing_init_from_stops_the_grid_before_any_run(tmp_path):
+    """A fine-tune whose checkpoint is neither there nor trained by this call fails at plan
+    time, naming the run and the path; one whose source run trains first is planned."""
+    data_root = write_folder_dataset(tmp_path / "tiny")
+    out = tmp_path / "out"
+    source = "{out}/plain/seed{seed}/checkpoints/last.ckpt"
+    finetune = {"overrides": [f"train.init_from={source.replace('{out}', str(out))}"]}
+    spec = write_spec(tmp_path, data_root, runs={"plain": {}, "finetune": finetune})
+    jobs = run_experiment(spec, out=out, dry_run=True, progress=None)  # plain trains first
+    assert {job.status for job in jobs} == {Status.RUN}
+    with pytest.raises(ClipfuseError) as error:
+        run_experiment(spec, out=out, only=["finetune"], seeds=[1], dry_run=True, progress=None)
+    expected = f"run finetune seed 1: train.init_from {out / 'plain/seed1/checkpoints/last.ckpt'}"
+    assert str(error.value).startswith(expected + " does not exist")
+
+
 def test_spec_errors_are_clear(tmp_path):
     data_root = write_folder_dataset(tmp_path / "tiny")
     path = write_spec(tmp_path, data_root)

@@ -1,5 +1,5 @@
 """Plain progress lines for a run whose output goes to a file or a pipe, where a progress
-bar prints nothing readable."""
+bar prints nothing readable, and the training wall clock of a run that may be resumed."""
 
 import sys
 import time
@@ -62,3 +62,21 @@ class StepProgressBar(RichProgressBar):
             return super()._get_train_description(current_epoch)
         description = f"Epoch {current_epoch}"
         return f"{description:{len(self.validation_description)}}"
+
+
+class WallClock(L.Callback):
+    """Training wall time, carried across resumptions in the checkpoint's callback state."""
+
+    def __init__(self) -> None:
+        self.previous = 0.0  # seconds spent before the checkpoint this run resumed from
+        self.start = time.perf_counter()
+
+    def elapsed(self) -> float:
+        """Seconds of training so far, earlier attempts up to their last checkpoint included."""
+        return self.previous + time.perf_counter() - self.start
+
+    def state_dict(self) -> dict:
+        return {"seconds": self.elapsed()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.previous = float(state_dict.get("seconds", 0.0))

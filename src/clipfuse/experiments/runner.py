@@ -33,17 +33,16 @@ never started and whose record is complete and has the spec's config is ``done``
 
 import gc
 import json
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-import lightning as L
-
+from clipfuse.config import resolve_path
 from clipfuse.engine import train
 from clipfuse.engine.batch_stream import STREAM_FILE
 from clipfuse.engine.lock import RunLock
+from clipfuse.engine.progress import WallClock
 from clipfuse.engine.run_folder import CONFIG_FILE, FORMAT_FILE, METRICS_FILE, changes_from_saved
 from clipfuse.errors import ClipfuseError
 from clipfuse.experiments.evaluation_run import score_checkpoint
@@ -106,24 +105,6 @@ class Job:
     config: dict
     status: Status
     step: int | None = None  # the step of its last validation, if any
-
-
-class WallClock(L.Callback):
-    """Training wall time, carried across resumptions in the checkpoint's callback state."""
-
-    def __init__(self) -> None:
-        self.previous = 0.0  # seconds spent before the checkpoint this run resumed from
-        self.start = time.perf_counter()
-
-    def elapsed(self) -> float:
-        """Seconds of training so far, earlier attempts up to their last checkpoint included."""
-        return self.previous + time.perf_counter() - self.start
-
-    def state_dict(self) -> dict:
-        return {"seconds": self.elapsed()}
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        self.previous = float(state_dict.get("seconds", 0.0))
 
 
 def _last_step(folder: Path) -> int | None:
@@ -203,6 +184,22 @@ def keep_record(job: Job, spec: ExperimentSpec) -> None:
     for name in RECORD_FILES:
         if (job.folder / name).is_file():
             atomic_write_bytes(record / name, (job.folder / name).read_bytes())
+
+
+def _check_init_from(todo: Sequence[Job]) -> None:
+    """Stop before the first run if a run to start has a ``train.init_from`` that neither
+    exists nor lies in the folder of a run this call trains (a spec may train and fine-tune)."""
+    trained = [job.folder.resolve() for job in todo if job.status in (Status.RUN, Status.RESUME)]
+    for job in todo:
+        source = job.config["train"]["init_from"]
+        if job.status is not Status.RUN or source is None:
+            continue  # a resumed run continues from its own checkpoint
+        path = Path(resolve_path(source)).resolve()
+        if not path.exists() and not any(path.is_relative_to(f) for f in trained):
+            raise ClipfuseError(
+                f"run {job.run} seed {job.seed}: train.init_from {path} does not exist "
+                "(train the run it starts from first, or select it with --only)"
+            )
 
 
 def _needs(spec: ExperimentSpec) -> tuple[str, ...]:
@@ -321,10 +318,11 @@ def run_experiment(
     say = progress or (lambda message: None)
     jobs = plan(spec, out, only, seeds)
     say(format_plan(spec, out, jobs))
+    todo = [job for job in jobs if job.status is not Status.DONE]
+    _check_init_from(todo)
     if dry_run:
         return jobs
     folders = [spec.report_dir] if spec.report_dir else []
-    todo = [job for job in jobs if job.status is not Status.DONE]
     with RunLock(out, LOCK_FILE, ("experiment folder", "another clipfuse experiment")):
         try:
             for job in jobs:
