@@ -295,6 +295,9 @@ def test_mean_and_sample_std_over_seeds_in_the_table():
     assert "missing: b seed 1, b seed 2" in markdown
     assert "Best single run: `a` seed 1, mIoU 44.00" in markdown
     assert "`clipfuse train --config out/best_config.yaml --out runs/a`" in markdown
+    assert "`clipfuse experiment SPEC.yaml --out out`" in markdown  # not the spec's out
+    default = results_markdown(spec, spec.default_out(), rows)
+    assert "`clipfuse experiment SPEC.yaml`" in default  # no machine's path in a committed report
 
 
 def test_seed_in_an_override_stands_for_the_run_seed(tmp_path):

@@ -211,11 +211,12 @@ def results_markdown(spec: ExperimentSpec, out: Path, rows: Sequence[dict]) -> s
     done = {(row["run"], row["seed"]) for row in rows}
     missing = [f"{run} seed {seed}" for run, seed in planned if (run, seed) not in done]
     spec_arg = str(spec.path) if spec.path else "SPEC.yaml"
+    out_arg = "" if Path(out) == spec.default_out() else f" --out {out}"
     lines = [
         f"# Experiment `{spec.name}`",
         "",
         "Reproduce (finished runs are kept, an interrupted one is resumed): "
-        f"`clipfuse experiment {spec_arg} --out {out}`",
+        f"`clipfuse experiment {spec_arg}{out_arg}`",
         "",
     ]
     if spec.base:
@@ -288,7 +289,7 @@ def _best_run_lines(spec: ExperimentSpec, out: Path, rows: Sequence[dict]) -> li
     return [
         "",
         f"Best single run: `{best['run']}` seed {best['seed']}, mIoU {best['mIoU']:.2f}; "
-        f"its full config is `{best_config}` (a copy of `{best['config']}`), retrain it with "
+        f"its full config is `{best_config}`, retrain it with "
         f"`clipfuse train --config {best_config} --out runs/{best['run']}`{note}.",
     ]
 
