@@ -314,8 +314,7 @@ def test_a_missing_init_from_stops_the_grid_before_any_run(tmp_path):
     time, naming the run and the path; one whose source run trains first is planned."""
     data_root = write_folder_dataset(tmp_path / "tiny")
     out = tmp_path / "out"
-    source = "{out}/plain/seed{seed}/checkpoints/last.ckpt"
-    finetune = {"overrides": [f"train.init_from={source.replace('{out}', str(out))}"]}
+    finetune = {"overrides": [f"train.init_from={out}/plain/seed{{seed}}/checkpoints/last.ckpt"]}
     spec = write_spec(tmp_path, data_root, runs={"plain": {}, "finetune": finetune})
     jobs = run_experiment(spec, out=out, dry_run=True, progress=None)  # plain trains first
     assert {job.status for job in jobs} == {Status.RUN}
