@@ -21,8 +21,9 @@ CONFIGS = sorted(p for p in Path("configs").glob("*.yaml"))
 
 
 def test_configs_are_named_method_backbone_dataset_crop_iters():
-    """``<method>[-lite][-upernet]_<backbone>_<dataset>[-gzsl]_<crop>_<iters>``: the decoder
-    is Semantic FPN unless the name says ``upernet``; ``-gzsl``: names are held out
+    """``<method>[-lite][-upernet][-w<N>]_<backbone>_<dataset>[-gzsl]_<crop>_<iters>``: the
+    decoder is Semantic FPN unless the name says ``upernet``; ``-w<N>``: a decoder N channels
+    wide (``model.decoder_kwargs.channels``); ``-gzsl``: names are held out
     (``data.dataset_kwargs.unseen``)."""
     assert len(CONFIGS) >= 30
     for path in CONFIGS:
@@ -30,7 +31,10 @@ def test_configs_are_named_method_backbone_dataset_crop_iters():
         method, *options = variant.split("-")
         config = load_config(path)
         assert config["model"]["method"] == method
-        assert set(options) <= {"lite", "upernet"}
+        widths = [option for option in options if option.startswith("w")]
+        assert set(options) - set(widths) <= {"lite", "upernet"}
+        channels = config["model"].get("decoder_kwargs", {}).get("channels")
+        assert widths == ([f"w{channels}"] if channels else [])
         assert config["model"]["decoder"] == ("upernet" if "upernet" in options else "fpn")
         dataset, *protocol = dataset.split("-")
         assert config["data"]["dataset"] == dataset

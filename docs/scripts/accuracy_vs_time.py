@@ -11,12 +11,15 @@ Each point is SERIES=RESULTS_JSON:RUN. Its minutes are the run's recorded `train
 evaluation run carries the minutes of the training it scores), or, with
 `--throughput SERIES=IMAGES_PER_S` (once per series), the series' steps x batch (`--batch`) at that training
 throughput, e.g. what `clipfuse bench` measured for the model on an idle machine: the time the
-steps take without the machine's other load (validation not included).
+steps take without the machine's other load (validation not included). OUT.json also records
+this command and `--note` (where the throughputs come from).
 """
 
 import argparse
 import json
+import shlex
 import statistics
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -54,6 +57,9 @@ def main() -> None:
         "--throughput", action="append", default=[], help="SERIES=IMAGES_PER_S (repeatable)"
     )
     parser.add_argument("--batch", type=int, default=8, help="training batch (default 8)")
+    parser.add_argument(
+        "--note", default="", help="recorded in OUT.json (e.g. the throughputs' source)"
+    )
     parser.add_argument("points", nargs="+", help="SERIES=RESULTS_JSON:RUN")
     args = parser.parse_args()
     throughput = {k: float(v) for k, v in (item.split("=", 1) for item in args.throughput)}
@@ -86,7 +92,9 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(out.with_suffix(".png"), dpi=120)
-    out.with_suffix(".json").write_text(json.dumps({"points": points}, indent=2) + "\n")
+    command = "PYTHONPATH=src .venv/bin/python " + shlex.join(sys.argv)
+    record = {"command": command, "note": args.note, "points": points}
+    out.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
     print(json.dumps(points, indent=2))
 
 
