@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from clipfuse.allocator import keep_freed_memory
 from clipfuse.analysis.candidates import Candidate, candidate_loss_args, create_from_spec
 from clipfuse.analysis.timing import random_batch, sgd_optimizer, train_step
 from clipfuse.errors import ClipfuseError
@@ -55,10 +56,12 @@ def memory_worker(spec_path: str) -> None:
     resident memory during one forward at the largest batch / one training step, above the
     level before it. The peak is ``getrusage(RUSAGE_SELF).ru_maxrss``, reset to the current
     RSS before each phase where Linux allows it (``/proc/self/clear_refs``); elsewhere the
-    figures are deltas of the never-reset peak and can only under-estimate.
+    figures are deltas of the never-reset peak and can only under-estimate. The allocator is
+    tuned as the ``clipfuse`` command tunes it (:func:`clipfuse.allocator.keep_freed_memory`).
     """
     import resource
 
+    keep_freed_memory()
     job = json.loads(Path(spec_path).read_text())
     torch.set_num_threads(job["threads"])
     torch.manual_seed(0)

@@ -8,11 +8,13 @@ combinations the packages do not take (``train`` with neither ``--config`` nor `
 ``--json``, else the package's own table; ``bench --output`` is written here, through
 :mod:`clipfuse.fileio`. Building, training, measuring and formatting live in the packages.
 :func:`main` turns a :class:`~clipfuse.errors.ClipfuseError` into one line on stderr and its
-exit status, and Ctrl-C outside a training into status 130."""
+exit status, and Ctrl-C outside a training into status 130; it first tunes the allocator
+(:func:`clipfuse.allocator.keep_freed_memory`)."""
 
 import argparse
 import sys
 
+from clipfuse.allocator import keep_freed_memory
 from clipfuse.cli.data import add_data
 from clipfuse.cli.inference import add_export, add_predict_and_serve
 from clipfuse.cli.measure import add_bench, add_flops
@@ -33,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    keep_freed_memory()
     try:
         args.func(args)
     except ClipfuseError as error:
