@@ -8,6 +8,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import lightning.pytorch  # noqa: F401  (see below)
 import pytest
 import torch
 import yaml
@@ -20,6 +21,10 @@ from helpers import (
 )
 
 from clipfuse import threads
+
+# Lightning binds its log handler to sys.stderr when first imported. Imported here, that is
+# pytest's session-wide capture; imported inside a test with capsys, it would be that test's
+# stream: later tests would log into a closed file and see Lightning's INFO lines on stderr.
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing may be downloaded in the tests
 # The suite never reads or writes the user's caches: one empty folder for the whole run

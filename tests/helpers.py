@@ -117,12 +117,9 @@ def write_tiny_configs(data_root: Path, folder: Path) -> list[Path]:
 
 def error_line(stderr: str) -> str:
     """The one ``error:`` line of a refused command's stderr; ``note:`` lines (announced
-    choices) and Lightning's ``INFO:`` set-up lines (which reach stderr when no earlier test
-    configured its logger), printed before the failure, may precede it; nothing else and no
-    traceback."""
+    choices, printed before the failure) may precede it, nothing else and no traceback."""
     assert "Traceback" not in stderr, stderr
-    before_error = ("note: ", "INFO: ")
-    lines = [line for line in stderr.strip().splitlines() if not line.startswith(before_error)]
+    lines = [line for line in stderr.strip().splitlines() if not line.startswith("note: ")]
     assert len(lines) == 1 and lines[0].startswith("error: "), stderr
     return lines[0]
 

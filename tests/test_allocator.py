@@ -1,6 +1,5 @@
 """glibc keeps large freed blocks for reuse once clipfuse tunes it (clipfuse.allocator)."""
 
-import platform
 import subprocess
 import sys
 
@@ -32,12 +31,9 @@ print(mmapped_by_one_allocation(), keep_freed_memory(), mmapped_by_one_allocatio
 """
 
 
-@pytest.mark.skipif(
-    platform.system() != "Linux" or platform.libc_ver()[0] != "glibc",
-    reason="the allocator tuning applies to glibc only",
-)
+@pytest.mark.skipif(not allocator.on_glibc(), reason="the allocator tuning applies to glibc only")
 def test_large_blocks_come_from_the_heap_once_tuned(monkeypatch):
-    for name in ("CLIPFUSE_MALLOC", "GLIBC_TUNABLES", "MALLOC_MMAP_THRESHOLD_", "LD_PRELOAD"):
+    for name in (allocator.OPT_OUT, "GLIBC_TUNABLES", *allocator.USER_SETTINGS):
         monkeypatch.delenv(name, raising=False)
     result = subprocess.run(
         [sys.executable, "-c", MMAPPED_BYTES], capture_output=True, text=True, timeout=120

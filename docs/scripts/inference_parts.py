@@ -17,16 +17,17 @@ import torch
 
 from clipfuse.allocator import keep_freed_memory
 from clipfuse.analysis import segmentor_cost
+from clipfuse.analysis.timing import inference_runner
 from clipfuse.build import class_names_of, cost_model
 from clipfuse.config import load_config
-from clipfuse.precision import AutocastWeights
 
 PARTS = ("backbone", "head", "decoder")
 COST_GROUP = {"backbone": "backbone", "head": "fusion", "decoder": "decoder"}
 
 
-def timed_forward(model, weights, images) -> dict[str, float]:
-    """One forward pass; seconds from the previous part's end to each part's end."""
+def timed_forward(model, run) -> dict[str, float]:
+    """One forward pass (``run``, :func:`clipfuse.analysis.timing.inference_runner` of
+    ``model``); seconds from the previous part's end to each part's end."""
     ends: dict[str, float] = {}
 
     def mark_end(part: str):
@@ -40,10 +41,9 @@ def timed_forward(model, weights, images) -> dict[str, float]:
         for part in PARTS
         if getattr(model, part, None) is not None
     ]
-    with weights.applied(), torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
-        start = time.perf_counter()
-        model(images)
-        ends["resize"] = time.perf_counter()
+    start = time.perf_counter()
+    run()
+    ends["resize"] = time.perf_counter()
     for hook in hooks:
         hook.remove()
     seconds, previous = {}, start
@@ -69,11 +69,11 @@ def main() -> None:
         model = cost_model(config, class_names_of(config)).eval()
         cost = segmentor_cost(model, args.size, args.size)
         model = model.to(memory_format=torch.channels_last)
-        models[method] = (model, AutocastWeights(model, torch.bfloat16), cost)
+        models[method] = (model, inference_runner(model, images, torch.bfloat16), cost)
     samples: dict[str, dict[str, list[float]]] = {method: {} for method in models}
     for round_index in range(args.warmup + args.rounds):
-        for method, (model, weights, _) in models.items():
-            for part, seconds in timed_forward(model, weights, images).items():
+        for method, (model, run, _) in models.items():
+            for part, seconds in timed_forward(model, run).items():
                 if round_index >= args.warmup:
                     samples[method].setdefault(part, []).append(seconds)
     print(f"{'model':12s}{'part':10s}{'ms':>8s}{'GMACs':>8s}{'GFLOP/s':>9s}")

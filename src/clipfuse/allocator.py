@@ -30,6 +30,13 @@ THRESHOLD_BYTES = 1 << 30
 M_TRIM_THRESHOLD = -1  # glibc's mallopt parameter numbers (malloc.h)
 M_MMAP_THRESHOLD = -3
 OPT_OUT = "CLIPFUSE_MALLOC"
+# Variables by which a user chooses or tunes the allocator (besides GLIBC_TUNABLES naming malloc)
+USER_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "LD_PRELOAD")
+
+
+def on_glibc() -> bool:
+    """Whether this process runs on Linux with glibc, the allocator tuned here."""
+    return platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 
 
 def _user_choice() -> str | None:
@@ -38,7 +45,7 @@ def _user_choice() -> str | None:
         return OPT_OUT
     if "malloc" in os.environ.get("GLIBC_TUNABLES", ""):
         return "GLIBC_TUNABLES"
-    for name in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "LD_PRELOAD"):
+    for name in USER_SETTINGS:
         if os.environ.get(name):
             return name
     return None
@@ -50,7 +57,7 @@ def keep_freed_memory() -> str:
     choice = _user_choice()
     if choice is not None:
         return f"left as {choice} chose"
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+    if not on_glibc():
         return "not glibc"
     libc = ctypes.CDLL(ctypes.util.find_library("c"))
     if not (
