@@ -211,7 +211,8 @@ def results_markdown(spec: ExperimentSpec, out: Path, rows: Sequence[dict]) -> s
     done = {(row["run"], row["seed"]) for row in rows}
     missing = [f"{run} seed {seed}" for run, seed in planned if (run, seed) not in done]
     spec_arg = str(spec.path) if spec.path else "SPEC.yaml"
-    out_arg = "" if Path(out) == spec.default_out() else f" --out {out}"
+    # with a report_dir the records continue the grid in any folder: no machine's path
+    out_arg = "" if spec.report_dir or Path(out) == spec.default_out() else f" --out {out}"
     lines = [
         f"# Experiment `{spec.name}`",
         "",

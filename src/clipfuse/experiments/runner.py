@@ -249,7 +249,7 @@ def _record(job: Job, spec: ExperimentSpec, trained_row: dict | None = None) -> 
         row = {
             **trained_row,
             **_metric_fields(job, metrics, spec),
-            "config": str(job.folder / CONFIG_FILE),
+            "config": _config_path(job),
         }
         run = spec.run(job.run)
         row.update(evaluates=run.evaluates, trained_weights=run.trained_weights)
@@ -273,11 +273,17 @@ def _record(job: Job, spec: ExperimentSpec, trained_row: dict | None = None) -> 
         "resumed": timing.get("resumed"),
         "seeding": stream.get("seeding", 1),  # runs without the record predate seeding 2
         "batch_stream": stream.get("stream"),
-        "config": str(job.folder / CONFIG_FILE),
+        "config": _config_path(job),
         **vocab,
     }
     atomic_write_text(job.folder / RESULT_FILE, json.dumps(row, indent=2))
     return row
+
+
+def _config_path(job: Job) -> str:
+    """The run's ``config.yaml`` relative to the grid folder (and to ``<report_dir>/runs``,
+    where its record is): a committed row carries no machine's path."""
+    return (Path(job.run) / f"seed{job.seed}" / CONFIG_FILE).as_posix()
 
 
 def _metric_fields(job: Job, metrics: dict, spec: ExperimentSpec) -> dict:
