@@ -8,7 +8,6 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import lightning.pytorch  # noqa: F401  (see below)
 import pytest
 import torch
 import yaml
@@ -22,10 +21,8 @@ from helpers import (
 
 from clipfuse import threads
 
-# Lightning binds its log handler to sys.stderr when first imported. Imported here, that is
-# pytest's session-wide capture; imported inside a test with capsys, it would be that test's
-# stream: later tests would log into a closed file and see Lightning's INFO lines on stderr.
-
+# Before Lightning is imported: it imports huggingface_hub, which reads its offline switch and
+# cache folder once, at import (torch, yaml, helpers and clipfuse above do not import it).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing may be downloaded in the tests
 # The suite never reads or writes the user's caches: one empty folder for the whole run
 # (subprocesses inherit it), so a test cannot pass on what an earlier run left behind.
@@ -34,6 +31,12 @@ atexit.register(shutil.rmtree, _TEST_CACHE, ignore_errors=True)
 os.environ["CLIPFUSE_CACHE"] = _TEST_CACHE
 for _variable in ("HF_HOME", "TORCH_HOME"):
     os.environ[_variable] = os.path.join(_TEST_CACHE, _variable.lower())
+
+# Lightning binds its log handler to sys.stderr when first imported. Imported here, that is
+# pytest's session-wide capture; imported inside a test with capsys, it would be that test's
+# stream: later tests would log into a closed file and see Lightning's INFO lines on stderr.
+import lightning.pytorch  # noqa: E402, F401
+
 torch.set_num_threads(min(2, torch.get_num_threads()))
 # `train.threads: auto` samples other work for 0.5 s at each training start: the suite's ~100
 # in-process trainings sample 0.05 s (tests/test_threads.py measures with its own windows).
