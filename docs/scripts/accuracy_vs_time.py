@@ -64,7 +64,7 @@ def main() -> None:
     args = parser.parse_args()
     throughput = {k: float(v) for k, v in (item.split("=", 1) for item in args.throughput)}
     points = [point(*item.split("=", 1), throughput, args.batch) for item in args.points]
-    figure, axes = plt.subplots(figsize=(6.4, 4.2))
+    figure, axes = plt.subplots(figsize=(6.4, 5.0))
     for series in dict.fromkeys(p["series"] for p in points):
         mine = sorted((p for p in points if p["series"] == series), key=lambda p: p["minutes"])
         axes.errorbar(
@@ -87,7 +87,7 @@ def main() -> None:
     axes.set_xlabel(f"training time (min, 2 CPU cores, {basis})")
     axes.set_ylabel("CamVid val mIoU (%)")
     axes.grid(alpha=0.3)
-    axes.legend()
+    axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, fontsize=8)
     figure.tight_layout()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
