@@ -18,7 +18,7 @@ from clipfuse.errors import ClipfuseError
 from clipfuse.experiments import RunSpec, format_mean_std, load_spec, mean_std, summarize
 from clipfuse.experiments import runner as runner_module
 from clipfuse.experiments.report import results_markdown
-from clipfuse.experiments.runner import Status, plan, run_experiment
+from clipfuse.experiments.runner import Status, plan, rewrite_report, run_experiment
 from clipfuse.experiments.spec import ExperimentSpec
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -417,6 +417,9 @@ def test_a_new_checkout_continues_the_grid_from_the_records_beside_the_report(
     jobs = run_experiment(spec_path, out=tmp_path / "checkout", only=["plain"])
     assert [(job.status, job.folder) for job in jobs] == [(Status.DONE, record)]
     assert "1 done from their records in" in capsys.readouterr().out
+    assert json.loads((report / "results.json").read_text())["rows"] == first_rows
+    (report / "results.json").unlink()
+    rewrite_report(spec_path, out=tmp_path / "fresh", progress=None)  # no grid folder yet
     assert json.loads((report / "results.json").read_text())["rows"] == first_rows
     statuses = {job.run: job.status for job in plan(load_spec(spec_path), tmp_path / "checkout")}
     assert statuses == {"plain": Status.DONE, "convformer": Status.RUN}

@@ -14,7 +14,7 @@ from clipfuse.engine.run_folder import METRICS_FILE, resolved_config, write_run_
 from clipfuse.errors import ClipfuseError
 from clipfuse.evaluation import metrics_json
 from clipfuse.experiments.report import RESULT_FILE
-from clipfuse.experiments.spec import ExperimentSpec
+from clipfuse.experiments.spec import ExperimentSpec, seed_folder
 from clipfuse.fileio import atomic_write_text
 
 
@@ -25,7 +25,7 @@ def score_checkpoint(
     checkpoint of the run it evaluates, in the grid folder ``out``; write its run ``folder``
     (config, metrics) and return the evaluated run's result row."""
     run = spec.run(name)
-    trained = Path(out) / run.evaluates / f"seed{seed}"
+    trained = Path(out) / seed_folder(run.evaluates, seed)
     checkpoint = trained / "checkpoints" / "last.ckpt"
     if not (trained / RESULT_FILE).is_file() or not checkpoint.is_file():
         raise ClipfuseError(

@@ -30,7 +30,7 @@ from clipfuse.errors import ClipfuseError, announce, one_line
 from clipfuse.experiments.compare import compare_all, comparison_markdown, stream_markdown
 from clipfuse.experiments.groups import folder_metrics, group_fields, group_metrics
 from clipfuse.experiments.plot import results_plot
-from clipfuse.experiments.spec import ExperimentSpec
+from clipfuse.experiments.spec import ExperimentSpec, seed_folder
 from clipfuse.experiments.tables import (
     VOCAB_COLUMNS,
     confusion_markdown,
@@ -85,7 +85,7 @@ def run_folder(spec: ExperimentSpec, out: Path, run: str, seed: int) -> Path:
     """The folder holding (run, seed)'s result: its run folder under ``out`` once it has
     started there, else its record beside the report (:meth:`ExperimentSpec.record_dir`) if
     one is kept, else the run folder."""
-    folder = Path(out) / run / f"seed{seed}"
+    folder = Path(out) / seed_folder(run, seed)
     record = spec.record_dir(run, seed)
     if not run_started(folder) and record is not None and (record / RESULT_FILE).is_file():
         return record

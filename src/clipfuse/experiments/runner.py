@@ -55,7 +55,7 @@ from clipfuse.experiments.report import (
     run_started,
     write_report,
 )
-from clipfuse.experiments.spec import ExperimentSpec, load_spec
+from clipfuse.experiments.spec import ExperimentSpec, load_spec, seed_folder
 from clipfuse.experiments.tables import format_mean_std
 from clipfuse.experiments.vocab import VOCAB_FILE, evaluate_run
 from clipfuse.fileio import atomic_write_bytes, atomic_write_text
@@ -167,7 +167,7 @@ def plan(
             folder = run_folder(spec, out, run.name, seed)
             status, step = job_status(folder, config, _needs(spec))
             if status is not Status.DONE and folder == spec.record_dir(run.name, seed):
-                folder = Path(out) / run.name / f"seed{seed}"  # an incomplete record: rerun
+                folder = Path(out) / seed_folder(run.name, seed)  # an incomplete record: rerun
                 status, step = job_status(folder, config, _needs(spec))
             if run.evaluates and status is not Status.DONE:
                 status = Status.EVALUATE
@@ -283,7 +283,7 @@ def _record(job: Job, spec: ExperimentSpec, trained_row: dict | None = None) -> 
 def _config_path(job: Job) -> str:
     """The run's ``config.yaml`` relative to the grid folder (and to ``<report_dir>/runs``,
     where its record is): a committed row carries no machine's path."""
-    return (Path(job.run) / f"seed{job.seed}" / CONFIG_FILE).as_posix()
+    return (seed_folder(job.run, job.seed) / CONFIG_FILE).as_posix()
 
 
 def _metric_fields(job: Job, metrics: dict, spec: ExperimentSpec) -> dict:
@@ -378,11 +378,13 @@ def rewrite_report(
     say = progress or (lambda message: None)
     if rows_from is None:
         out = Path(out) if out is not None else spec.default_out()
-        if not out.is_dir():
+        records = spec.report_dir is not None and (spec.report_dir / "runs").is_dir()
+        if not out.is_dir() and not records:
             raise ClipfuseError(
-                f"no grid folder {out} to report on (--from RESULTS_JSON re-renders a report "
-                "from its rows)"
+                f"no grid folder {out} and no run records beside the report to report on "
+                "(--from RESULTS_JSON re-renders a report from its rows)"
             )
+        out.mkdir(parents=True, exist_ok=True)  # a new checkout reports from the records
         folders = [spec.report_dir] if spec.report_dir else []
         with RunLock(out, LOCK_FILE, ("experiment folder", "another clipfuse experiment")):
             written = write_report(spec, out, folders)

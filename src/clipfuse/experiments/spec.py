@@ -134,11 +134,17 @@ class ExperimentSpec:
         a new checkout continues the grid from them), or None without ``report_dir``."""
         if self.report_dir is None:
             return None
-        return self.report_dir / "runs" / run / f"seed{seed}"
+        return self.report_dir / "runs" / seed_folder(run, seed)
 
     def default_out(self) -> Path:
         """``out`` from the spec, else ``runs/experiments/<name>``."""
         return self.out if self.out is not None else Path("runs") / "experiments" / self.name
+
+
+def seed_folder(run: str, seed: int) -> Path:
+    """``<run>/seed<seed>``: where (run, seed) lives, relative to the grid folder ``out`` and
+    to ``<report_dir>/runs`` alike."""
+    return Path(run) / f"seed{seed}"
 
 
 def _where(spec_path: Path | None, value: str | Path) -> Path:
