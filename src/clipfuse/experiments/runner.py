@@ -378,8 +378,8 @@ def rewrite_report(
     say = progress or (lambda message: None)
     if rows_from is None:
         out = Path(out) if out is not None else spec.default_out()
-        records = spec.report_dir is not None and (spec.report_dir / "runs").is_dir()
-        if not out.is_dir() and not records:
+        records = spec.records_dir()
+        if not out.is_dir() and not (records is not None and records.is_dir()):
             raise ClipfuseError(
                 f"no grid folder {out} and no run records beside the report to report on "
                 "(--from RESULTS_JSON re-renders a report from its rows)"

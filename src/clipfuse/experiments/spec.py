@@ -129,12 +129,16 @@ class ExperimentSpec:
             f"experiment {self.name!r} has no run {name!r}: expected one of {known}"
         )
 
+    def records_dir(self) -> Path | None:
+        """``<report_dir>/runs``, where the finished runs' records are kept beside the report,
+        or None without ``report_dir``."""
+        return None if self.report_dir is None else self.report_dir / "runs"
+
     def record_dir(self, run: str, seed: int) -> Path | None:
         """Where a finished (run, seed)'s small files are kept beside the report (committed:
         a new checkout continues the grid from them), or None without ``report_dir``."""
-        if self.report_dir is None:
-            return None
-        return self.report_dir / "runs" / seed_folder(run, seed)
+        records = self.records_dir()
+        return None if records is None else records / seed_folder(run, seed)
 
     def default_out(self) -> Path:
         """``out`` from the spec, else ``runs/experiments/<name>``."""
