@@ -170,6 +170,8 @@ def _expected_warnings() -> Iterator[None]:
         warnings.filterwarnings("ignore", ".*overridden `on_after_batch_transfer`.*")  # ours
         # Logging counts steps across epochs (max_steps runs): short epochs are fine.
         warnings.filterwarnings("ignore", ".*smaller than the logging interval.*")
+        # The sampler resumes mid-epoch where the checkpoint stopped (clipfuse.data.sampling).
+        warnings.filterwarnings("ignore", ".*your dataloader is not resumable.*")
         yield
 
 
