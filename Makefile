@@ -8,7 +8,7 @@ DEMO_CONFIG ?= configs/plain_mobilenetv2_camvid_256x320_800.yaml
 # on the demo's model, 3 seeds (docs/results.md, "Accuracy per CPU-minute"); DEMO_OVERRIDES= for none.
 DEMO_OVERRIDES ?= eval.flip=true 'eval.scales=[0.75,1.0,1.25]'
 
-.PHONY: setup browser demo test lint clean
+.PHONY: setup browser demo test lint clean gpu-check-prepare gpu-check
 
 setup: $(STAMP)
 
@@ -29,12 +29,19 @@ browser:
 		|| echo "note: could not install chromium: the browser test will be skipped outside CI"
 
 test: $(STAMP) browser
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests tools
 	$(BIN)/pytest -q tests
 
 lint: $(STAMP)
-	$(BIN)/ruff check --fix src tests
-	$(BIN)/ruff format src tests
+	$(BIN)/ruff check --fix src tests tools
+	$(BIN)/ruff format src tests tools
+
+# The GPU device check (tools/gpu_check.py): prepare here, then run on a machine with a GPU.
+gpu-check-prepare: $(STAMP)
+	$(BIN)/python tools/gpu_check.py prepare
+
+gpu-check:
+	bash tools/gpu_check.sh
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) runs .gpu-check gpu-check-out

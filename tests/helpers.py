@@ -1,7 +1,9 @@
 """Helpers shared by the tests: ../shared lookup, tiny datasets, tiny configs, file snapshots
 and damaged checkpoints."""
 
+import errno
 import hashlib
+import io
 import os
 from pathlib import Path
 
@@ -163,6 +165,24 @@ def save_png(path: Path, array: np.ndarray) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(array).save(path)
     return path
+
+
+class FullDisk(io.RawIOBase):
+    """``file`` on a disk with ``room`` bytes left: a write past them fails with ENOSPC, as a
+    real full disk does (``torch.save`` into it then raises its ``RuntimeError: ... unexpected
+    pos ...`` while handling that ``OSError``)."""
+
+    def __init__(self, file, room: int) -> None:
+        self.file, self.room = file, room
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        if len(data) > self.room:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self.room -= len(data)
+        return self.file.write(data)
 
 
 class _Exploit:

@@ -6,7 +6,6 @@ One tiny FPN run (2 steps, a checkpoint at step 2) is trained once for the modul
 change a run work on a copy of it.
 """
 
-import errno
 import hashlib
 import json
 import os
@@ -23,7 +22,7 @@ import lightning as L
 import pytest
 import torch
 import yaml
-from helpers import last_error_line, tiny_config, write_folder_dataset
+from helpers import FullDisk, last_error_line, tiny_config, write_folder_dataset
 from helpers import refused as refused_with
 
 import clipfuse
@@ -244,9 +243,9 @@ def test_sigterm_with_a_full_disk_says_what_is_kept(data, tmp_path, monkeypatch)
 
 
 def disk_full(checkpoint, file) -> None:
-    """What a full disk does to ``torch.save`` into a file: part written, then ENOSPC."""
-    file.write(b"part of a checkpoint")
-    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    """What a full disk does to ``torch.save`` into a file: part written, then the file's
+    ENOSPC, which torch raises as ``RuntimeError: [enforce fail at ...] unexpected pos ...``."""
+    torch.serialization.save(checkpoint, FullDisk(file, room=4096))
 
 
 def test_a_full_disk_during_a_checkpoint_is_one_line_and_keeps_the_old_one(

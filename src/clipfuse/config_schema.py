@@ -274,7 +274,8 @@ class TrainSection(_Section):
     ema_decay: Annotated[float, Field(gt=0, lt=1)] | None = _key(
         None, "null (off) or a number in (0, 1), e.g. 0.999"
     )
-    # auto: bf16-mixed where the CPU / GPU has native bf16, else 32-true (clipfuse.precision)
+    # auto: on a CPU what its probe measured fastest (clipfuse.cpu_probe); on a GPU bf16-mixed,
+    # or 16-mixed without bf16 (clipfuse.precision)
     precision: Literal[TRAIN_PRECISIONS] = _key("auto", f"one of {', '.join(TRAIN_PRECISIONS)}")
     channels_last: Literal["auto"] | StrictBool = _key("auto", "true, false or auto")
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps", "tpu"] = _key(
@@ -289,7 +290,7 @@ class TrainSection(_Section):
     checkpoint_every: PositiveInt = _key(200, "a positive integer (steps)")
     log_every: PositiveInt = _key(10, "a positive integer (steps)")
     progress_bar: StrictBool = _key(True, "true or false")
-    # auto: torch's number, fewer where other work is busy on this process's cores
+    # auto: one per usable core, fewer while other work keeps some busy (clipfuse.threads)
     threads: Literal["auto"] | PositiveInt = _key("auto", "auto or a positive integer")
 
     @model_validator(mode="after")

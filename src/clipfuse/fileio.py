@@ -49,6 +49,22 @@ def os_error(path: Path, error: OSError, action: str = "write") -> ClipfuseError
     return ClipfuseError(f"cannot {action} {path}: {reason}")
 
 
+def os_error_behind(error: BaseException) -> OSError | None:
+    """The ``OSError`` (with an errno) that ``error`` was raised from or while handling (its
+    ``__cause__`` / ``__context__`` chain), or None. A writer that wraps the file's error in its
+    own raises such chains: ``torch.save`` into a Python file on a full disk raises
+    ``RuntimeError: [enforce fail at inline_container.cc:...] . unexpected pos ...`` while
+    handling the file's ``OSError: [Errno 28] No space left on device``."""
+    seen: set[int] = set()
+    link = error.__cause__ or error.__context__
+    while link is not None and id(link) not in seen:
+        if isinstance(link, OSError) and link.errno is not None:
+            return link
+        seen.add(id(link))
+        link = link.__cause__ or link.__context__
+    return None
+
+
 def prepare_dir(path: str | os.PathLike, what: str = "output folder") -> Path:
     """Create the folder ``path`` (and its parents) and check that files can be written in it,
     before any expensive work; a one-line error when it is a file, under a file, or read-only."""
@@ -105,12 +121,17 @@ def atomic_write(
 
 
 def atomic_write_all(
-    writes: Mapping[str | os.PathLike, Callable[[Path], object]], what: str | None = None
+    writes: Mapping[str | os.PathLike, Callable[[Path], object]],
+    what: str | None = None,
+    before_replace: Callable[[], object] | None = None,
 ) -> list[Path]:
     """:func:`atomic_write` for files that belong together (a model's weights and config):
-    every ``write`` runs first, each into its temporary file; only when all succeeded are the
-    files renamed over their targets, one after the other, in the order given. A failure or a
-    kill while writing (the slow part) leaves every target as it was."""
+    every ``write`` runs first, each into its temporary file; only when all succeeded (and
+    ``before_replace``, when given, has run: e.g. to keep the old files aside) are the files
+    renamed over their targets, one after the other, in the order given. A failure or a kill
+    while writing (the slow part) leaves every target as it was; a kill between two renames
+    leaves some targets new and the others old (see
+    :func:`clipfuse.saved_model.write_pretrained` for a reader that copes)."""
     targets = [prepare_file(path, what or "output file") for path in writes]
     temporaries: list[Path] = []
     target = targets[0]
@@ -124,11 +145,13 @@ def atomic_write_all(
             write(temporaries[-1])
             # after the write: mkstemp's 0600 (or a writer's own new file) would outlive the rename
             os.chmod(temporaries[-1], 0o666 & ~_umask())
-            _fsync(temporaries[-1])
+            fsync(temporaries[-1])
+        if before_replace is not None:
+            before_replace()
         for target, temporary in zip(targets, temporaries, strict=True):
             os.replace(temporary, target)
         for folder in dict.fromkeys(target.parent for target in targets):
-            _fsync(folder)
+            fsync(folder)
     except OSError as error:
         _remove(temporaries)
         raise os_error(target, error, f"write the {what}" if what else "write") from error
@@ -175,7 +198,8 @@ def _umask() -> int:
     return mask
 
 
-def _fsync(path: Path) -> None:
+def fsync(path: Path) -> None:
+    """Flush the file or folder ``path`` to disk (a folder: the names in it, e.g. a rename)."""
     descriptor = os.open(path, os.O_RDONLY)
     try:
         os.fsync(descriptor)

@@ -1,12 +1,14 @@
 """Numeric precision and memory format of training and inference.
 
-``train.precision: auto`` picks bf16 autocast (Lightning's ``bf16-mixed``) where the device
-computes bf16 natively — a CUDA GPU with bf16, or a CPU with AVX512-BF16 or AMX — fp16 with
-loss scaling (``16-mixed``) on an older GPU, and fp32 (``32-true``) on other CPUs;
-``train.channels_last: auto`` follows it (channels-last tensors are what oneDNN's and cuDNN's
-bf16 convolutions are fastest on). On this project's
-2-core AMD EPYC this trains 2-2.5x faster than fp32 (docs/speed.md). The choice is announced
-in one line and the resolved values are what the run's ``config.yaml`` records.
+``train.precision: auto`` and ``train.channels_last: auto`` on a CPU take the setting that the
+probe of :mod:`clipfuse.cpu_probe` measured fastest on this CPU (fp32 or bf16 autocast, Lightning's
+``bf16-mixed``; contiguous or channels-last tensors), announced in one line with the measured
+speed of each setting; CPU flags do not decide it. On a CUDA GPU ``auto`` is ``bf16-mixed`` where
+the GPU has bf16, else fp16 with loss scaling (``16-mixed``), with channels-last tensors (cuDNN's
+tensor-core convolutions' layout). The resolved values are what the run's ``config.yaml``
+records. ``eval.precision: auto`` (``predict``, ``eval``, ``serve``, ``bench``) follows the same
+rule for the forward pass alone, so a model trained in bf16 is served in fp32 where fp32 is
+faster, and its layout is the inference verdict's (:func:`inference_channels_last`).
 
 Inference casts the weights autocast would cast on every forward once (:class:`AutocastWeights`).
 """
@@ -17,26 +19,13 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from clipfuse.cpu_probe import cpu_verdict
 from clipfuse.errors import ClipfuseError
 
 AUTO = "auto"
 FP32 = "32-true"
 BF16 = "bf16-mixed"
 MIXED = ("bf16-mixed", "16-mixed", "bf16-true", "16-true")
-
-
-def cpu_has_fast_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX) through oneDNN."""
-    return torch.backends.mkldnn.is_available() and (
-        torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-    )
-
-
-def has_native_bf16(device_type: str) -> bool:
-    """Whether this machine's ``cuda`` or ``cpu`` device computes bf16 natively."""
-    if device_type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return device_type == "cpu" and cpu_has_fast_bf16()
 
 
 def training_device(accelerator: str) -> str:
@@ -46,24 +35,32 @@ def training_device(accelerator: str) -> str:
     return "cpu"
 
 
+def cuda_precision() -> str:
+    """``bf16-mixed`` on a GPU with bf16, else ``16-mixed`` (fp16 with a gradient scaler)."""
+    return BF16 if torch.cuda.is_bf16_supported() else "16-mixed"
+
+
 def resolve_precision(
     precision: str, channels_last: bool | str, accelerator: str = "auto"
 ) -> tuple[str, bool, str | None]:
     """``(precision, channels_last, note)`` with ``auto`` replaced by this machine's choice;
     ``note`` is the line that announces an automatic choice (None when both were explicit)."""
     automatic = AUTO in (precision, channels_last)
+    cuda = training_device(accelerator) == "cuda"
     reason = f"train.precision={precision}"
-    if precision == AUTO:
-        device = training_device(accelerator)
-        fast = has_native_bf16(device)
-        if device == "cuda":
-            reason = "this GPU has bf16" if fast else "this GPU has no bf16: fp16 with loss scaling"
-            precision = BF16 if fast else "16-mixed"
-        else:
-            reason = "this CPU has AVX512-BF16/AMX" if fast else "this CPU has no native bf16"
-            precision = BF16 if fast else FP32
-    if channels_last == AUTO:
-        channels_last = precision in MIXED
+    if precision == AUTO and cuda:
+        precision = cuda_precision()
+        reason = "this GPU has bf16" if precision == BF16 else "this GPU has no bf16"
+    if cuda or precision not in (AUTO, FP32, BF16):  # GPUs, and precisions the probe does not time
+        if channels_last == AUTO:
+            channels_last = precision in MIXED
+    elif automatic:
+        verdict, source = cpu_verdict("train")
+        if precision == AUTO:
+            precision = verdict.precision
+        if channels_last == AUTO:
+            channels_last = verdict.fastest_layout(precision)
+        reason = f"speed against fp32 contiguous: {verdict.speedups()}; {source}"
     if not automatic:
         return precision, channels_last, None
     layout = "channels-last" if channels_last else "contiguous"
@@ -83,9 +80,11 @@ def with_resolved_precision(config: dict) -> tuple[dict, str | None]:
 
 def inference_dtype(precision: str, device: torch.device | str) -> torch.dtype | None:
     """The autocast dtype of ``eval.precision`` on ``device`` (None: fp32, no autocast);
-    ``auto`` is bf16 where the device computes it natively."""
+    ``auto``: on a CPU the probe's fastest for inference, on a GPU bf16 or fp16."""
     if precision == AUTO:
-        return torch.bfloat16 if has_native_bf16(torch.device(device).type) else None
+        if torch.device(device).type == "cuda":
+            return torch.bfloat16 if cuda_precision() == BF16 else torch.float16
+        return torch.bfloat16 if cpu_verdict("inference")[0].precision == BF16 else None
     if precision in ("bf16-mixed", "bf16-true"):
         return torch.bfloat16
     if precision in ("16-mixed", "16-true"):
@@ -95,6 +94,17 @@ def inference_dtype(precision: str, device: torch.device | str) -> torch.dtype |
     raise ClipfuseError(
         f"eval.precision {precision!r} is unknown: expected auto, 32-true, bf16-mixed or 16-mixed"
     )
+
+
+def inference_channels_last(precision: str, device: torch.device | str) -> bool:
+    """Whether inference at ``eval.precision`` on ``device`` runs in channels-last tensors: on a
+    CPU where the probe measured that layout faster for that precision, on a GPU for bf16 / fp16."""
+    dtype = inference_dtype(precision, device)
+    if torch.device(device).type != "cpu":
+        return dtype is not None
+    if dtype not in (None, torch.bfloat16):
+        return False
+    return cpu_verdict("inference")[0].fastest_layout(BF16 if dtype else FP32)
 
 
 # The modules whose weights CPU and CUDA autocast cast to the lower precision on every call.

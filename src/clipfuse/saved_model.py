@@ -8,7 +8,8 @@ A trained model is saved in one of two forms:
   only, so a file holding anything other than tensors and plain data is refused; its
   ``clipfuse`` entry holds the run config, the class names and the format version;
 * a pretrained folder (written by :func:`write_pretrained`, through
-  :meth:`clipfuse.inference.ClipfuseModel.save_pretrained`):
+  :meth:`clipfuse.inference.ClipfuseModel.save_pretrained`; while a save replaces its files,
+  ``.clipfuse-previous/`` keeps the pair it replaces):
 
   * ``model.safetensors``: the network's ``state_dict`` (the class-name text embeddings are
     the buffer ``head.text_embeddings``), tensors only;
@@ -28,6 +29,7 @@ Lightning-free: loading a model for inference does not import the training engin
 import json
 import os
 import pickle
+import shutil
 import uuid
 import zipfile
 from pathlib import Path
@@ -38,8 +40,9 @@ import torch
 from torch import nn
 
 from clipfuse.config import FORMAT_VERSION, with_defaults
-from clipfuse.errors import ClipfuseError, one_line
-from clipfuse.fileio import atomic_write_all, prepare_dir, remove_partial_files
+from clipfuse.data.base import validate_classes
+from clipfuse.errors import ClipfuseError, announce, one_line
+from clipfuse.fileio import atomic_write_all, fsync, prepare_dir, remove_partial_files
 
 CHECKPOINT_KEY = "clipfuse"
 # Where Lightning's weight averaging (train.ema_decay) keeps the trained weights beside the average.
@@ -48,6 +51,8 @@ PRETRAINED_FORMAT = "clipfuse-pretrained"
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 SAVE_ID = "save_id"  # in both files of a pretrained folder: they were written together
+# While save_pretrained replaces a folder's pair: hard links to the pair it replaces.
+PREVIOUS_DIR = ".clipfuse-previous"
 _EXPECTED = "expected a .ckpt written by clipfuse train"
 
 
@@ -107,6 +112,7 @@ def check_checkpoint(path: Path, checkpoint: Any) -> None:
         missing.append("state_dict")
     if missing:
         raise ClipfuseError(f"checkpoint {path} lacks {', '.join(missing)}: {_EXPECTED}")
+    validate_classes(meta["class_names"], f"checkpoint {path}")
 
 
 def checkpoint_meta(config: dict, class_names: list[str]) -> dict:
@@ -192,11 +198,31 @@ def write_pretrained(
     directory: str | os.PathLike, state: dict[str, torch.Tensor], meta: dict
 ) -> Path:
     """Write ``state`` to ``model.safetensors`` and ``meta`` (:func:`pretrained_config`) to
-    ``config.json`` in ``directory`` (created; other files there are kept). Both are written
-    before either replaces the old one, and share a ``save_id`` that :func:`read_pretrained`
-    checks, so an interrupted save leaves the old model (or, killed between the two renames,
-    a folder refused as mixed), never a silent mix. Leftovers of an earlier killed save are
-    removed."""
+    ``config.json`` in ``directory`` (created; other files there are kept), so that at every
+    instant of the save, also when the process is killed, :func:`read_pretrained` reads either
+    the complete old model or the complete new one:
+
+    1. both files are written to hidden temporary files beside their targets (the slow part);
+       they share a new ``save_id``;
+    2. the folder's current pair, when it is complete (both files there, of one save), is
+       hard-linked (copied where the file system has no hard links) into
+       ``.clipfuse-previous/``, replacing what that held, and flushed to disk;
+    3. the temporary files are renamed over ``model.safetensors``, then over ``config.json``;
+    4. ``.clipfuse-previous/`` is deleted.
+
+    Killed before the first rename, the folder holds the old pair; after the second, the new
+    one; between the two, the new weights beside the old config, which share no ``save_id``:
+    :func:`read_pretrained` then reads the old pair from ``.clipfuse-previous/``. A folder whose
+    pair is not complete when a save starts (one killed between its renames) keeps its
+    ``.clipfuse-previous/``: that is still the last complete model. The next save removes a
+    killed save's temporary files.
+
+    Why not write a complete new folder and rename it into place: the two files stay at the
+    folder's top level, the layout the Hugging Face Hub and other tools read, with no symlink
+    or versioned subfolder; the folder itself (other files in it, its permissions, a symlink
+    to it or a mount point) stays as it is, and its parent need not be writable; and keeping
+    the old pair costs two hard links, not a copy of the weights.
+    """
     from safetensors.torch import save_file
 
     directory = prepare_dir(directory, "model folder")
@@ -215,16 +241,79 @@ def write_pretrained(
             directory / CONFIG_FILE: lambda path: path.write_text(config, encoding="utf-8"),
         },
         "model file",
+        before_replace=lambda: _keep_previous(directory),
     )
+    # Should it stay (a kill, a folder it cannot delete), it is read only while the folder's
+    # pair is mixed, and the next save replaces it.
+    shutil.rmtree(directory / PREVIOUS_DIR, ignore_errors=True)
     return directory
+
+
+def _keep_previous(directory: Path) -> None:
+    """Step 2 of :func:`write_pretrained`: hard links to ``directory``'s complete pair in
+    ``.clipfuse-previous/``; nothing when the pair is not complete (that folder then holds the
+    last complete one)."""
+    if not _complete_pair(directory):
+        return
+    previous = directory / PREVIOUS_DIR
+    if previous.exists():
+        shutil.rmtree(previous)
+    previous.mkdir()
+    for name in (WEIGHTS_FILE, CONFIG_FILE):
+        try:
+            os.link(directory / name, previous / name)
+        except OSError:  # a file system without hard links
+            shutil.copyfile(directory / name, previous / name)
+            fsync(previous / name)
+    fsync(previous)
+    fsync(directory)
+
+
+def _complete_pair(directory: Path) -> bool:
+    """Whether ``directory`` holds both files of a pretrained folder and they come from one
+    save: equal ``save_id`` (both absent in a folder saved before save ids), read without the
+    tensors."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        config = json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8"))
+        with safe_open(directory / WEIGHTS_FILE, "pt") as weights:
+            weights_id = (weights.metadata() or {}).get(SAVE_ID)
+    except (OSError, UnicodeDecodeError, ValueError, SafetensorError):
+        return False
+    return isinstance(config, dict) and config.get(SAVE_ID) == weights_id
+
+
+class _MixedSaves(ClipfuseError):
+    """A pretrained folder's weights and config come from different saves."""
 
 
 def read_pretrained(directory: str | os.PathLike) -> tuple[dict, dict[str, torch.Tensor]]:
     """``(meta, state_dict)`` of a pretrained folder; ``meta`` is its ``config.json`` with
-    ``config`` upgraded and completed (:func:`clipfuse.config.with_defaults`)."""
+    ``config`` upgraded and completed (:func:`clipfuse.config.with_defaults`).
+
+    A folder whose weights and config come from different saves is refused, unless a save
+    killed between its two renames left the pair it was replacing in ``.clipfuse-previous/``
+    (:func:`write_pretrained`): that complete pair is read instead, announced."""
+    directory = Path(directory)
+    try:
+        return _read_pair(directory)
+    except _MixedSaves:
+        previous = directory / PREVIOUS_DIR
+        if not _complete_pair(previous):
+            raise
+        announce(
+            f"{directory}: a save_pretrained was interrupted ({WEIGHTS_FILE} and {CONFIG_FILE} "
+            f"come from different saves): reading the model saved before it, kept in "
+            f"{previous}; save the model again to complete the folder"
+        )
+        return _read_pair(previous)
+
+
+def _read_pair(directory: Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    """:func:`read_pretrained` of the pair in ``directory`` alone."""
     from safetensors import SafetensorError, safe_open
 
-    directory = Path(directory)
     config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
     expected = f"expected {CONFIG_FILE} and {WEIGHTS_FILE} written by save_pretrained"
     if not config_path.is_file():
@@ -244,6 +333,7 @@ def read_pretrained(directory: str | os.PathLike) -> tuple[dict, dict[str, torch
     missing = [key for key in ("config", "class_names") if not meta.get(key)]
     if missing:
         raise ClipfuseError(f"{config_path} lacks {', '.join(missing)}")
+    validate_classes(meta["class_names"], str(config_path))
     try:
         meta = {**meta, "config": with_defaults(meta["config"], version)}
     except ClipfuseError as error:
@@ -259,7 +349,7 @@ def read_pretrained(directory: str | os.PathLike) -> tuple[dict, dict[str, torch
             f"{weights_path} could not be read as safetensors: {one_line(error)}"
         ) from error
     if weights_id != meta.get(SAVE_ID):  # both absent: a folder saved before save ids
-        raise ClipfuseError(
+        raise _MixedSaves(
             f"{directory}: {WEIGHTS_FILE} (save {weights_id}) and {CONFIG_FILE} (save "
             f"{meta.get(SAVE_ID)}) come from different saves (an interrupted save_pretrained?): "
             "save the model again"

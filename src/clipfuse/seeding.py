@@ -14,15 +14,21 @@ what their configs say:
 Validation draws from none of them. The random-text and shuffled-text controls take their
 draw from the seed too (:func:`with_resolved_draws`), and the run records it.
 
+A checkpoint carries the global generators' state (:func:`random_state`), which a resumed run
+restores (:func:`restore_random_state`): stopped and resumed, it draws what the uninterrupted
+run draws (:class:`clipfuse.engine.batch_stream.BatchStream`).
+
 :data:`SEEDING_VERSION` is recorded next to every run's results: 1 was the global-generator
 seeding before this module (model init and data order shared one stream), 2 is this one.
 A report pairs runs strictly only when both used version 2 and saw the same batches.
 """
 
 import hashlib
+import random
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import numpy as np
 import torch
 
 SEEDING_VERSION = 2
@@ -41,6 +47,49 @@ def init_rng(seed: int) -> Iterator[None]:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(seed, "init"))
         yield
+
+
+def random_state() -> dict:
+    """The state of every global generator a training step may draw from, as tensors and
+    plain values (what a ``weights_only`` checkpoint loads): torch's CPU generator, the current
+    CUDA device's once CUDA is in use, numpy's global generator and Python's ``random``."""
+    _, keys, position, has_gauss, cached_gaussian = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(position),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached_gaussian),
+        },
+        "python": {"version": version, "internal": list(internal), "gauss_next": gauss_next},
+    }
+    if torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def restore_random_state(state: dict) -> bool:
+    """Set the global generators to ``state`` (from :func:`random_state`); whether that is
+    all of this process's draws: False when the state holds a CUDA generator and this process
+    does not use CUDA, or the other way round (a run resumed on another kind of device)."""
+    torch.set_rng_state(state["torch"])
+    numpy = state["numpy"]
+    np.random.set_state(
+        (
+            "MT19937",
+            numpy["keys"].numpy().astype(np.uint32),
+            numpy["pos"],
+            numpy["has_gauss"],
+            numpy["cached_gaussian"],
+        )
+    )
+    python = state["python"]
+    random.setstate((python["version"], tuple(python["internal"]), python["gauss_next"]))
+    if "cuda" in state and torch.cuda.is_initialized():
+        torch.cuda.set_rng_state(state["cuda"])
+    return ("cuda" in state) == torch.cuda.is_initialized()
 
 
 def with_resolved_draws(config: dict) -> dict:

@@ -7,6 +7,7 @@ import pytest
 from helpers import tiny_config
 
 from clipfuse.analysis.bench import bench, format_bench
+from clipfuse.analysis.paths import PATHS
 from clipfuse.cli import main
 from clipfuse.errors import ClipfuseError
 
@@ -122,6 +123,11 @@ def test_training_is_timed_per_precision_and_layout(config_files, capsys):
             )
     table = format_bench(result)
     assert "speed-up over 32-true" in table and "bf16-mixed+channels_last ms" in table
+    # beside them, what `auto` takes on this machine at this thread count (clipfuse.cpu_probe)
+    auto = result["machine"]["auto"]
+    assert auto["train"] in modes and auto["inference_path"] in PATHS
+    assert auto["train_note"].startswith(f"training in {auto['train'].split('+')[0]} with ")
+    assert f"auto: inference on {auto['inference_path']}, training in " in table
 
 
 def test_bench_steps_with_the_loss_the_config_trains_with(folder_dataset, capsys):

@@ -168,12 +168,18 @@ def test_unknown_label_values(tmp_path: Path) -> None:
     with pytest.raises(ClipfuseError) as error:
         ade[0]
     assert_message(error, f"mask {mask}", "[159]", "raw values [160]", "0..149")
-    folder = FolderDataset(write_folder(tmp_path / "mine", ["a", "b"]), "val")
-    mask = folder.samples[0][1]
-    save(mask, np.full((HEIGHT, WIDTH), 2, dtype=np.uint8))
-    with pytest.raises(ClipfuseError) as error:
-        folder[0]
-    assert_message(error, f"mask {mask}", "[2]", "0..1")
+    root = write_folder(tmp_path / "mine", ["a", "b", "c"])
+    mask = FolderDataset(root, "val").samples[0][1]
+    save(mask, np.full((HEIGHT, WIDTH), 9, dtype=np.uint8))
+    for options in ({}, {"merge": {"c": "a"}}):  # no mapping of values, or classes merged
+        with pytest.raises(ClipfuseError) as error:
+            FolderDataset(root, "val", **options)[0]
+        assert_message(
+            error,
+            f"mask {mask} has values [9]: expected 0..2 (the 3 classes of {root / 'classes.txt'})"
+            " or 255 (ignore)",
+        )
+        assert "label values" not in str(error.value)  # was: label values [3] (raw values [9])
 
 
 @pytest.mark.parametrize(

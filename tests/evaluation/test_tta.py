@@ -1,11 +1,15 @@
-"""infer_probabilities and InferenceConfig (clipfuse.evaluation.tta): mmseg's test-time inference."""
+"""infer_probabilities and InferenceConfig (clipfuse.evaluation.tta): mmseg's test-time inference;
+labels_in_strips: the same argmax, a band of columns at a time."""
 
 import pytest
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 from clipfuse.evaluation import InferenceConfig, infer_probabilities
+from clipfuse.evaluation.tta import BAND_COLUMNS, STRIP_BYTES, labels_in_strips, view_logits
 
 K = 4
 
@@ -146,3 +150,70 @@ def test_config_kwargs_are_exactly_infer_probabilities_keywords(
     assert list(kwargs) == ["mode", "crop_size", "stride", "flip", "scales", "precision"]
     with torch.inference_mode():
         assert infer_probabilities(conv, images, K, **kwargs).shape == (2, K, 13, 17)
+
+
+def test_kwargs_reach_view_logits_too(conv: nn.Conv2d, images: torch.Tensor) -> None:
+    kwargs = InferenceConfig(flip=True, scales=(1.0, 0.5)).as_kwargs()
+    with torch.inference_mode():
+        views = view_logits(conv, images, K, **kwargs)
+    assert [[tuple(v.shape) for v in scale] for scale in views] == [
+        [(2, K, 13, 17)] * 2,
+        [(2, K, 7, 9)] * 2,
+    ]
+
+
+# -- the argmax a band of columns at a time ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("output_size", "kwargs", "channels_last"),
+    [
+        ((150, 700), {}, False),  # 5 bands of 128 columns, the last 188
+        ((301, 397), {"flip": True, "scales": (0.75, 1.0, 1.5)}, False),
+        ((40, 260), {"flip": True}, True),  # channels-last logits, as a CPU model in bf16 gives
+        ((26, 40), {}, False),  # narrower than two bands: one, the whole image
+    ],
+)
+@torch.inference_mode()
+def test_strips_give_the_whole_images_probabilities_bit_for_bit(
+    conv: nn.Conv2d, images: torch.Tensor, output_size, kwargs, channels_last
+) -> None:
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    whole = infer_probabilities(conv, images, K, output_size=output_size, **kwargs)
+    views = view_logits(conv, images, K, **kwargs)
+    scores = torch.empty_like(whole, memory_format=torch.contiguous_format)
+    labels = labels_in_strips(views, output_size, scores, torch.uint8, strip_bytes=1)
+    assert torch.equal(scores, whole)
+    assert labels.dtype == torch.uint8 and torch.equal(labels, whole.argmax(1).to(torch.uint8))
+
+
+class LargestTensor(TorchDispatchMode):
+    """Records the bytes of the largest tensor any torch operation returns."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.largest = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for item in tree_leaves(out):
+            if isinstance(item, torch.Tensor):
+                self.largest = max(self.largest, item.numel() * item.element_size())
+        return out
+
+
+@torch.inference_mode()
+def test_a_large_output_never_holds_its_full_size_probabilities(conv: nn.Conv2d) -> None:
+    images = torch.randn(1, 3, 24, 32, generator=torch.Generator().manual_seed(2))
+    views = view_logits(conv, images, K)
+    size = (1500, 2000)
+    full_size = K * size[0] * size[1] * 4  # 48 MB of float32 probabilities
+    with LargestTensor() as recorded:
+        labels = labels_in_strips(views, size, dtype=torch.uint8)
+    assert labels.shape == (1, *size)
+    column = K * size[0] * 4  # a column of float32 probabilities
+    # a band holds about STRIP_BYTES; the last one takes a remainder narrower than BAND_COLUMNS
+    assert recorded.largest < STRIP_BYTES + BAND_COLUMNS * column < full_size / 2
+    upsampled = F.interpolate(views[0][0], size=size, mode="bilinear", align_corners=False)
+    assert torch.equal(labels[0], upsampled.argmax(1)[0].to(torch.uint8))

@@ -24,12 +24,21 @@ T_975_DF2 = 4.302652729911275  # Student t, 97.5% quantile, 2 degrees of freedom
 BASE = "configs/plain_mobilenetv2_camvid_192x256_140.yaml"
 
 
-def row(run: str, seed: int, miou: float, seeding: int | None = 2, stream: str | None = "ab"):
+def row(
+    run: str,
+    seed: int,
+    miou: float,
+    seeding: int | None = 2,
+    stream: str | None = "ab",
+    resumes: list[dict] | None = None,
+):
+    """A result row; ``resumes`` as batch_stream.json records them (none: trained in one go)."""
     made = {"run": run, "seed": seed, "method": "plain", "mIoU": miou, "mAcc": 1.0, "aAcc": 2.0}
     made["config"] = f"runs/{run}/seed{seed}/config.yaml"
     if seeding is not None:
         made["seeding"] = seeding
         made["batch_stream"] = stream
+        made["resumes"] = resumes or []
     return made
 
 
@@ -104,6 +113,28 @@ def test_strict_only_with_seeding_2_and_the_same_known_batch_stream():
     result = compare(mixed, "a", "b")
     assert not result.strict
     assert result.pairing == "not strict: different batches (seed 1), unknown stream (seed 2)"
+
+
+def test_strict_only_when_the_record_proves_each_run_is_its_uninterrupted_run():
+    exact = [{"step": 70, "random_state": True}]
+    assert seed_pairing(row("a", 0, 1.0, resumes=exact), row("b", 0, 2.0)) is None
+    reseeded = row("a", 0, 1.0, resumes=[*exact, {"step": 100, "random_state": False}])
+    assert seed_pairing(reseeded, row("b", 0, 2.0)) == "resumed without random state"
+    assert seed_pairing(row("b", 0, 2.0), reseeded) == "resumed without random state"
+    # records older than "resumes": the runner's "resumed" says whether it trained in one go
+    older = {key: value for key, value in row("a", 0, 1.0).items() if key != "resumes"}
+    assert seed_pairing({**older, "resumed": False}, row("b", 0, 2.0)) is None
+    old_resumed = {**older, "resumed": True}
+    assert seed_pairing(old_resumed, row("b", 0, 2.0)) == "resumed without random state"
+    assert seed_pairing(older, row("b", 0, 2.0)) == "resumes unrecorded"
+    # two evaluations of one training score the same weights, however it was resumed
+    tta = {**old_resumed, "run": "a_tta", "evaluates": "a"}
+    assert seed_pairing(tta, old_resumed) is None
+    assert seed_pairing(tta, row("b", 0, 2.0)) == "resumed without random state"
+    rows = [old_resumed, row("a", 1, 2.0), *grid({"b": [0.0, 0.5]})]
+    result = compare(rows, "a", "b")
+    assert not result.strict and result.interval is not None
+    assert result.pairing == "not strict: resumed without random state (seed 0)"
 
 
 def test_one_value_on_a_side_gives_no_interval_and_says_why():

@@ -176,6 +176,8 @@ def test_the_interrupted_run_is_resumed_and_nothing_else_is_trained(grid):
     assert final["global_step"] == 2
     result = json.loads((grid["victim"] / "result.json").read_text())
     assert result["resumed"] is True and result["step"] == 2
+    # resumed from step 1 with the random state the checkpoint kept: still a strict pair
+    assert result["resumes"] == [{"step": 1, "random_state": True}]
 
 
 def forbid_training(monkeypatch, why: str) -> None:

@@ -90,7 +90,7 @@ def test_open_vocab_with_the_trained_labels_is_the_score_map(tiny_model, tiny_ru
     image = read_image(tiny_run.val_images[2])
     result = tiny_model.predict(image, open_vocab=True)
     assert result.mode == "score_map" and result.class_names == ["sky", "road", "car"]
-    tensor = tiny_model._runner.tensor(image)[None]
+    tensor = tiny_model._runner.transform.image(image)[None]
     with torch.inference_mode():
         score_map = tiny_model.segmentor(tensor)["score_map"]
     expected = F.interpolate(score_map, size=(40, 48), mode="bilinear", align_corners=False)
@@ -116,24 +116,59 @@ def test_open_vocab_new_labels_then_the_decoder_is_unchanged(tiny_model, tiny_ru
     assert single.class_names == ["tree"] and not single.label_map.any()
 
 
-def test_open_vocab_with_a_bank_that_lacks_labels(tiny_run, tmp_path):
-    bank = tmp_path / "bank"
+def banked_model(tiny_run, folder, names: list[str], width: int = 32) -> ClipfuseModel:
+    """The tiny model with the text encoder ``bank:`` of random vectors (of ``width``) for
+    ``names``, whose width only the model knows (not its spec)."""
+    bank = folder / "bank"
     bank.mkdir()
-    names = ["sky", "road", "car", "tree"]
-    np.save(bank / "mini.npy", np.random.default_rng(1).normal(size=(4, 32)).astype(np.float32))
+    vectors = np.random.default_rng(1).normal(size=(len(names), width)).astype(np.float32)
+    np.save(bank / "mini.npy", vectors)
     (bank / "mini.json").write_text(json.dumps({"classes": names}))
-    folder = tmp_path / "banked"
-    shutil.copytree(tiny_run.pretrained, folder)
-    meta = json.loads((folder / "config.json").read_text())
+    shutil.copytree(tiny_run.pretrained, folder / "banked")
+    meta = json.loads((folder / "banked" / "config.json").read_text())
     meta["config"]["text"]["encoder"] = f"bank:{bank / 'mini.npy'}"
-    (folder / "config.json").write_text(json.dumps(meta))
-    model = clipfuse.load(folder, device="cpu")
+    (folder / "banked" / "config.json").write_text(json.dumps(meta))
+    return clipfuse.load(folder / "banked", device="cpu")
+
+
+def test_open_vocab_with_a_bank_that_lacks_labels(tiny_run, tmp_path):
+    model = banked_model(tiny_run, tmp_path, ["sky", "road", "car", "tree"])
     image = tiny_run.val_images[0]
     assert model.predict(image, "road, tree", open_vocab=True).class_names == ["road", "tree"]
     with pytest.raises(ClipfuseError) as error:
         model.predict(image, "road, unicorn, dragon", open_vocab=True)
     message = str(error.value)
     assert "'unicorn', 'dragon'" in message and "mini.npy" in message and "\n" not in message
+
+
+def test_open_vocab_recomputes_a_cached_matrix_of_another_width(
+    tiny_run, tmp_path, monkeypatch, capsys
+):
+    from safetensors.torch import save_file
+
+    monkeypatch.setenv("CLIPFUSE_CACHE", str(tmp_path / "cache"))
+    model = banked_model(tiny_run, tmp_path, ["sky", "road", "car", "tree", "lake"])
+    image = tiny_run.val_images[0]
+    expected = model.predict(image, "road, tree, lake", open_vocab=True)
+    (entry,) = (tmp_path / "cache" / "text").iterdir()  # tree and lake
+    save_file({"embeddings": torch.ones(2, 7)}, entry)  # the right rows, another width
+    capsys.readouterr()
+    again = model.predict(image, "road, tree, lake", open_vocab=True)  # was: a stack traceback
+    np.testing.assert_array_equal(again.scores, expected.scores)
+    (note,) = capsys.readouterr().err.splitlines()
+    assert note == (
+        f"note: text-embedding cache {entry} holds a 2x7 matrix, expected 2 rows (one per class) "
+        "of width 32: computing the embeddings again"
+    )
+
+
+def test_open_vocab_with_an_encoder_of_another_width_is_one_line(tiny_run, tmp_path):
+    model = banked_model(tiny_run, tmp_path, ["sky", "road", "car", "tree"], width=16)
+    with pytest.raises(ClipfuseError) as error:  # was: a stack traceback beside trained rows
+        model.predict(tiny_run.val_images[0], "road, tree", open_vocab=True)
+    message = str(error.value)
+    assert message.startswith("open vocabulary: cannot embed 'tree' with the model's text encoder")
+    assert "holds a 1x16 matrix, expected 1 row (one per class) of width 32" in message, message
 
 
 def test_open_vocab_needs_a_language_guided_model(folder_dataset):

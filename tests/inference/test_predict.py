@@ -94,7 +94,8 @@ def test_predict_errors(tiny_run, tmp_path, capsys):
     (folder / "001.png").write_text("not a png")
     out = tmp_path / "out"
     err = one_line_error(capsys, "predict", str(folder), "--model", model, "--out", str(out))
-    assert "1 of 4 image(s) could not be read" in err and "001.png" in err
+    assert f"1 of the 4 images could not be read, the other 3 were written to {out}" in err
+    assert "001.png" in err
     assert sorted(p.name for p in out.glob("*_overlay.png")) == [
         "000_overlay.png",
         "002_overlay.png",

@@ -107,5 +107,13 @@ def test_a_run_that_reads_no_image_writes_nothing(tiny_run, tmp_path, capsys):
     unreadable = tmp_path / "broken.png"
     unreadable.write_text("not a png")
     code, err = predict(capsys, [unreadable], tiny_run.pretrained, out)
-    assert code == 2 and "error: 1 of 1 image(s) could not be read" in err
+    assert code == 2 and "error: the image could not be read, nothing was written to" in err
     assert list(out.iterdir()) == []
+    other = tmp_path / "broken2.png"
+    other.write_text("not a png either")
+    code, err = predict(capsys, [unreadable, other], tiny_run.pretrained, out)
+    assert code == 2 and "error: none of the 2 images could be read, nothing was written" in err
+    assert "(and 1 more)" in err and list(out.iterdir()) == []
+    code, err = predict(capsys, [unreadable, tiny_run.val_images[0]], tiny_run.pretrained, out)
+    assert code == 2
+    assert f"error: 1 of the 2 images could not be read, the other one was written to {out}" in err

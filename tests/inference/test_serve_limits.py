@@ -93,6 +93,29 @@ def test_impossible_serve_flags_are_one_line_before_the_model_loads(
     assert error_line(capsys.readouterr().err) == message
 
 
+@pytest.mark.parametrize("host", ["999.1.1.1", "no-such-host.invalid"])
+def test_a_host_that_is_no_address_is_said_so_before_the_model_loads(tmp_path, capsys, host):
+    missing_model = tmp_path / "no-such-model"  # the host is checked first
+    assert main(["serve", "--model", str(missing_model), "--host", host]) == 2
+    line = error_line(capsys.readouterr().err)
+    assert line.startswith(f"error: --host {host}: not an IP address or a host name that resolves")
+    assert "expected an address of this machine, e.g. 127.0.0.1" in line
+    assert "port" not in line  # was: "... (is another server using the port? choose another ...)"
+
+
+def test_an_address_of_another_machine_is_not_taken_for_a_busy_port():
+    from clipfuse.errors import ClipfuseError
+    from clipfuse.inference.serve import bind_socket
+
+    with pytest.raises(ClipfuseError) as error:  # TEST-NET-1: documentation only, never assigned
+        bind_socket("192.0.2.1", 7860)
+    message = str(error.value)
+    assert message.startswith(
+        "cannot serve on 192.0.2.1:7860: --host 192.0.2.1 is not an address of this machine ("
+    )
+    assert "choose 127.0.0.1" in message and "another server" not in message
+
+
 def test_an_oversized_streamed_upload_does_not_claim_a_size():
     from clipfuse.inference.serve import UploadError, decode_upload
 

@@ -105,10 +105,16 @@ def test_default_folder_and_corrupt_entry(tmp_path: Path, builds: list[str]) -> 
 @pytest.mark.parametrize(
     "bad, fragment",
     [
-        (torch.tensor([[0.1, float("nan")], [0.2, 0.3], [0.4, 0.5]]), "not finite (NaN or inf)"),
-        (torch.ones(2, 4), "holds a 2x4 matrix, expected 3 rows"),
-        (torch.ones(3, 4, 1), "holds a 3x4x1 torch.float32 tensor"),
+        (torch.ones(3, 4).index_fill(1, torch.tensor([1]), float("nan")), "not finite (NaN or"),
+        (torch.ones(2, 4), "holds a 2x4 matrix, expected 3 rows (one per class) of width 4"),
+        (torch.ones(3, 7), "holds a 3x7 matrix, expected 3 rows (one per class) of width 4"),
+        (torch.ones(3, 4, 1), "holds a 3x4x1 torch.float32 tensor, expected a 3x4 float32"),
+        (torch.ones(3), "holds a 3 torch.float32 tensor, expected a 3x4 float32 matrix"),
+        (torch.ones(3, 4, dtype=torch.float64), "holds a 3x4 torch.float64 tensor"),
+        (torch.ones(3, 4, dtype=torch.int64), "holds a 3x4 torch.int64 tensor"),
+        ({"other": torch.ones(3, 4)}, "holds no 'embeddings' tensor"),
     ],
+    ids=["nan", "rows", "width", "3d", "1d", "float64", "int64", "no-key"],
 )
 def test_a_cache_entry_with_nan_or_another_shape_is_recomputed_and_said(
     tmp_path: Path, builds: list[str], capsys: pytest.CaptureFixture, bad, fragment
@@ -117,7 +123,7 @@ def test_a_cache_entry_with_nan_or_another_shape_is_recomputed_and_said(
 
     embed_class_names("random:4", NAMES, cache_dir=tmp_path)
     (entry,) = tmp_path.iterdir()
-    save_file({"embeddings": bad}, entry)
+    save_file(bad if isinstance(bad, dict) else {"embeddings": bad}, entry)
     capsys.readouterr()
     again = embed_class_names("random:4", NAMES, cache_dir=tmp_path)
     assert len(builds) == 2 and torch.equal(again, RandomEncoder(4).encode(NAMES))
@@ -126,6 +132,18 @@ def test_a_cache_entry_with_nan_or_another_shape_is_recomputed_and_said(
     assert note.endswith("computing the embeddings again")
     assert torch.equal(embed_class_names("random:4", NAMES, cache_dir=tmp_path), again)
     assert len(builds) == 2  # the rewritten entry is used
+
+
+def test_a_cached_matrix_of_another_width_than_the_caller_needs_is_recomputed(
+    tmp_path: Path, builds: list[str], capsys: pytest.CaptureFixture
+) -> None:
+    """An encoder whose spec does not fix its width (a bank, open_clip): the caller's does."""
+    embed_class_names("random:4", NAMES, cache_dir=tmp_path)
+    capsys.readouterr()
+    with pytest.raises(ClipfuseError, match="random:4 gave .* 3x4 matrix, expected .* width 8"):
+        embed_class_names("random:4", NAMES, cache_dir=tmp_path, width=8)
+    assert "expected 3 rows (one per class) of width 8" in capsys.readouterr().err
+    assert len(builds) == 2
 
 
 def test_an_encoder_that_gives_nan_is_an_error_and_nothing_is_cached(

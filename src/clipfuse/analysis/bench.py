@@ -60,6 +60,7 @@ from clipfuse.analysis.timing import (
 )
 from clipfuse.analysis.train_profile import measure_train_profile, train_profile_figures
 from clipfuse.errors import ClipfuseError
+from clipfuse.precision import inference_channels_last, inference_dtype, resolve_precision
 from clipfuse.threads import load_average
 
 DEFAULT_BATCHES = (1, 4)
@@ -111,7 +112,6 @@ def bench(
         train_batch = train_steps = 0  # no training
     layouts = train_channels_last if train_channels_last is not None else [channels_last]
     train_modes = [(precision, layout) for precision in train_precisions for layout in layouts]
-
     load_before = load_average()
     candidates = load_candidates(configs, smp_reference, overrides)
     _build_models(candidates, size, torch_device, channels_last, say)
@@ -136,6 +136,7 @@ def bench(
     machine = machine_info(torch_device, threads, peak)
     add_path_figures(rows, machine, samples, paths, path_peaks)
     machine["load_average"] = {"before": load_before, "after": load_average()}
+    machine["auto"] = _auto_choice(torch_device)
     settings = dict(size=list(size), batches=list(batches), repeats=repeats, warmup=warmup)
     settings.update(train_batch=train_batch, train_steps=train_steps, paths=list(paths))
     ort = any(path.startswith("ort-") for path in paths)
@@ -146,6 +147,20 @@ def bench(
     if profile:
         result["train_profile"] = train_profile_figures(profile, peak, train)
     return result
+
+
+def _auto_choice(device: torch.device) -> dict[str, str]:
+    """What ``auto`` precision and layout choose on this device at this thread count: the
+    training mode (with the note that announces it) and the inference path."""
+    precision, channels_last, note = resolve_precision("auto", "auto", device.type)
+    dtype = inference_dtype("auto", device)
+    arithmetic = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
+    layout = "-cl" if inference_channels_last("auto", device) else ""
+    return {
+        "train": mode_name(precision, channels_last),
+        "train_note": note,
+        "inference_path": f"eager-{arithmetic}{layout}",
+    }
 
 
 def _checked_settings(

@@ -71,6 +71,9 @@ def _machine_lines(machine: dict, settings: dict) -> list[str]:
         "x = ratio to the first row",
         f"matmul peak: {machine['matmul_gflops']:.1f} GFLOP/s (fp32 {machine['matmul_n']}^2)",
     ]
+    auto = machine.get("auto")
+    if auto:
+        lines.append(f"auto: inference on {auto['inference_path']}, {auto['train_note']}")
     load = machine.get("load_average") or {}
     if load.get("before") is not None:
         lines.append(

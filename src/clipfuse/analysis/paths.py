@@ -45,7 +45,7 @@ from clipfuse.analysis.candidates import Candidate
 from clipfuse.analysis.timing import inference_runner, matmul_peak, random_batch
 from clipfuse.errors import ClipfuseError
 from clipfuse.extras import require
-from clipfuse.precision import has_native_bf16, inference_dtype
+from clipfuse.precision import inference_dtype
 
 CALIBRATION_IMAGES = 4
 REFERENCE = "eager-fp32"
@@ -221,7 +221,7 @@ def _extra_peaks(
     if "bf16" in kinds:
         say("bf16 matmul peak")
         peak = matmul_peak(device, dtype=torch.bfloat16)
-        peaks["bf16"] = {**peak, "how": "torch.mm bf16", "native": has_native_bf16(device.type)}
+        peaks["bf16"] = {**peak, "how": "torch.mm bf16"}
     if "int8" in kinds:
         say("int8 matmul peak")
         peaks["int8"] = int8_matmul_peak(threads)
@@ -313,8 +313,6 @@ def format_paths(result: dict, name_width: int) -> str:
             f"ort-int8: random weights, calibrated on {CALIBRATION_IMAGES} random images: "
             "it times the int8 graph, it says nothing of its accuracy"
         )
-    if not peaks.get("bf16", {}).get("native", True):
-        lines.append("bf16: this device has no native bf16, it is emulated (slow)")
     header = f"{'model':<{name_width}}{'path':<15}"
     for batch in batches:
         label = f"b{batch} ms" + ("/img" if batch != "1" else "")

@@ -38,6 +38,9 @@ def summarize_ms(seconds: Sequence[float]) -> dict:
     }
 
 
+PEAK_SECONDS = 0.25  # the longest one product of a CPU matmul peak should take
+
+
 def synchronizer(device: torch.device) -> Callable[[], None]:
     """What waits for the device's queued work before a clock is read (nothing on CPU)."""
     if device.type == "cuda":
@@ -52,8 +55,10 @@ def matmul_peak(
     dtype: torch.dtype = torch.float32,
 ) -> dict[str, float | int]:
     """Best GFLOP/s of ``n x n @ n x n`` (2 n^3 FLOPs) in ``dtype`` over ``repeats`` after a
-    warm-up."""
-    n = n or (8192 if device.type == "cuda" else 2048)
+    warm-up; ``n`` by default 8192 on CUDA, on a CPU the largest power of two up to 2048 whose
+    product takes at most :data:`PEAK_SECONDS` (a dtype the CPU emulates, such as bf16 without
+    AVX512-BF16, runs tens of times slower: its peak is measured on a smaller matrix)."""
+    n = n or (8192 if device.type == "cuda" else _cpu_peak_size(dtype))
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
     sync = synchronizer(device)
@@ -67,6 +72,22 @@ def matmul_peak(
             sync()
             best = min(best, time.perf_counter() - start)
     return {"gflops": 2 * n**3 / best / 1e9, "n": n}
+
+
+def _cpu_peak_size(dtype: torch.dtype, largest: int = 2048) -> int:
+    """The largest ``n`` (a power of two, 256 to ``largest``) whose ``n x n`` product in
+    ``dtype`` should take at most :data:`PEAK_SECONDS` on this CPU, from timing smaller ones."""
+    n = 256
+    with torch.inference_mode():
+        while n < largest:
+            a = torch.randn(n, n, dtype=dtype)
+            torch.mm(a, a)  # warm-up
+            start = time.perf_counter()
+            torch.mm(a, a)
+            if 8 * (time.perf_counter() - start) > PEAK_SECONDS:  # twice n: 8x the work
+                break
+            n *= 2
+    return n
 
 
 def train_step(

@@ -100,7 +100,18 @@ def image_to_rgb(image: Image.Image, what: str = "image") -> np.ndarray:
         raise ClipfuseError(
             f"{what} holds 32-bit floating-point pixels: expected an 8-bit or 16-bit image"
         )
-    return np.array(image.convert("RGB"))
+    return _rgb_pixels(image if image.mode == "RGB" else image.convert("RGB"))
+
+
+def _rgb_pixels(image: Image.Image, rows: int = 256) -> np.ndarray:
+    """The pixels of an RGB image, copied ``rows`` rows at a time (converting the whole image
+    at once holds two more copies of it, as bytes: 72 MB more for 12 megapixels)."""
+    width, height = image.size
+    pixels = np.empty((height, width, 3), dtype=np.uint8)
+    for top in range(0, height, rows):
+        bottom = min(top + rows, height)
+        pixels[top:bottom] = np.asarray(image.crop((0, top, width, bottom)))
+    return pixels
 
 
 @contextmanager
@@ -227,6 +238,7 @@ class SegmentationDataset(Dataset):
                 f"{where or 'dataset'} holds no {self.name} samples: expected {self.layout}"
             )
         self.samples: list[tuple[Path, Path]] = [(Path(i), Path(m)) for i, m in samples]
+        self.where = where
         if palette is None:
             palette = default_palette(len(self.classes))
         palette = np.asarray(palette)
@@ -293,10 +305,16 @@ class SegmentationDataset(Dataset):
         if bad.size == 0:
             return
         raw_bad = np.unique(raw[np.isin(mask, bad)])
+        raise ClipfuseError(f"mask {path} has {self._bad_values(bad, raw_bad)}")
+
+    def _bad_values(self, bad: np.ndarray, raw_bad: np.ndarray) -> str:
+        """What the error on a mask with values that are no class says after "mask X has":
+        the train ids :meth:`map_labels` gave (with the raw values they come from, when these
+        differ: ADE20K's ids are its values less one) and what was expected."""
         origin = "" if np.array_equal(raw_bad, bad) else f" (raw values {raw_bad.tolist()})"
-        raise ClipfuseError(
-            f"mask {path} has label values {bad.tolist()}{origin}: expected 0..{self.num_classes - 1} "
-            f"or {self.ignore_index} (ignore) for the {self.num_classes} classes of {self.name}"
+        return (
+            f"label values {bad.tolist()}{origin}: expected 0..{self.num_classes - 1} or "
+            f"{self.ignore_index} (ignore) for the {self.num_classes} classes of {self.name}"
         )
 
     def __len__(self) -> int:

@@ -115,6 +115,7 @@ class FolderDataset(SegmentationDataset):
             )
         self.relabeling = relabel(raw_classes, merge, ignore, unseen, source=str(classes_file))
         self.raw_classes = raw_classes
+        self.classes_file = classes_file
         self.unseen = self.relabeling.unseen
         classes = self.relabeling.classes
         split_file = root / "splits" / f"{split}.txt"
@@ -169,3 +170,12 @@ class FolderDataset(SegmentationDataset):
 
     def map_labels(self, mask: np.ndarray) -> np.ndarray:
         return self.relabeling(mask)
+
+    def _bad_values(self, bad: np.ndarray, raw_bad: np.ndarray) -> str:
+        """A folder mask holds class indices of ``classes.txt`` (line k is class k): the error
+        names the mask's own values against that list (a value past it has no train id)."""
+        count = len(self.raw_classes)
+        return (
+            f"values {raw_bad.tolist()}: expected 0..{count - 1} (the {count} classes of "
+            f"{self.classes_file}) or {self.ignore_index} (ignore)"
+        )

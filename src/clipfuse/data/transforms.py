@@ -105,6 +105,10 @@ class PairTransform:
         out = self.pipeline(image=image, mask=mask)
         return out["image"], torch.as_tensor(out["mask"]).long()
 
+    def image(self, image: np.ndarray) -> torch.Tensor:
+        """The transformed image of an ``image_only`` transform, without a mask to carry."""
+        return self.pipeline(image=image)["image"]
+
     def reseed(self, seed: int) -> None:
         """Draw the following augmentations from ``seed`` (one numpy and one Python stream,
         shared by every step of the pipeline)."""

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from clipfuse.fileio import atomic_write
+from clipfuse.fileio import atomic_write, os_error_behind
 from clipfuse.saved_model import CHECKPOINT_KEY, check_checkpoint, torch_load
 
 
@@ -40,7 +40,18 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 def _save(checkpoint: dict[str, Any], path: Path) -> None:
-    """``torch.save`` through a Python file, so that a failed write (a full disk) raises the
-    ``OSError`` (given a path, torch reports only ``unexpected pos ...``)."""
+    """``torch.save`` through a Python file, so that a failed write (a full disk) raises an
+    ``OSError`` with its errno, which :func:`~clipfuse.fileio.atomic_write` reports in one line.
+
+    Given a path, torch reports only ``unexpected pos ...``; given a file, it still raises a
+    ``RuntimeError`` (``[enforce fail at inline_container.cc:...] . unexpected pos ...``), but
+    while handling the file's ``OSError``, which is raised instead. Other errors are raised as
+    they are."""
     with path.open("wb") as file:
-        torch.save(checkpoint, file)
+        try:
+            torch.save(checkpoint, file)
+        except RuntimeError as error:
+            failed = os_error_behind(error)
+            if failed is None:
+                raise
+            raise OSError(failed.errno, failed.strerror, str(path)) from error

@@ -10,6 +10,7 @@ from clipfuse.data import create_dataset, create_eval_transform, create_train_tr
 from clipfuse.data.collate import collate_by_size
 from clipfuse.data.sampling import SeededSampler, SeededSamples
 from clipfuse.engine.stops import worker_init
+from clipfuse.errors import ClipfuseError
 from clipfuse.seeding import derive_seed
 
 
@@ -92,6 +93,36 @@ class SegmentationDataModule(L.LightningDataModule):
         :meth:`SegmentationDataset.check_files`): one error lists every bad file."""
         for split in splits:
             self.dataset(split).check_files()
+
+    def check_batches(self, world_size: int = 1) -> None:
+        """Refuse a training split that cannot fill one step, before anything is written.
+
+        Each of the ``world_size`` processes takes ``batch_size`` images a step, and the
+        training loader drops an incomplete batch (``drop_last``, so every step has the same
+        size and a resumed run knows where it stopped), so fewer than ``batch_size x
+        world_size`` training images (those ``train_images`` keeps) would train nothing:
+        Lightning only warns "No training batches" and a run would end at step 0 as if
+        trained."""
+        dataset = self.dataset("train", train=True)
+        images, needed = len(dataset), self.batch_size * world_size
+        if images >= needed:
+            return
+        kept = f" (data.train_images {self.train_images})" if self.train_images else ""
+        one_step = f"data.batch_size {self.batch_size}"
+        if world_size > 1:
+            one_step += f" on each of {world_size} processes, {needed} images"
+        largest = images // world_size
+        fix = (
+            f"lower data.batch_size to {largest} or less"
+            if largest
+            else "train on fewer processes (train.devices, train.num_nodes): data.batch_size "
+            f"times their number must be at most {images}"
+        )
+        raise ClipfuseError(
+            f"the train split of dataset {self.name} ({dataset.where}) has {images} "
+            f"image(s){kept}, fewer than one training step takes ({one_step}; incomplete "
+            f"batches are dropped, so nothing would be trained): {fix}, or add training images"
+        )
 
     def _loader(
         self,

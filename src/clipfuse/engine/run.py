@@ -24,6 +24,7 @@ from clipfuse.config import apply_overrides
 from clipfuse.engine.batch_stream import BatchStream
 from clipfuse.engine.checkpoint_io import AtomicCheckpointIO
 from clipfuse.engine.class_weight import with_resolved_class_weight
+from clipfuse.engine.core_watch import FollowFreeCores
 from clipfuse.engine.datamodule import SegmentationDataModule
 from clipfuse.engine.ema import EMA
 from clipfuse.engine.lock import RunLock
@@ -44,12 +45,18 @@ from clipfuse.evaluation import InferenceConfig, format_table, metrics_json, res
 from clipfuse.fileio import atomic_write_text, prepare_dir, prepare_file, remove_partial_files
 from clipfuse.losses import loss_arguments
 from clipfuse.models import Segmentor, method_uses_text
-from clipfuse.precision import AutocastWeights, inference_dtype, training_device
+from clipfuse.precision import (
+    AutocastWeights,
+    inference_channels_last,
+    inference_dtype,
+    training_device,
+)
 from clipfuse.saved_model import CHECKPOINT_KEY, checkpoint_meta
 from clipfuse.seeding import derive_seed, init_rng
 from clipfuse.text.negatives import negative_embeddings
 from clipfuse.text.resolve import resolve_text_encoder
-from clipfuse.threads import use_threads
+from clipfuse.threads import AUTO as AUTO_THREADS
+from clipfuse.threads import default_threads, use_threads
 
 # What may change when a run is resumed: when to stop, validate, checkpoint, log and show.
 RESUMABLE_KEYS = (
@@ -251,10 +258,13 @@ def train(
         if launching:
             for folder in (out_dir, checkpoint_dir):
                 remove_partial_files(folder)
+        torch.set_num_threads(default_threads())  # what `auto` precision's probe runs with
         config, note = _run_config(config, out_dir, resume, overrides, check=launching)
         if note and launching:
             announce(f"{note}; set train.precision and train.channels_last to choose")
-        config = use_threads(config, say=launching)
+        use_threads(config["train"]["threads"], say=launching)
+        if config["train"]["threads"] == AUTO_THREADS:  # re-chosen while it trains
+            callbacks = [FollowFreeCores(say=launching), *(callbacks or [])]
         return _fit(config, out_dir, last, resume, callbacks)
 
 
@@ -279,7 +289,6 @@ def _fit(config: dict, out_dir: Path, last: Path, resume: bool, callbacks: list 
     )
     datamodule = _datamodule(config, model.backbone.mean, model.backbone.std)
     datamodule.check_files()
-    write_run_config(out_dir, config)
     checkpoints = ModelCheckpoint(  # only last.ckpt: a Conv-Former checkpoint with AdamW is ~0.7 GB
         dirpath=last.parent,
         every_n_train_steps=config["train"]["checkpoint_every"],
@@ -291,7 +300,9 @@ def _fit(config: dict, out_dir: Path, last: Path, resume: bool, callbacks: list 
     callbacks = [checkpoints, stop, BatchStream(out_dir), *(callbacks or [])]
     if config["train"]["ema_decay"] is not None:  # validation and checkpoints hold the average
         callbacks.append(EMA(config["train"]["ema_decay"]))
-    trainer = _trainer(config, out_dir, callbacks)
+    trainer = _trainer(config, out_dir, callbacks)  # writes nothing yet
+    datamodule.check_batches(trainer.world_size)  # needs the trainer's number of processes
+    write_run_config(out_dir, config)
     ckpt_path = None
     if resume and last.exists():
         ckpt_path = str(last)
@@ -359,17 +370,19 @@ def evaluate(
             f"{len(dataset_classes)} ({', '.join(dataset_classes[:5])}, ...)"
         )
     report_path = Path(json_path) if json_path else None
-    task = _RunTask(model, class_names, config, report_path=report_path, quiet=quiet)
-    # Autocast comes from eval.precision (in infer_probabilities), not from how the run was trained.
+    device = training_device(config["train"]["accelerator"])
+    # Autocast and layout come from eval.precision (in infer_probabilities) and this machine,
+    # not from how the run was trained.
     single = {"devices": 1, "num_nodes": 1, "strategy": "auto", "precision": "32-true"}
-    config = {**config, "train": {**config["train"], **single, "progress_bar": not quiet}}
+    layout = {"channels_last": inference_channels_last(config["eval"]["precision"], device)}
+    config = {**config, "train": {**config["train"], **single, **layout, "progress_bar": not quiet}}
+    task = _RunTask(model, class_names, config, report_path=report_path, quiet=quiet)
     folder = Path(checkpoint).resolve().parent
     log_dir = prepare_dir(
         (folder if folder.name != "checkpoints" else folder.parent) / "eval",
         "evaluation log folder",
     )
     trainer = _trainer(config, log_dir)
-    device = training_device(config["train"]["accelerator"])
     weights = AutocastWeights(model, inference_dtype(config["eval"]["precision"], device))
     with _expected_warnings(), weights.applied():
         trainer.validate(task, datamodule=_datamodule(config, mean, std), verbose=False)

@@ -1,18 +1,19 @@
-"""Confusion-matrix metrics and whole / sliding-window / flip / multi-scale inference."""
+"""Confusion-matrix metrics and whole / sliding-window / flip / multi-scale inference.
 
-from clipfuse.evaluation.metrics import (
-    SegmentationMetrics,
-    format_table,
-    metrics_json,
-    results_to_json,
-)
+The metrics (:mod:`clipfuse.evaluation.metrics`) are imported when first used: they import
+torchmetrics, which imports transformers (about 110 MB and a second), which prediction and
+``clipfuse serve`` do not need."""
+
+import importlib
+
 from clipfuse.evaluation.tta import InferenceConfig, infer_probabilities
 
-__all__ = [
-    "InferenceConfig",
-    "SegmentationMetrics",
-    "format_table",
-    "infer_probabilities",
-    "metrics_json",
-    "results_to_json",
-]
+_METRICS = ("SegmentationMetrics", "format_table", "metrics_json", "results_to_json")
+
+__all__ = ["InferenceConfig", "infer_probabilities", *_METRICS]
+
+
+def __getattr__(name: str):
+    if name in _METRICS:
+        return getattr(importlib.import_module("clipfuse.evaluation.metrics"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -3,8 +3,15 @@
 For every scale (and its horizontal flip), the image is resized, predicted, the logits are
 resized to the output size, soft-maxed and flipped back; the probabilities are averaged
 (mmseg's ``aug_test``).
+
+:func:`infer_probabilities` returns the averaged probabilities at the output size;
+:func:`labels_in_strips` computes their argmax a band of output columns at a time from the
+views' logits (:func:`view_logits`), so that a large output never holds its K x H x W
+probabilities (unless asked for them).
 """
 
+import functools
+import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -66,6 +73,56 @@ def slide_logits(
     return summed / count
 
 
+def view_logits(
+    model_fn: ModelFn,
+    images: Tensor,
+    num_classes: int,
+    mode: str = "whole",
+    crop_size: tuple[int, int] | None = None,
+    stride: tuple[int, int] | None = None,
+    flip: bool = False,
+    scales: Sequence[float] = (1.0,),
+    precision: str = "32-true",
+) -> list[list[Tensor]]:
+    """The float32 logits of every test-time view, at the view's input size: per scale, the
+    resized images' and (``flip``) their horizontal flip's (not flipped back). The arguments
+    are :func:`infer_probabilities`'s."""
+    if not scales:
+        raise ValueError("scales must hold at least one factor")
+    if images.dim() != 4:
+        raise ValueError(f"images must be B x 3 x H x W, got shape {tuple(images.shape)}")
+    input_size = (images.shape[-2], images.shape[-1])
+    dtype = inference_dtype(precision, images.device)
+
+    def predict(batch: Tensor) -> Tensor:
+        with torch.autocast(batch.device.type, dtype=dtype, enabled=dtype is not None):
+            if mode == "slide":
+                return slide_logits(model_fn, batch, num_classes, crop_size, stride)
+            return _predict(model_fn, batch, num_classes)
+
+    views = []
+    for scale in scales:
+        size = _scaled_size(input_size, scale)
+        scaled = images
+        if size != input_size:
+            scaled = F.interpolate(images, size=size, mode="bilinear", align_corners=False)
+        views.append([predict(scaled), *([predict(scaled.flip(-1))] if flip else [])])
+    return views
+
+
+def _average(views: list[list[Tensor]], probabilities: Callable[[Tensor, bool], Tensor]) -> Tensor:
+    """The mean over scales of each scale's probabilities plus its flip's:
+    ``probabilities(logits, flipped)`` gives a view's, at the output size, flipped back."""
+    total = None
+    for logits, *flipped in views:
+        summed = probabilities(logits, False)
+        if flipped:
+            summed = summed + probabilities(flipped[0], True)
+        total = summed if total is None else total + summed
+    count = len(views) * len(views[0])
+    return total if count == 1 else total / count  # x / 1 is x: no copy
+
+
 def infer_probabilities(
     model_fn: ModelFn,
     images: Tensor,
@@ -102,35 +159,99 @@ def infer_probabilities(
     Raises:
         ValueError: no scales, or logits of the wrong shape.
     """
-    if not scales:
-        raise ValueError("scales must hold at least one factor")
-    if images.dim() != 4:
-        raise ValueError(f"images must be B x 3 x H x W, got shape {tuple(images.shape)}")
-    input_size = (images.shape[-2], images.shape[-1])
-    output_size = tuple(output_size) if output_size is not None else input_size
-    dtype = inference_dtype(precision, images.device)
+    views = view_logits(
+        model_fn, images, num_classes, mode, crop_size, stride, flip, scales, precision
+    )
+    size = tuple(output_size) if output_size is not None else tuple(images.shape[-2:])
+    return _average(views, functools.partial(_probabilities, size=size))
 
-    def predict(batch: Tensor) -> Tensor:
-        with torch.autocast(batch.device.type, dtype=dtype, enabled=dtype is not None):
-            if mode == "slide":
-                logits = slide_logits(model_fn, batch, num_classes, crop_size, stride)
-            else:
-                logits = _predict(model_fn, batch, num_classes)
-        if logits.shape[-2:] != output_size:
-            logits = F.interpolate(logits, size=output_size, mode="bilinear", align_corners=False)
-        return logits.softmax(dim=1)
 
-    total = None
-    for scale in scales:
-        size = _scaled_size(input_size, scale)
-        scaled = images
-        if size != input_size:
-            scaled = F.interpolate(images, size=size, mode="bilinear", align_corners=False)
-        probabilities = predict(scaled)
-        if flip:
-            probabilities = probabilities + predict(scaled.flip(-1)).flip(-1)
-        total = probabilities if total is None else total + probabilities
-    return total / (len(scales) * (2 if flip else 1))
+def _probabilities(logits: Tensor, flipped: bool, size: tuple[int, int]) -> Tensor:
+    """A view's probabilities: its logits resized to ``size`` (bilinear, in the NCHW layout:
+    torch resizes channels-last tensors by a kernel that rounds otherwise), soft-maxed pixel
+    by pixel, flipped back if the view is flipped.
+
+    The softmax runs over the last dimension of a B x H x W x K copy: torch's softmax over
+    dimension 1 computes the values of a block's remainder by another route, so a pixel's
+    bits there would depend on the tensor's size and the thread count; one row per pixel does
+    not (:func:`labels_in_strips` relies on it)."""
+    logits = logits.contiguous()
+    if logits.shape[-2:] != size:
+        logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+    pixels = logits.permute(0, 2, 3, 1).contiguous()
+    del logits  # freed before the softmax allocates its result
+    result = pixels.softmax(dim=-1).permute(0, 3, 1, 2)
+    return result.flip(-1) if flipped else result
+
+
+STRIP_BYTES = 16 << 20
+"""About the most bytes of one view's float32 logits :func:`labels_in_strips` resizes at once."""
+
+BAND_COLUMNS = 128
+"""Bands are a multiple of this many columns wide, the last one at least as wide: torch
+resizes to an output of fewer than 128 rows plus columns with another kernel, which rounds
+otherwise."""
+
+
+def labels_in_strips(
+    views: list[list[Tensor]],
+    output_size: tuple[int, int],
+    scores: Tensor | None = None,
+    dtype: torch.dtype = torch.int64,
+    strip_bytes: int = STRIP_BYTES,
+) -> Tensor:
+    """The B x H x W argmax (as ``dtype``) of the averaged probabilities of ``views``
+    (:func:`view_logits`) at ``output_size``, computed a band of output columns at a time.
+    Beside the result, it holds each view's logits resized to the output width (B x K x h x W)
+    and, per view, a few copies of about ``strip_bytes`` (at least :data:`BAND_COLUMNS`
+    columns' worth). ``scores`` (B x K x H x W float32), when given, receives the
+    probabilities.
+
+    Bit for bit what ``infer_probabilities(...).argmax(1)`` gives on the same views (tested
+    with torch 2.14 on the CPU): torch's bilinear resize computes each output value from its
+    column's weights along the width, then its row's along the height; resizing the width
+    first (the height kept), then each band's height (its width kept) does the same
+    arithmetic, and the softmax is computed pixel by pixel (:func:`_probabilities`).
+    """
+    height, width = output_size
+    batch, num_classes = views[0][0].shape[:2]
+    bands = _bands(width, strip_bytes // (4 * batch * num_classes * height))
+    labels = torch.empty((batch, height, width), dtype=dtype, device=views[0][0].device)
+    if len(bands) > 1:
+        views = [[_resize_width(logits.contiguous(), width) for logits in scale] for scale in views]
+    for start, end in bands:
+
+        def band(logits: Tensor, flipped: bool, start: int = start, end: int = end) -> Tensor:
+            """The probabilities of output columns ``start:end`` (a flipped view's: its
+            mirrored columns, flipped back); the whole view's for a single band."""
+            if len(bands) > 1:
+                logits = (
+                    logits[..., width - end : width - start] if flipped else logits[..., start:end]
+                )
+            return _probabilities(logits, flipped, (height, end - start))
+
+        probabilities = _average(views, band)
+        if scores is not None:
+            scores[..., start:end] = probabilities
+        labels[..., start:end] = probabilities.argmax(1)
+    return labels
+
+
+def _bands(width: int, columns: int) -> list[tuple[int, int]]:
+    """``(start, end)`` column bands about ``columns`` wide (see :data:`BAND_COLUMNS`)."""
+    step = max(BAND_COLUMNS, columns // BAND_COLUMNS * BAND_COLUMNS)
+    edges = list(range(step, width, step))
+    if edges and width - edges[-1] < BAND_COLUMNS:
+        edges.pop()
+    return list(itertools.pairwise([0, *edges, width]))
+
+
+def _resize_width(logits: Tensor, width: int) -> Tensor:
+    """``logits`` resized to ``width`` columns, their height kept (bilinear)."""
+    if logits.shape[-1] == width:
+        return logits
+    size = (logits.shape[-2], width)
+    return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
 
 
 def _pair(value: Sequence[int] | None) -> tuple[int, int] | None:
@@ -160,5 +281,6 @@ class InferenceConfig:
         return cls(**values)
 
     def as_kwargs(self) -> dict[str, Any]:
-        """The fields as keyword arguments of :func:`infer_probabilities`."""
+        """The fields as keyword arguments of :func:`infer_probabilities` and
+        :func:`view_logits`."""
         return asdict(self)

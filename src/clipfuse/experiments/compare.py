@@ -14,9 +14,11 @@ interval excludes 0, else ``not shown``.
 
 Seed by seed, a pair is **strict** when both rows trained on the same batches: both recorded
 with ``seeding`` >= 2 (the training data stream depends on the seed alone; rows without the key
-are seeding 1) and the same non-null ``batch_stream`` (a hash of every training batch). A pair
-that is not strict is still paired by seed number, and says why (``seeding 1``, ``unknown
-stream``, ``different batches``).
+are seeding 1) and the same non-null ``batch_stream`` (a hash of every training batch), and each
+row's record proves its training was the uninterrupted one (:func:`resume_problem`; two
+evaluations of one training need not: they score the same weights). A pair that is not strict
+is still paired by seed number, and says why (``seeding 1``, ``unknown stream``, ``different
+batches``, ``resumed without random state``, ``resumes unrecorded``).
 """
 
 import math
@@ -55,15 +57,43 @@ class Comparison:
         return asdict(self)
 
 
+def resume_problem(row: dict) -> str | None:
+    """None when the row's record proves its training was the uninterrupted one, else why not.
+
+    Proof is ``resumes`` (:mod:`clipfuse.engine.batch_stream`: every resumption, each of which
+    restored the random state), or, in a record older than that key, ``resumed`` false (the
+    runner trained it in one go): ``resumed`` true there is a resumption from a checkpoint
+    without random state, and a record with neither key does not say."""
+    resumes = row.get("resumes")
+    if resumes is not None:
+        exact = all(resume["random_state"] for resume in resumes)
+        return None if exact else "resumed without random state"
+    resumed = row.get("resumed")
+    if resumed is None:
+        return "resumes unrecorded"
+    return "resumed without random state" if resumed else None
+
+
 def seed_pairing(row: dict, other: dict) -> str | None:
-    """None when the two rows of one seed trained on the same batches, else why not:
-    ``seeding 1``, ``unknown stream`` or ``different batches``."""
+    """None when the two rows of one seed trained on the same batches, each as its
+    uninterrupted run (or are two evaluations of one training: the same weights whatever its
+    resumptions did), else why not: ``seeding 1``, ``unknown stream``, ``different batches``
+    or a :func:`resume_problem` of either."""
     if min(row.get("seeding", 1), other.get("seeding", 1)) < 2:
         return "seeding 1"
     stream, other_stream = row.get("batch_stream"), other.get("batch_stream")
     if stream is None or other_stream is None:
         return "unknown stream"
-    return None if stream == other_stream else "different batches"
+    if stream != other_stream:
+        return "different batches"
+    if _training(row) == _training(other):
+        return None
+    return resume_problem(row) or resume_problem(other)
+
+
+def _training(row: dict) -> str:
+    """The run whose training a row scores: an evaluation run's (``evaluates``), else its own."""
+    return row.get("evaluates") or row["run"]
 
 
 def _pairing_text(reasons: dict[int, str | None]) -> str:
@@ -247,10 +277,13 @@ def comparison_markdown(comparisons: Sequence[Comparison]) -> list[str]:
         "means, with Welch's interval (unequal variances). p: two-sided, against no difference. "
         "Verdict: ahead / behind only when the interval excludes 0, else not shown. Pairing: "
         "strict when both runs of every seed trained on the same batches (seeding 2 and the same "
-        "recorded batch stream); otherwise paired by seed number only, and why: seeding 1 (rows "
-        "from before the seed alone fixed the data stream: a different model init shifts it), "
-        "unknown stream (no batch hash recorded, e.g. resumed from an old checkpoint), or "
-        "different batches.",
+        "recorded batch stream), each as it would have uninterrupted (never resumed, or resumed "
+        "with its random state restored; two evaluations of one training share its weights); "
+        "otherwise paired by seed number only, and why: seeding 1 (rows from before the seed "
+        "alone fixed the data stream: a different model init shifts it), unknown stream (no batch hash recorded, e.g. resumed from an old "
+        "checkpoint), different batches, resumed without random state (resumed from a "
+        "checkpoint written before clipfuse saved it: dropout drew afresh), or resumes "
+        "unrecorded (the row does not say whether it was resumed).",
     ]
     return lines
 

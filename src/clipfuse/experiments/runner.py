@@ -18,11 +18,10 @@ A folder whose saved config differs from the spec's (other than how it runs: dev
 workers) is an error, not silently mixed into the results. After each run, ``result.json``
 records its val metrics, GMACs, parameters and CPU latency (:mod:`clipfuse.experiments.measure`),
 its training wall time (accumulated over resumptions through the checkpoint), its seeding
-version and batch-stream hash (:mod:`clipfuse.engine.batch_stream`: what a strict pairing
-checks) and its config path; then the report (:mod:`clipfuse.experiments.report`) is
-rewritten from every finished run. :func:`rewrite_report` rewrites it without training
-(``--report-only``), also from a committed ``results.json`` when the run folders are gone
-(``--from``).
+version, batch-stream hash and resumptions (:mod:`clipfuse.engine.batch_stream`: what a strict
+pairing checks) and its config path; then the report (:mod:`clipfuse.experiments.report`) is
+rewritten from every finished run. :func:`rewrite_report` rewrites it without training (with
+``--report-only``), also from a committed ``results.json`` when run folders are gone (``--from``).
 
 With a ``report_dir``, each finished run's small files (config, metrics, result row, timing,
 batch-stream hash, open-vocabulary report: no weights) are also kept in
@@ -273,6 +272,7 @@ def _record(job: Job, spec: ExperimentSpec, trained_row: dict | None = None) -> 
         "resumed": timing.get("resumed"),
         "seeding": stream.get("seeding", 1),  # runs without the record predate seeding 2
         "batch_stream": stream.get("stream"),
+        "resumes": stream.get("resumes"),  # absent from records older than the key
         "config": _config_path(job),
         **vocab,
     }

@@ -145,9 +145,20 @@ def predict_to_folder(
     if show:
         print(f"wrote {len(written)} overlay(s) and label map(s) to {out}")
     if failures:
-        more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
-        raise ClipfuseError(
-            f"{len(failures)} of {len(paths)} image(s) could not be read, the others were "
-            f"written to {out}: {failures[0]}{more}"
-        )
+        raise ClipfuseError(_unread(failures, len(paths), out))
     return written
+
+
+def _unread(failures: list[str], total: int, out: Path) -> str:
+    """The error for ``failures`` (one line each) among ``total`` images, saying what was
+    written to ``out`` in words true for every count."""
+    more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
+    others = total - len(failures)
+    if others == 0:
+        unread = "the image could not" if total == 1 else f"none of the {total} images could"
+        return f"{unread} be read, nothing was written to {out}: {failures[0]}{more}"
+    written = "the other one was" if others == 1 else f"the other {others} were"
+    return (
+        f"{len(failures)} of the {total} images could not be read, {written} written to {out}: "
+        f"{failures[0]}{more}"
+    )

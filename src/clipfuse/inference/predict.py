@@ -7,13 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from clipfuse.data import create_eval_transform
 from clipfuse.data.base import image_to_rgb, to_8bit
 from clipfuse.errors import ClipfuseError
-from clipfuse.evaluation import InferenceConfig, infer_probabilities
-from clipfuse.inference.visualize import overlay_with_legend
+from clipfuse.evaluation import InferenceConfig
+from clipfuse.evaluation.tta import labels_in_strips, view_logits
+from clipfuse.inference.visualize import label_counts, overlay_with_legend
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
@@ -40,7 +41,9 @@ def read_image(path: str | Path) -> np.ndarray:
 def pil_to_rgb(image: Image.Image, what: str = "image") -> np.ndarray:
     """A PIL image as RGB uint8 H x W x 3, rotated as its EXIF orientation says (16-bit
     greyscale scaled to 8 bits: see :func:`clipfuse.data.base.image_to_rgb`)."""
-    return image_to_rgb(ImageOps.exif_transpose(image), what)
+    if image.getexif().get(ExifTags.Base.Orientation, 1) != 1:  # else it would copy the image
+        image = ImageOps.exif_transpose(image)
+    return image_to_rgb(image, what)
 
 
 def as_rgb(image: ImageInput) -> np.ndarray:
@@ -117,7 +120,7 @@ class Prediction:
     @property
     def areas(self) -> dict[str, float]:
         """Fraction of the image's pixels given to each class (0-1), in ``class_names`` order."""
-        counts = np.bincount(self.label_map.ravel(), minlength=len(self.class_names))
+        counts = label_counts(self.label_map, len(self.class_names))
         total = max(int(self.label_map.size), 1)
         return {name: float(counts[k]) / total for k, name in enumerate(self.class_names)}
 
@@ -131,7 +134,10 @@ class BatchRunner:
     Images are resized and normalised exactly as the validation set was during training
     (``data.val_size``, the backbone's mean / std), predicted with the config's ``eval``
     settings (whole / slide, flip, scales), and the probabilities resized back to each image's
-    size before the argmax: the labels are those ``clipfuse eval`` scores.
+    size before the argmax: the labels are those ``clipfuse eval`` scores. The resizing and
+    the argmax go a band of columns at a time (:func:`~clipfuse.evaluation.tta.labels_in_strips`),
+    so a large image costs the model's working size, its label map and, when asked for, its
+    probabilities.
     """
 
     def __init__(self, mean: Sequence[float], std: Sequence[float], config: dict) -> None:
@@ -139,11 +145,8 @@ class BatchRunner:
         size = tuple(size) if isinstance(size, list | tuple) else size
         self.transform = create_eval_transform(mean=tuple(mean), std=tuple(std), size=size)
         self.inference = InferenceConfig.from_dict(config["eval"])
-        self.channels_last = config["train"]["channels_last"] is True
-
-    def tensor(self, image: np.ndarray) -> torch.Tensor:
-        tensor, _ = self.transform(image, np.zeros(image.shape[:2], dtype=np.uint8))
-        return tensor
+        # the layout that runs fastest here (ClipfuseModel.to sets it for its device)
+        self.channels_last = False
 
     def run(
         self,
@@ -158,7 +161,7 @@ class BatchRunner:
         the same input and output size share a forward pass (at most ``batch_size``)."""
         if batch_size < 1:
             raise ClipfuseError(f"batch_size must be at least 1, got {batch_size}")
-        tensors = [self.tensor(image) for image in images]
+        tensors = [self.transform.image(image) for image in images]
         keys = [(tuple(t.shape), image.shape[:2]) for t, image in zip(tensors, images, strict=True)]
         start = 0
         while start < len(images):
@@ -169,15 +172,16 @@ class BatchRunner:
             inputs = torch.stack(batch).to(device)
             if self.channels_last:
                 inputs = inputs.contiguous(memory_format=torch.channels_last)
+            height, width = images[start].shape[:2]
             with torch.inference_mode():
-                probabilities = infer_probabilities(
-                    logits_fn,
-                    inputs,
-                    num_classes=num_classes,
-                    output_size=images[start].shape[:2],
-                    **self.inference.as_kwargs(),
+                views = view_logits(
+                    logits_fn, inputs, num_classes=num_classes, **self.inference.as_kwargs()
                 )
-            labels = probabilities.argmax(1).to(torch.uint8).cpu().numpy()
+                probabilities = None
+                if scores:
+                    probabilities = inputs.new_empty((len(batch), num_classes, height, width))
+                labels = labels_in_strips(views, (height, width), probabilities, torch.uint8)
+            labels = labels.cpu().numpy()
             probabilities = probabilities.cpu().numpy() if scores else None
             for i in range(len(batch)):
                 yield labels[i], (probabilities[i] if probabilities is not None else None)

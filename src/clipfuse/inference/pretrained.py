@@ -34,7 +34,7 @@ from clipfuse.inference.predict import (
     resolve_device,
 )
 from clipfuse.models import Segmentor, method_uses_text
-from clipfuse.precision import AutocastWeights, inference_dtype
+from clipfuse.precision import AutocastWeights, inference_channels_last, inference_dtype
 from clipfuse.saved_model import pretrained_config, write_pretrained
 
 MAX_LABELS = 255  # label maps are uint8 and 255 is the ignore index
@@ -68,8 +68,6 @@ class ClipfuseModel:
         self.mean = tuple(float(m) for m in segmentor.backbone.mean)
         self.std = tuple(float(s) for s in segmentor.backbone.std)
         self._runner = BatchRunner(self.mean, self.std, config)
-        if self._runner.channels_last:
-            segmentor.to(memory_format=torch.channels_last)
         head = segmentor.head
         self._trained_text = head.text_embeddings.detach().clone() if head is not None else None
         self._lock = threading.RLock()  # open vocabulary swaps the head's text embeddings
@@ -127,8 +125,11 @@ class ClipfuseModel:
     def to(self, device: str | torch.device | None) -> "ClipfuseModel":
         """Move to ``"cpu"``, ``"cuda"`` (``"cuda:N"``) or None / ``"auto"`` (CUDA if any)."""
         self.device = resolve_device(device)
-        self.segmentor.to(self.device)
-        dtype = inference_dtype(self._runner.inference.precision, self.device)
+        precision = self._runner.inference.precision
+        self._runner.channels_last = inference_channels_last(precision, self.device)
+        layout = torch.channels_last if self._runner.channels_last else torch.contiguous_format
+        self.segmentor.to(self.device, memory_format=layout)
+        dtype = inference_dtype(precision, self.device)
         self._autocast_weights = AutocastWeights(self.segmentor, dtype)
         return self
 
@@ -157,7 +158,8 @@ class ClipfuseModel:
 
     def embed_labels(self, choice: LabelChoice) -> torch.Tensor:
         """K' x Ct text embeddings of ``choice``: trained rows as stored in the weights, new
-        labels embedded with the model's text encoder (``text.encoder``, cached on disk)."""
+        labels embedded with the model's text encoder (``text.encoder``, cached on disk) at
+        the trained width (an encoder that gives another is a one-line error)."""
         from clipfuse.config import resolve_spec
         from clipfuse.text import embed_class_names
 
@@ -175,6 +177,7 @@ class ClipfuseModel:
                     new,
                     template=self.text["template"],
                     aliases=self.text["aliases"] or None,
+                    width=self._trained_text.shape[1],  # a cached matrix of another is redone
                 )
             except ClipfuseError as error:
                 raise ClipfuseError(
@@ -188,13 +191,7 @@ class ClipfuseModel:
                 ) from error
             fresh = iter(embedded)
             rows = [row if row is not None else next(fresh) for row in rows]
-        text = torch.stack([row.float() for row in rows])
-        if text.shape[1] != self._trained_text.shape[1]:
-            raise ClipfuseError(
-                f"open vocabulary: the text encoder gives width {text.shape[1]}, the model was "
-                f"trained with width {self._trained_text.shape[1]}"
-            )
-        return text
+        return torch.stack([row.float() for row in rows])
 
     def label_palette(self, choice: LabelChoice) -> np.ndarray:
         """K' x 3 uint8 colours of ``choice``: trained classes keep theirs, new labels get

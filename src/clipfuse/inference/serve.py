@@ -6,13 +6,14 @@ flag) -> JSON with the overlay as a PNG data URL and the per-class areas, or ``{
 with status 400 (bad labels), 413 (too large) or 422 (not an image). ``GET /health`` -> ok.
 """
 
+import asyncio
 import base64
-import html
+import errno
 import io
-import json
 import socket
 import warnings
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 
 from PIL import Image, UnidentifiedImageError
 
@@ -20,6 +21,7 @@ from clipfuse.errors import ClipfuseError, one_line
 from clipfuse.extras import require
 from clipfuse.inference.predict import pil_to_rgb
 from clipfuse.inference.pretrained import ClipfuseModel
+from clipfuse.inference.serve_page import demo_page
 
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024
 DEFAULT_MAX_PIXELS = 4096 * 4096
@@ -129,10 +131,13 @@ def create_app(
     require("fastapi", "clipfuse serve")
     require("python_multipart", "clipfuse serve (uploads)")
     from fastapi import FastAPI, Request
-    from fastapi.concurrency import run_in_threadpool
     from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
     from starlette.datastructures import UploadFile
 
+    # One thread for every upload: each thread that allocates gets its own glibc heap, which
+    # keeps what a request freed, so on a pool's threads the server grew per thread used
+    # (docs/robustness.md, "Memory of predict and serve"). The model predicts one at a time.
+    predictions = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clipfuse-predict")
     app = FastAPI(title="clipfuse", docs_url=None, redoc_url=None)
     info = {
         "method": model.method,
@@ -143,7 +148,7 @@ def create_app(
         "max_bytes": max_bytes,
         "max_pixels": max_pixels,
     }
-    page = _page(info)
+    page = demo_page(info)
 
     def error(message: str, status: int) -> JSONResponse:
         return JSONResponse({"error": message}, status_code=status)
@@ -183,8 +188,8 @@ def create_app(
             open_vocab = str(form.get("open_vocab") or "").lower() in ("1", "true", "on", "yes")
             if not isinstance(labels, str):
                 return error("labels must be text", 400)
-            answer = await run_in_threadpool(
-                predict_upload, model, data, labels, open_vocab, max_pixels, max_bytes
+            answer = await asyncio.get_running_loop().run_in_executor(
+                predictions, predict_upload, model, data, labels, open_vocab, max_pixels, max_bytes
             )
             return JSONResponse(answer)
         except UploadError as problem:
@@ -217,8 +222,21 @@ def _limited_receive(receive: Receive, max_bytes: int) -> Receive:
     return limited
 
 
-def check_options(port: int, max_bytes: int, max_pixels: int) -> None:
-    """One-line errors for ``clipfuse serve`` values that cannot work, before the model loads."""
+# What a --host must be, said by the errors on one that cannot be served on.
+_HOSTS = "127.0.0.1 (reached from this machine only) or 0.0.0.0 (from every network it is on)"
+
+
+def check_options(host: str, port: int, max_bytes: int, max_pixels: int) -> None:
+    """One-line errors for ``clipfuse serve`` values that cannot work, before the model loads
+    (a ``host`` that is no IP address and no name that resolves; one that resolves to an
+    address of another machine fails when the port is bound)."""
+    try:
+        socket.getaddrinfo(host, None, _family(host), socket.SOCK_STREAM)
+    except socket.gaierror as error:
+        raise ClipfuseError(
+            f"--host {host}: not an IP address or a host name that resolves "
+            f"({error.strerror or error}); expected an address of this machine, e.g. {_HOSTS}"
+        ) from error
     if not 0 <= port <= 65535:
         raise ClipfuseError(f"--port {port}: expected a port number in 0..65535")
     for flag, value in (("--max-bytes", max_bytes), ("--max-pixels", max_pixels)):
@@ -235,7 +253,7 @@ def serve(
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> None:
     """Load the model and serve the page until interrupted."""
-    check_options(port, max_bytes, max_pixels)
+    check_options(host, port, max_bytes, max_pixels)
     uvicorn = require("uvicorn", "clipfuse serve")
 
     from clipfuse.inference.pretrained import load
@@ -250,130 +268,29 @@ def serve(
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
-    """A listening socket on ``host:port``, or a one-line error when it cannot be had."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    listening = socket.socket(family, socket.SOCK_STREAM)
+    """A listening socket on ``host:port``, or a one-line error that says why it cannot be
+    had: the port is taken, ``host`` is not this machine's, or what the system said."""
+    listening = socket.socket(_family(host), socket.SOCK_STREAM)
     try:
         listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listening.bind((host, port))
         listening.listen(128)
     except OSError as error:
         listening.close()
-        raise ClipfuseError(
-            f"cannot serve on {host}:{port}: {error.strerror or error} (is another server using "
-            "the port? choose another with --port)"
-        ) from error
+        reason = error.strerror or str(error)
+        if error.errno == errno.EADDRINUSE:
+            reason += " (is another server using the port? choose another with --port)"
+        elif isinstance(error, socket.gaierror) or error.errno in (
+            errno.EADDRNOTAVAIL,
+            errno.EINVAL,
+        ):
+            reason = f"--host {host} is not an address of this machine ({reason}): choose {_HOSTS}"
+        elif error.errno == errno.EACCES:
+            reason += " (ports below 1024 need root: choose another with --port)"
+        raise ClipfuseError(f"cannot serve on {host}:{port}: {reason}") from error
     return listening
 
 
-def _page(info: dict) -> str:
-    names = html.escape(", ".join(info["class_names"]))
-    open_vocab = (
-        '<label><input type="checkbox" id="open-vocab"> open vocabulary (any labels, from the '
-        f"score map; encoder {html.escape(str(info['text_encoder']))})</label>"
-        if info["open_vocab"]
-        else ""
-    )
-    title = f"clipfuse: {html.escape(info['method'])} + {html.escape(info['backbone'])}"
-    return (
-        _PAGE.replace("__TITLE__", title)
-        .replace("__NAMES__", names)
-        .replace("__OPEN_VOCAB__", open_vocab)
-        .replace("__INFO__", json.dumps(info).replace("</", "<\\/"))
-    )
-
-
-_PAGE = """<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>__TITLE__</title>
-<style>
-  body { font-family: system-ui, sans-serif; margin: 2em; max-width: 70em; color: #222; }
-  form > * { margin: .3em 0; display: block; }
-  #labels { width: 40em; max-width: 100%; }
-  #error { color: #b00020; font-weight: bold; min-height: 1.2em; }
-  #status { color: #555; min-height: 1.2em; }
-  #overlay { max-width: 100%; border: 1px solid #ccc; display: none; }
-  table { border-collapse: collapse; margin-top: 1em; }
-  td, th { padding: .2em .8em; border-bottom: 1px solid #eee; text-align: left; }
-  td.area { text-align: right; font-variant-numeric: tabular-nums; }
-  .swatch { display: inline-block; width: 1em; height: 1em; border: 1px solid #000;
-            vertical-align: middle; }
-</style>
-</head>
-<body>
-<h1>__TITLE__</h1>
-<p>Trained classes: __NAMES__</p>
-<form id="form">
-  <input type="file" id="image" name="image" accept="image/*">
-  <input type="text" id="labels" name="labels"
-         placeholder="labels, comma-separated (empty: all trained classes); old=new renames">
-  __OPEN_VOCAB__
-  <button type="submit" id="run">Segment</button>
-</form>
-<div id="status"></div>
-<div id="error" role="alert"></div>
-<img id="overlay" alt="segmentation overlay">
-<table id="areas"></table>
-<script>
-const info = __INFO__;
-const form = document.getElementById("form");
-const statusLine = document.getElementById("status");
-const errorLine = document.getElementById("error");
-const overlay = document.getElementById("overlay");
-const table = document.getElementById("areas");
-form.addEventListener("submit", async (event) => {
-  event.preventDefault();
-  errorLine.textContent = "";
-  const file = document.getElementById("image").files[0];
-  if (!file) { errorLine.textContent = "Choose an image first."; return; }
-  if (file.size > info.max_bytes) {
-    const size = (n) => `${(n / 1e6).toFixed(1)} MB (${n.toLocaleString("en-US")} bytes)`;
-    errorLine.textContent = `The file is ${size(file.size)}: the limit is ${size(info.max_bytes)}.`;
-    return;
-  }
-  const body = new FormData();
-  body.append("image", file);
-  body.append("labels", document.getElementById("labels").value);
-  const openVocab = document.getElementById("open-vocab");
-  body.append("open_vocab", openVocab && openVocab.checked ? "true" : "false");
-  statusLine.textContent = "Segmenting…";
-  const started = performance.now();
-  let answer;
-  try {
-    const response = await fetch("api/predict", { method: "POST", body });
-    answer = await response.json();
-    if (!response.ok) throw new Error(answer.error || `error ${response.status}`);
-  } catch (problem) {
-    statusLine.textContent = "";
-    errorLine.textContent = problem.message;
-    return;
-  }
-  overlay.src = answer.overlay;
-  overlay.style.display = "block";
-  overlay.dataset.width = answer.width;
-  overlay.dataset.height = answer.height;
-  table.replaceChildren();
-  const head = table.insertRow();
-  for (const text of ["", "class", "area"]) {
-    const cell = document.createElement("th"); cell.textContent = text; head.appendChild(cell);
-  }
-  for (const row of answer.classes) {
-    const tr = table.insertRow();
-    tr.className = "class-row";
-    const swatch = document.createElement("span");
-    swatch.className = "swatch"; swatch.style.background = row.colour;
-    tr.insertCell().appendChild(swatch);
-    tr.insertCell().textContent = row.name;
-    const area = tr.insertCell(); area.className = "area";
-    area.textContent = (100 * row.area).toFixed(1) + " %";
-  }
-  const seconds = ((performance.now() - started) / 1000).toFixed(1);
-  statusLine.textContent = `${answer.width} x ${answer.height} pixels, ` +
-    `${answer.mode === "decoder" ? "decoder" : answer.mode + " (open vocabulary)"}, ${seconds} s`;
-});
-</script>
-</body>
-</html>
-"""
+def _family(host: str) -> socket.AddressFamily:
+    """IPv6 for an address with colons, else IPv4 (names resolve to IPv4 addresses)."""
+    return socket.AF_INET6 if ":" in host else socket.AF_INET

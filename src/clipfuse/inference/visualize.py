@@ -14,6 +14,21 @@ def colorize(labels: np.ndarray, palette: np.ndarray) -> np.ndarray:
     return colours
 
 
+ROWS_AT_ONCE = 256
+"""Rows of a label map :func:`label_counts` and :func:`overlay_with_legend` process at once:
+their temporary arrays (8-byte counts, float blends) stay a few MB for any image width."""
+
+
+def label_counts(labels: np.ndarray, num_labels: int) -> np.ndarray:
+    """How many pixels of the H x W ``labels`` hold each label ``0 .. num_labels - 1`` (other
+    values, such as 255, are not counted)."""
+    counts = np.zeros(num_labels, dtype=np.int64)
+    for start in range(0, labels.shape[0], ROWS_AT_ONCE):
+        block = labels[start : start + ROWS_AT_ONCE].ravel()
+        counts += np.bincount(block, minlength=num_labels)[:num_labels]
+    return counts
+
+
 def overlay_with_legend(
     image: np.ndarray,
     labels: np.ndarray,
@@ -21,17 +36,25 @@ def overlay_with_legend(
     palette: np.ndarray,
     alpha: float = 0.5,
 ) -> Image.Image:
-    """Blend the colourised labels over the image and add a legend of the classes present."""
-    blended = (image * (1 - alpha) + colorize(labels, palette) * alpha).astype(np.uint8)
-    present = [int(k) for k in np.unique(labels) if k < len(class_names)]
+    """Blend the colourised labels over the image and add a legend of the classes present.
+
+    The blend is computed :data:`ROWS_AT_ONCE` rows at a time into the result, so a large
+    image costs the result's size, not the float copies of the whole image."""
+    counts = label_counts(labels, len(class_names))
+    present = [k for k in range(len(class_names)) if counts[k]]
     font = ImageFont.load_default()
     row = 16
     legend_width = 12 + max((int(font.getlength(class_names[k])) for k in present), default=0) + 24
-    height = max(blended.shape[0], row * len(present) + 8)
-    canvas = Image.new("RGB", (blended.shape[1] + legend_width, height), (255, 255, 255))
-    canvas.paste(Image.fromarray(blended), (0, 0))
+    image_height, image_width = labels.shape
+    height = max(image_height, row * len(present) + 8)
+    canvas = Image.new("RGB", (image_width + legend_width, height), (255, 255, 255))
+    for start in range(0, image_height, ROWS_AT_ONCE):
+        rows = slice(start, start + ROWS_AT_ONCE)
+        colours = colorize(labels[rows], palette)
+        blended = (image[rows] * (1 - alpha) + colours * alpha).astype(np.uint8)
+        canvas.paste(Image.fromarray(blended), (0, start))
     draw = ImageDraw.Draw(canvas)
-    x = blended.shape[1] + 6
+    x = image_width + 6
     for i, k in enumerate(present):
         y = 4 + i * row
         draw.rectangle(

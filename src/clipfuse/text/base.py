@@ -67,6 +67,12 @@ class TextEncoder(ABC):
         return []
 
     @classmethod
+    def spec_width(cls, argument: str) -> int | None:
+        """The embedding width the spec fixes, known without loading anything (a cached matrix
+        of another width is computed again); None when only the loaded encoder knows it."""
+        return None
+
+    @classmethod
     def clip_models(cls, argument: str) -> set[str]:
         """The CLIP models whose text tower made the embeddings, as open_clip ``<arch>/<tag>``
         (``<arch>`` alone for a local checkpoint); empty when unknown."""

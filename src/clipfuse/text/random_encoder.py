@@ -26,16 +26,12 @@ class RandomEncoder(TextEncoder):
 
     @classmethod
     def from_spec(cls, argument: str) -> "RandomEncoder":
-        parts = argument.split(":")
-        try:
-            if len(parts) > 2:
-                raise ValueError(argument)
-            return cls(*(int(part) for part in parts))
-        except ValueError as error:
-            raise ClipfuseError(
-                f"text encoder 'random:{argument}': expected random:<dim> or random:<dim>:<seed> "
-                "with integers, e.g. random:512 or random:512:1"
-            ) from error
+        return cls(*_parse(argument))
+
+    @classmethod
+    def spec_width(cls, argument: str) -> int:
+        """``<dim>``."""
+        return _parse(argument)[0]
 
     def vector(self, name: str) -> torch.Tensor:
         """The unit vector of one class name."""
@@ -46,3 +42,17 @@ class RandomEncoder(TextEncoder):
 
     def _encode(self, class_names: list[str], templates: list[str]) -> torch.Tensor:
         return torch.stack([self.vector(name) for name in class_names])
+
+
+def _parse(argument: str) -> tuple[int, ...]:
+    """``(dim,)`` or ``(dim, seed)`` of ``random:<dim>[:<seed>]``; a one-line error otherwise."""
+    parts = argument.split(":")
+    try:
+        if len(parts) > 2:
+            raise ValueError(argument)
+        return tuple(int(part) for part in parts)
+    except ValueError as error:
+        raise ClipfuseError(
+            f"text encoder 'random:{argument}': expected random:<dim> or random:<dim>:<seed> "
+            "with integers, e.g. random:512 or random:512:1"
+        ) from error
