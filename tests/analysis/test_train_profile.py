@@ -81,7 +81,8 @@ def test_bench_profiles_the_training_step(config_files):
     peaks = profile["matmul_peak"]
     assert set(peaks) == {"float32", "bfloat16"}
     assert peaks["float32"]["gflops"] == result["machine"]["matmul_gflops"]
-    assert peaks["bfloat16"]["gflops"] > 0 and peaks["bfloat16"]["n"] == 2048
+    # the matrix is smaller where the CPU emulates bf16 (clipfuse.analysis.timing.matmul_peak)
+    assert peaks["bfloat16"]["gflops"] > 0 and peaks["bfloat16"]["n"] in (256, 512, 1024, 2048)
     for row in result["rows"]:
         by_mode = profile["models"][row["name"]]
         assert list(by_mode) == ["32-true", "bf16-mixed"]
