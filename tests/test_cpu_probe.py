@@ -137,7 +137,7 @@ def test_the_key_names_the_cpu_torch_and_threads(monkeypatch):
         assert one != cpu_probe.probe_key() and one.endswith("| 1 threads")
     finally:
         torch.set_num_threads(before)
-    assert torch.__version__ in one and cpu_probe.cpu_model() in one
+    assert torch.__version__ in one and cpu_probe.cpu_name() in one
 
 
 @pytest.mark.parametrize(

@@ -147,7 +147,7 @@ def measure(purpose: Purpose) -> Verdict:
     return Verdict(precision=precision, channels_last=channels_last, ms=ms)
 
 
-def cpu_model() -> str:
+def cpu_name() -> str:
     """This CPU's model name (``/proc/cpuinfo``; elsewhere the platform's processor string)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -161,7 +161,7 @@ def cpu_model() -> str:
 def probe_key() -> str:
     """What a verdict holds for: the CPU model and its vector ISA, torch's version, threads."""
     capability = torch.backends.cpu.get_cpu_capability()
-    return f"{cpu_model()} ({capability}) | torch {torch.__version__} | {torch.get_num_threads()} threads"
+    return f"{cpu_name()} ({capability}) | torch {torch.__version__} | {torch.get_num_threads()} threads"
 
 
 def cache_path(key: str) -> Path:

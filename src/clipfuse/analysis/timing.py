@@ -5,16 +5,15 @@ step as the engine runs it, and what the machine was."""
 import copy
 import math
 import os
-import platform
 import statistics
 import time
 from collections.abc import Callable, Sequence
 from functools import partial
-from pathlib import Path
 
 import torch
 from torch import nn
 
+from clipfuse.cpu_probe import cpu_name
 from clipfuse.losses import segmentation_loss
 from clipfuse.precision import AutocastWeights, inference_dtype
 from clipfuse.threads import usable_cores
@@ -196,17 +195,6 @@ def inference_runner(
                 model(images)
 
     return run
-
-
-def cpu_name() -> str:
-    """The CPU's model name (``/proc/cpuinfo``), else what ``platform`` knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def machine_info(device: torch.device, threads: int, peak: dict) -> dict:
