@@ -27,11 +27,12 @@ def _bank(folder, name, classes, dim, **meta):
 @pytest.fixture
 def banks(tmp_path, monkeypatch):
     """A shared folder with an RN50 bank (the shared banks' metadata), a ViT-B/16 bank (a
-    ``clip_model`` entry) and a bank that names no model."""
+    ``clip_model`` entry), a bank that names no model and :data:`DEFAULT_TEXT`'s folder."""
     text = tmp_path / "text"
     _bank(text / "a-rn50", "city", NAMES, 8, encoder="OpenAI CLIP RN50 text encoder")
     _bank(text / "b-vitb16", "city", [*NAMES, "tree"], 4, clip_model="ViT-B-16/openai")
     _bank(text / "c-unnamed", "city", NAMES, 4)
+    _bank(text / "clip-vitb16", "city", NAMES, 4, clip_model="ViT-B-16/openai")  # DEFAULT_TEXT
     monkeypatch.setenv("CLIPFUSE_SHARED", str(tmp_path))
     return text
 

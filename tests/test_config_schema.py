@@ -10,7 +10,7 @@ from clipfuse.cli import main
 from clipfuse.config import DEFAULTS, MAX_VALUES, load_config, with_defaults
 from clipfuse.config_schema import validate_config
 from clipfuse.errors import ClipfuseError
-from clipfuse.experiments.spec import load_spec
+from clipfuse.research.experiments.spec import load_spec
 
 CAMVID = "configs/plain_mobilenetv2_camvid_192x256_140.yaml"
 ENCODER = "expected auto or <kind>:<argument> with kind one of open_clip:..., hf:..., bank:..."

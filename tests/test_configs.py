@@ -154,3 +154,82 @@ def test_the_old_method_name_fpn_is_read_as_plain_with_a_note(tmp_path, capsys):
     assert notes == ["note: model.method 'fpn' is now called 'plain': read as that"]  # once
     with pytest.raises(ClipfuseError, match="unknown method 'fcn'"):
         method_uses_text("fcn")
+
+
+# --- shipped configs by name (clipfuse.config_files) ---------------------------------------
+
+NAME = "plain-w128_mobilenetv2_camvid_256x320_5200"
+
+
+def test_a_shipped_config_is_used_by_name_from_any_folder(tmp_path, monkeypatch):
+    from_checkout = load_config(f"configs/{NAME}.yaml")
+    monkeypatch.chdir(tmp_path)
+    assert load_config(NAME) == from_checkout
+    assert load_config(f"configs/{NAME}.yaml") == from_checkout  # the documented path, elsewhere
+    assert load_config(f"{NAME}.yaml", ["train.lr=0.5"])["train"]["lr"] == 0.5
+    # a file of that name in the working directory is what is read: a path wins
+    (tmp_path / f"{NAME}.yaml").write_text("train: {max_steps: 3}\n")
+    assert load_config(f"{NAME}.yaml")["train"]["max_steps"] == 3
+
+
+def test_an_unknown_name_is_one_line_with_the_close_names(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ClipfuseError) as error:
+        load_config("plain_mobilenetv2_camvid_192x256_14")
+    message = str(error.value)
+    assert "'plain_mobilenetv2_camvid_192x256_14' is neither a file nor a shipped config" in message
+    assert "did you mean plain_mobilenetv2_camvid_192x256_140" in message and "\n" not in message
+    with pytest.raises(ClipfuseError, match=r"config file runs/nowhere/config.yaml not found"):
+        load_config("runs/nowhere/config.yaml")  # a path stays a path
+
+
+def test_every_config_file_is_package_data():
+    """Each file under the package's configs/ matches a package-data pattern of pyproject.toml
+    (so it is in the wheel), and the checkout's configs/ is that folder."""
+    import fnmatch
+    import tomllib
+
+    from clipfuse.config_files import configs_dir
+
+    root = Path(__file__).resolve().parents[1]
+    patterns = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"
+    ]["clipfuse"]
+    package = configs_dir().parent
+    files = [path.relative_to(package).as_posix() for path in configs_dir().rglob("*.yaml")]
+    assert len(files) > len(CONFIGS)  # the runs and their _base_ files
+    assert [f for f in files if not any(fnmatch.fnmatch(f, p) for p in patterns)] == []
+    assert (root / "configs").resolve() == configs_dir().resolve()
+
+
+def test_the_configs_command_lists_names_and_descriptions(tmp_path, monkeypatch, capsys):
+    from clipfuse.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["configs", "camvid"]) == 0
+    rows = capsys.readouterr().out.splitlines()
+    names = [row.split()[0] for row in rows]
+    assert names == sorted(p.stem for p in CONFIGS if "camvid" in p.stem)
+    row = rows[names.index("plain_mobilenetv2_camvid_192x256_140")]
+    assert "Semantic FPN + ImageNet MobileNetV2 on CamVid" in row
+    assert main(["configs", "plain_*_ade20k_*"]) == 0
+    names = [row.split()[0] for row in capsys.readouterr().out.splitlines()]
+    assert names and all(n.startswith("plain_") and "_ade20k_" in n for n in names)
+    assert main(["configs", "no-such-thing"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: no shipped config matches 'no-such-thing'")
+    assert error.count("\n") == 1
+
+
+def test_version_and_bench_take_a_config_name(tmp_path, monkeypatch, capsys):
+    import clipfuse
+    from clipfuse.cli import main
+    from clipfuse.research.bench.candidates import load_candidates
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.strip() == f"clipfuse {clipfuse.__version__}"
+    (candidate,) = load_candidates(["plain_mobilenetv2_camvid_192x256_140"], False, None)
+    assert candidate.name == "plain_mobilenetv2_camvid_192x256_140"

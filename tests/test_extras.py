@@ -1,5 +1,6 @@
-"""Serving, ONNX, the smp reference and plotting are optional extras: the core imports none of
-them, and a missing one is a one-line error naming the extra to install."""
+"""Training, the CLIP text encoders, serving, ONNX, the smp reference and plotting are
+optional extras: the core imports none of them, and a missing one
+is a one-line error naming the extra to install."""
 
 import subprocess
 import sys
@@ -30,9 +31,17 @@ def test_the_core_imports_no_extra():
                 return super().find_spec(name, path, target)
 
         sys.meta_path[sys.meta_path.index(PathFinder)] = NotInstalled
-        import clipfuse.analysis.bench, clipfuse.build, clipfuse.cli, clipfuse.engine
-        import clipfuse.experiments.runner, clipfuse.inference, clipfuse.inference.export
-        import clipfuse.inference.serve
+        import clipfuse.research.bench.bench, clipfuse.build, clipfuse.cli, clipfuse.evaluation
+        import clipfuse.inference, clipfuse.inference.export, clipfuse.inference.serve
+        import clipfuse.data, clipfuse.models, clipfuse.text
+        from clipfuse.errors import ClipfuseError
+
+        try:  # the training engine says which extra it needs
+            import clipfuse.engine
+        except ClipfuseError as error:
+            assert "pip install 'clipfuse[train]'" in str(error), error
+        else:
+            raise AssertionError("clipfuse.engine imported without the train extra")
         """
     )
     subprocess.run([sys.executable, "-c", script], check=True, timeout=300)
@@ -55,13 +64,34 @@ def test_the_core_imports_no_extra():
         ),
         (
             "segmentation_models_pytorch",
-            lambda: __import__("clipfuse.analysis.candidates").analysis.candidates.create_from_spec(
+            lambda: __import__(
+                "clipfuse.research.bench.candidates"
+            ).research.bench.candidates.create_from_spec(
                 {"smp": {"backbone": "mobilenetv2_100", "classes": 3}}
             ),
             "needs segmentation_models_pytorch, which is not installed: pip install 'clipfuse[bench]'",
         ),
+        (
+            "open_clip",
+            lambda: __import__(
+                "clipfuse.text.open_clip_encoder"
+            ).text.open_clip_encoder.load_open_clip_text("ViT-B-16", "openai"),
+            "text encoder 'open_clip:ViT-B-16/openai' needs open_clip, which is not installed: "
+            "pip install 'clipfuse[clip]'",
+        ),
+        (
+            "transformers",
+            lambda: __import__("clipfuse.text.hf_encoder").text.hf_encoder.load_hf_text("a/b"),
+            "text encoder 'hf:a/b' needs transformers, which is not installed: "
+            "pip install 'clipfuse[clip]'",
+        ),
+        (
+            "torchmetrics",
+            lambda: __import__("clipfuse.evaluation").evaluation.SegmentationMetrics,
+            "needs torchmetrics, which is not installed: pip install 'clipfuse[train]'",
+        ),
     ],
-    ids=["serve", "export", "bench"],
+    ids=["serve", "export", "bench", "clip", "hf", "metrics"],
 )
 def test_a_missing_extra_is_a_one_line_error_naming_it(monkeypatch, module, call, message):
     monkeypatch.setitem(sys.modules, module, None)
@@ -71,8 +101,8 @@ def test_a_missing_extra_is_a_one_line_error_naming_it(monkeypatch, module, call
 
 
 def test_without_matplotlib_the_report_is_written_without_its_plot(monkeypatch, tmp_path, capsys):
-    from clipfuse.experiments import load_spec
-    from clipfuse.experiments.report import write_report
+    from clipfuse.research.experiments import load_spec
+    from clipfuse.research.experiments.report import write_report
 
     spec_path = tmp_path / "spec.yaml"
     spec_path.write_text(

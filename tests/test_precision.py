@@ -12,8 +12,8 @@ from clipfuse.config import apply_overrides
 from clipfuse.cpu_probe import Verdict
 from clipfuse.errors import ClipfuseError
 from clipfuse.evaluation import infer_probabilities
-from clipfuse.fusion.score_map import cosine_score_map
 from clipfuse.losses import segmentation_loss
+from clipfuse.models.score_map import cosine_score_map
 from clipfuse.precision import (
     AutocastWeights,
     inference_channels_last,

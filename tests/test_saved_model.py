@@ -175,3 +175,19 @@ def test_save_pretrained_killed_at_any_step_leaves_a_whole_model(
     assert ("old", True) in loaded and loaded[-1] == ("new", False), loaded
     outcomes = [outcome for outcome, _ in loaded]
     assert outcomes == sorted(outcomes, key=["old", "new"].index), loaded
+
+
+def test_a_card_that_cannot_be_written_leaves_the_whole_old_folder(model, tmp_path):
+    """The model card is one of the save's files: a failure writing it (here a card that is no
+    valid text) leaves weights, config and card as they were, and no temporary file."""
+    from clipfuse.saved_model import pretrained_config, write_pretrained
+
+    folder = model.save_pretrained(tmp_path / "m")
+    before = {path.name: path.read_bytes() for path in folder.iterdir()}
+    assert sorted(before) == ["README.md", "config.json", "model.safetensors"]
+    meta = pretrained_config(model.config, model.class_names, model.mean, model.std, model.palette)
+    state = {k: (v + 1).cpu().contiguous() for k, v in model.segmentor.state_dict().items()}
+    with pytest.raises(UnicodeEncodeError):
+        write_pretrained(folder, state, meta, card="\ud800 not encodable")
+    assert {path.name: path.read_bytes() for path in folder.iterdir()} == before
+    assert not partial_files(folder)

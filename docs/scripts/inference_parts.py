@@ -17,7 +17,7 @@ import torch
 
 from clipfuse.allocator import keep_freed_memory
 from clipfuse.analysis import segmentor_cost
-from clipfuse.analysis.timing import inference_runner
+from clipfuse.research.bench.timing import inference_runner
 from clipfuse.build import class_names_of, cost_model
 from clipfuse.config import load_config
 
@@ -26,7 +26,7 @@ COST_GROUP = {"backbone": "backbone", "head": "fusion", "decoder": "decoder"}
 
 
 def timed_forward(model, run) -> dict[str, float]:
-    """One forward pass (``run``, :func:`clipfuse.analysis.timing.inference_runner` of
+    """One forward pass (``run``, :func:`clipfuse.research.bench.timing.inference_runner` of
     ``model``); seconds from the previous part's end to each part's end."""
     ends: dict[str, float] = {}
 

@@ -17,7 +17,7 @@ from PIL import Image
 
 import clipfuse
 from clipfuse.data import create_dataset
-from clipfuse.fusion.score_map import cosine_score_map
+from clipfuse.models.score_map import cosine_score_map
 
 
 def mean_pairwise_cosine(tokens: torch.Tensor) -> float:

@@ -10,7 +10,7 @@ import statistics
 
 import torch
 
-from clipfuse.analysis.timing import inference_runner, round_robin
+from clipfuse.research.bench.timing import inference_runner, round_robin
 from clipfuse.build import class_names_of, cost_model
 from clipfuse.config import load_config
 

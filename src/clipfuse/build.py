@@ -12,6 +12,7 @@ Which text encoder embeds the class names is :mod:`clipfuse.text.resolve`'s poli
 module only assembles. Lightning-free.
 """
 
+import copy
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from clipfuse.saved_model import (
     load_weights,
     read_pretrained,
 )
+from clipfuse.sources import with_backbone_source
 from clipfuse.text import create_prompt_encoder
 from clipfuse.text.resolve import cost_embeddings, embed_classes, resolve_text_encoder, text_spec
 
@@ -51,8 +53,13 @@ def create_model_from_config(
     """The model of ``config``; text embeddings are computed (cached) unless given.
 
     With ``pretrained`` the one-line notes say where the backbone's weights come from (a
-    download unless cached) and how DenseCLIP's attention pool starts.
+    download unless cached) and how DenseCLIP's attention pool starts. The model carries a
+    copy of ``config`` and ``class_names`` as ``model.config`` and ``model.class_names``.
+    Where a ``shared:`` backbone weight file is absent, timm's weights of the backbone stand
+    in (:func:`~clipfuse.sources.with_backbone_source`, announced; ``model.config`` says so).
     """
+    if pretrained:
+        config = with_backbone_source(config)
     model_cfg, text_cfg = config["model"], config["text"]
     method = model_cfg["method"]
     backbone_kwargs = dict(model_cfg["backbone_kwargs"])
@@ -102,6 +109,7 @@ def create_model_from_config(
                 f"DenseCLIP's attention pool starts from {backbone}'s CLIP pool, which has "
                 "random weights (model.backbone_kwargs.pretrained is off)"
             )
+    model.config, model.class_names = copy.deepcopy(config), list(class_names)
     return model
 
 
@@ -132,10 +140,15 @@ class LoadedModel:
 
 
 def load_model(
-    path: str | os.PathLike, overrides: Sequence[str] = (), trained: bool = False
+    path: str | os.PathLike,
+    overrides: Sequence[str] = (),
+    trained: bool = False,
+    revision: str | None = None,
 ) -> LoadedModel:
     """The trained model saved at ``path``: a pretrained folder (or its ``config.json`` /
-    ``model.safetensors``) or a training checkpoint (``.ckpt``). ``overrides``
+    ``model.safetensors``), a training checkpoint (``.ckpt``) or a Hugging Face Hub id
+    (``owner/name`` that is no local path; at ``revision``; :func:`clipfuse.hub.download`
+    into the hub cache). ``overrides``
     (``section.key=value``) apply to its config before the model is built. ``trained``: a
     checkpoint's trained weights instead of their average (``train.ema_decay``;
     :func:`~clipfuse.saved_model.unpack_checkpoint`); a pretrained folder holds only one set.
@@ -143,12 +156,19 @@ def load_model(
     Raises a one-line :class:`~clipfuse.errors.ClipfuseError` for a missing path, an unknown
     format version, a missing file, weights that do not fit the config, or a foreign file.
     """
+    from clipfuse.hub import download, is_repo_id
+
+    if is_repo_id(path):
+        path = download(str(path), revision)
+    elif revision is not None:
+        raise ClipfuseError(f"model {path}: revision= is for a Hub id (owner/name), not a path")
     path = Path(path).expanduser()
     if path.is_file() and path.name in (CONFIG_FILE, WEIGHTS_FILE):
         path = path.parent
     if not path.exists():
         raise ClipfuseError(
-            f"model {path} not found: expected a folder from save_pretrained or a .ckpt"
+            f"model {path} not found: expected a folder from save_pretrained, a .ckpt or a "
+            "Hugging Face Hub id (owner/name)"
         )
     meta = None
     if path.is_dir() and trained:

@@ -27,7 +27,9 @@ replaces it: ``text.aliases={}`` (or ``null``) clears the aliases, while
 ``model.head_kwargs.dim=256`` sets one key and keeps the others.
 
 Paths may start with ``shared:`` to mean the shared folder (``$CLIPFUSE_SHARED`` or
-``../shared``), e.g. ``shared:weights/mobilenetv2_100_in1k.pth``.
+``../shared``), e.g. ``shared:weights/mobilenetv2_100_in1k.pth``. Where such a file is absent
+(a clone without the shared folder), :mod:`clipfuse.sources` names its public source (timm's
+weights, an open_clip text tower, ``clipfuse data download``), announced.
 
 A saved config (a checkpoint's, a pretrained folder's) is read back with :func:`with_defaults`,
 a run folder's ``config.yaml`` with :func:`load_config` at the folder's format version
@@ -49,6 +51,7 @@ from typing import Any
 
 import yaml
 
+from clipfuse.config_files import resolve_config_file
 from clipfuse.config_schema import default_config, validate_config
 from clipfuse.errors import ClipfuseError, announce
 from clipfuse.fileio import atomic_write_text
@@ -61,6 +64,8 @@ from clipfuse.paths import shared_root
 FORMAT_VERSION = 4
 
 # Old method names, read as today's: "fpn" was the no-text Semantic FPN (also a decoder name).
+# Still read by shipped records: docs/results/*/results.json rows (`clipfuse experiment --from`)
+# and best_config.yaml files (docs/results.md retrains camvid_claims's) spell method fpn.
 RENAMED_METHODS = {"fpn": "plain"}
 
 # Every key with its default (the schema, clipfuse.config_schema, says what each accepts).
@@ -316,13 +321,15 @@ def load_config(
     replace: Mapping[str, Any] | None = None,
     format_version: int = FORMAT_VERSION,
 ) -> dict:
-    """Defaults, then the YAML file (and its ``_base_`` files; upgraded by :func:`upgrade_config`
-    when written at an older ``format_version``), then ``replace`` (each dotted key set to its
+    """Defaults, then the YAML file ``path`` (a file, else the name of a shipped config:
+    :func:`clipfuse.config_files.resolve_config_file`), with its ``_base_`` files (upgraded by
+    :func:`upgrade_config` when written at an older ``format_version``), then ``replace`` (each dotted key set to its
     value outright: a mapping such as ``model.head_kwargs`` is replaced, not merged key by
     key), then the overrides; every key and value validated once, at the end."""
     config = copy.deepcopy(DEFAULTS)
     if path is not None:
-        config = _merge(config, upgrade_config(_read_yaml(Path(path)), format_version), "")
+        file = resolve_config_file(path)
+        config = _merge(config, upgrade_config(_read_yaml(file), format_version), "")
     if replace:
         for dotted, value in replace.items():
             _replace_key(config, dotted, value)

@@ -8,6 +8,11 @@ arguments of what they build (the decoder's, language head's, backbone's or data
 A bad value is one error naming the key, the value and what is allowed::
 
     config key train.max_steps is 'abc': expected a positive integer
+
+The defaults here are a config's only ones. The library functions and classes a section feeds
+(:func:`clipfuse.losses.segmentation_loss`, :func:`clipfuse.engine.create_optimizer`,
+:class:`clipfuse.evaluation.InferenceConfig`, ...) keep the same defaults in their signatures,
+for a caller without a config; tests/test_defaults.py holds each equal to the key it mirrors.
 """
 
 import inspect

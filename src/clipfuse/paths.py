@@ -1,4 +1,6 @@
-"""Where shared data lives: an environment variable, then ``../shared``."""
+"""Where shared data lives: an environment variable, then ``../shared``; what stands in for
+a ``shared:`` file that is absent (a clone without the shared folder) is
+:mod:`clipfuse.sources`'s choice."""
 
 import os
 from pathlib import Path

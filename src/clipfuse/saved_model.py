@@ -17,7 +17,8 @@ A trained model is saved in one of two forms:
     ``format_version``, ``save_id`` (also in the weights' metadata: the two files are one
     save), ``method``, ``backbone``, ``decoder``, ``class_names``, ``text`` (encoder spec,
     template, aliases), ``normalization`` (mean / std, 0-255 units), ``palette``, and
-    ``config``: the full run config the model was trained with.
+    ``config``: the full run config the model was trained with;
+  * ``README.md``: its model card (:func:`clipfuse.hub.model_card`), for the Hugging Face Hub.
 
 Both carry :data:`clipfuse.config.FORMAT_VERSION`; their config is read back with
 :func:`clipfuse.config.with_defaults` (upgraded to today's keys by
@@ -50,6 +51,7 @@ TRAINED_STATE_KEY = "current_model_state"
 PRETRAINED_FORMAT = "clipfuse-pretrained"
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+CARD_FILE = "README.md"
 SAVE_ID = "save_id"  # in both files of a pretrained folder: they were written together
 # While save_pretrained replaces a folder's pair: hard links to the pair it replaces.
 PREVIOUS_DIR = ".clipfuse-previous"
@@ -195,19 +197,24 @@ def pretrained_config(
 
 
 def write_pretrained(
-    directory: str | os.PathLike, state: dict[str, torch.Tensor], meta: dict
+    directory: str | os.PathLike,
+    state: dict[str, torch.Tensor],
+    meta: dict,
+    card: str | None = None,
 ) -> Path:
-    """Write ``state`` to ``model.safetensors`` and ``meta`` (:func:`pretrained_config`) to
-    ``config.json`` in ``directory`` (created; other files there are kept), so that at every
-    instant of the save, also when the process is killed, :func:`read_pretrained` reads either
-    the complete old model or the complete new one:
+    """Write ``state`` to ``model.safetensors``, ``meta`` (:func:`pretrained_config`) to
+    ``config.json`` and ``card`` (when given) to ``README.md`` in ``directory`` (created; other
+    files there are kept), so that at every instant of the save, also when the process is
+    killed, :func:`read_pretrained` reads either the complete old model or the complete new
+    one (the card, renamed last, describes the new model once that is complete):
 
     1. both files are written to hidden temporary files beside their targets (the slow part);
        they share a new ``save_id``;
     2. the folder's current pair, when it is complete (both files there, of one save), is
        hard-linked (copied where the file system has no hard links) into
        ``.clipfuse-previous/``, replacing what that held, and flushed to disk;
-    3. the temporary files are renamed over ``model.safetensors``, then over ``config.json``;
+    3. the temporary files are renamed over ``model.safetensors``, then over ``config.json``
+       (then ``README.md``);
     4. ``.clipfuse-previous/`` is deleted.
 
     Killed before the first rename, the folder holds the old pair; after the second, the new
@@ -226,7 +233,7 @@ def write_pretrained(
     from safetensors.torch import save_file
 
     directory = prepare_dir(directory, "model folder")
-    for name in (WEIGHTS_FILE, CONFIG_FILE):
+    for name in (WEIGHTS_FILE, CONFIG_FILE, CARD_FILE):
         remove_partial_files(directory, name)
     save_id = uuid.uuid4().hex
     metadata = {
@@ -235,11 +242,14 @@ def write_pretrained(
         SAVE_ID: save_id,
     }
     config = json.dumps({**meta, SAVE_ID: save_id}, indent=2) + "\n"
+    writes = {
+        directory / WEIGHTS_FILE: lambda path: save_file(state, path, metadata=metadata),
+        directory / CONFIG_FILE: lambda path: path.write_text(config, encoding="utf-8"),
+    }
+    if card is not None:
+        writes[directory / CARD_FILE] = lambda path: path.write_text(card, encoding="utf-8")
     atomic_write_all(
-        {
-            directory / WEIGHTS_FILE: lambda path: save_file(state, path, metadata=metadata),
-            directory / CONFIG_FILE: lambda path: path.write_text(config, encoding="utf-8"),
-        },
+        writes,
         "model file",
         before_replace=lambda: _keep_previous(directory),
     )

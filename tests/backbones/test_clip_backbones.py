@@ -103,7 +103,7 @@ def test_every_method_trains_on_every_clip_backbone(name, method):
     ).train()
     if method == "denseclip":  # the pool starts from CLIP's on the ResNets only
         assert model.head.pool_from_clip == name.startswith("resnet")
-    assert model.backbone.attention_pool is None  # the copy is the head's, not kept twice
+        assert model.backbone.attention_pool is None  # the copy is the head's, not kept twice
     outputs = model(torch.randn(2, 3, 64, 64))
     assert outputs["logits"].shape == (2, 3, 64, 64)
     _weighted_loss(

@@ -3,18 +3,15 @@
 HTTP server standing in for the Hugging Face hub (random weights; nothing leaves the machine).
 """
 
-import hashlib
-import http.server
 import json
-import os
 import subprocess
 import sys
-import threading
 
 import pytest
 import timm
 import torch
 from safetensors.torch import save_file
+from standin_hub import hub_environment, serve
 
 REPO = "timm/resnet50_clip.openai"
 FILE = "model.safetensors"  # what timm asks the hub for first
@@ -42,62 +39,19 @@ print(json.dumps({
 """
 
 
-class _Hub(http.server.BaseHTTPRequestHandler):
-    """``/<repo>/resolve/<revision>/<file>`` as the hub answers it; 404 for anything else."""
-
-    files: dict[str, bytes] = {}
-
-    def _answer(self, body: bool) -> None:
-        parts = self.path.split("?")[0].strip("/").split("/")
-        name = "/".join(parts[:2]) + "/" + "/".join(parts[4:]) if len(parts) > 4 else ""
-        data = self.files.get(name) if parts[2:3] == ["resolve"] else None
-        if data is None:
-            self.send_response(404)
-            self.send_header("X-Error-Code", "EntryNotFound")
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("ETag", f'"{hashlib.sha256(data).hexdigest()}"')
-        self.send_header("X-Repo-Commit", "0" * 40)
-        self.end_headers()
-        if body:
-            self.wfile.write(data)
-
-    def do_HEAD(self) -> None:  # noqa: N802 (http.server's naming)
-        self._answer(body=False)
-
-    def do_GET(self) -> None:  # noqa: N802
-        self._answer(body=True)
-
-    def log_message(self, *args) -> None:
-        pass
-
-
 @pytest.fixture
 def hub(tmp_path):
     torch.manual_seed(0)
     state = timm.create_model("resnet50_clip", pretrained=False).state_dict()
     weights = tmp_path / FILE
     save_file({k: v.half().contiguous() for k, v in state.items()}, weights)  # half: smaller
-    _Hub.files = {f"{REPO}/{FILE}": weights.read_bytes()}
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hub)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", weights
-    server.shutdown()
+    with serve({f"{REPO}/{FILE}": weights.read_bytes()}) as endpoint:
+        yield endpoint, weights
 
 
 def test_pretrained_clip_backbone_downloads_through_the_hub_and_says_so(hub, tmp_path):
     endpoint, weights = hub
-    env = {
-        **os.environ,
-        "HF_ENDPOINT": endpoint,
-        "HF_HUB_OFFLINE": "0",
-        "HF_HOME": str(tmp_path / "hf"),
-        "HF_HUB_DISABLE_XET": "1",
-        "NO_PROXY": "127.0.0.1",
-    }
+    env = hub_environment(endpoint, tmp_path / "hf")
     result = subprocess.run(
         [sys.executable, "-c", CHILD, str(weights)],
         capture_output=True,

@@ -218,3 +218,21 @@ def test_ensure_camvid_downloads_once(
     monkeypatch.delenv("CLIPFUSE_DATA")
     root.rename(tmp_path / "moved")
     assert ensure_camvid(url=url) == tmp_path / "no-cache" / "data" / "camvid"
+
+
+def test_a_download_that_was_not_forced_is_announced(
+    site: Site, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    isolate_data_roots(monkeypatch, tmp_path)
+    site.files["/master.zip"] = segnet_zip(camvid_files({"train": 1, "val": 1}))
+    url = f"{site.url}/master.zip"
+    root = ensure_camvid(url=url)
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note")]
+    searched = f"{tmp_path / 'no-shared' / 'data'}, {tmp_path / 'no-cache' / 'data'}"
+    assert notes == [
+        f"note: dataset camvid not found in {searched}: downloading it from {url} into "
+        f"{tmp_path / 'no-cache' / 'data'}"
+    ]
+    assert ensure_camvid(url=url) == root and capsys.readouterr().err == ""  # found: silent
+    assert ensure_camvid(url=url, force=True) == root  # asked for: not announced
+    assert "note" not in capsys.readouterr().err

@@ -12,6 +12,7 @@ from clipfuse.evaluation import InferenceConfig, infer_probabilities
 from clipfuse.evaluation.tta import BAND_COLUMNS, STRIP_BYTES, labels_in_strips, view_logits
 
 K = 4
+FP32 = "32-true"  # the arithmetic checked here is fp32's, whatever `auto` picks
 
 
 @pytest.fixture
@@ -28,7 +29,7 @@ def images() -> torch.Tensor:
 
 @torch.inference_mode()
 def test_whole_is_softmax_of_the_logits(conv: nn.Conv2d, images: torch.Tensor) -> None:
-    probabilities = infer_probabilities(conv, images, K)
+    probabilities = infer_probabilities(conv, images, K, precision=FP32)
     assert probabilities.shape == (2, K, 13, 17)
     torch.testing.assert_close(probabilities, conv(images).softmax(1))
 
@@ -41,8 +42,10 @@ def test_whole_is_softmax_of_the_logits(conv: nn.Conv2d, images: torch.Tensor) -
 def test_slide_equals_whole_for_a_pointwise_model(
     conv: nn.Conv2d, images: torch.Tensor, crop_size: tuple[int, int], stride: tuple[int, int]
 ) -> None:
-    whole = infer_probabilities(conv, images, K)
-    slide = infer_probabilities(conv, images, K, mode="slide", crop_size=crop_size, stride=stride)
+    whole = infer_probabilities(conv, images, K, precision=FP32)
+    slide = infer_probabilities(
+        conv, images, K, mode="slide", crop_size=crop_size, stride=stride, precision=FP32
+    )
     torch.testing.assert_close(slide, whole, rtol=0, atol=1e-5)
 
 
@@ -76,7 +79,8 @@ def test_flip_with_a_flip_equivariant_model_changes_nothing(
     conv: nn.Conv2d, images: torch.Tensor
 ) -> None:
     torch.testing.assert_close(
-        infer_probabilities(conv, images, K, flip=True), infer_probabilities(conv, images, K)
+        infer_probabilities(conv, images, K, flip=True, precision=FP32),
+        infer_probabilities(conv, images, K, precision=FP32),
     )
 
 
@@ -88,7 +92,8 @@ def test_flip_averages_the_flipped_back_prediction(conv: nn.Conv2d, images: torc
         return conv(x) + ramp[: x.shape[-1]] * torch.arange(K).view(1, K, 1, 1)
 
     expected = (skewed(images).softmax(1) + skewed(images.flip(-1)).softmax(1).flip(-1)) / 2
-    torch.testing.assert_close(infer_probabilities(skewed, images, K, flip=True), expected)
+    flipped = infer_probabilities(skewed, images, K, flip=True, precision=FP32)
+    torch.testing.assert_close(flipped, expected)
 
 
 @torch.inference_mode()
@@ -99,15 +104,17 @@ def test_multi_scale_shape_and_average(conv: nn.Conv2d, images: torch.Tensor) ->
         sizes.append(tuple(x.shape[-2:]))
         return conv(x)
 
-    probabilities = infer_probabilities(model_fn, images, K, scales=(0.5, 1.0, 1.5), flip=True)
+    probabilities = infer_probabilities(
+        model_fn, images, K, scales=(0.5, 1.0, 1.5), flip=True, precision=FP32
+    )
     assert probabilities.shape == (2, K, 13, 17)
     assert sizes == [(7, 9), (7, 9), (13, 17), (13, 17), (20, 26), (20, 26)]
     torch.testing.assert_close(probabilities.sum(1), torch.ones(2, 13, 17))
 
     constant = torch.ones(1, 3, 8, 8) * torch.tensor([0.5, -1.0, 2.0]).view(1, 3, 1, 1)
     torch.testing.assert_close(
-        infer_probabilities(conv, constant, K, scales=(0.75, 1.25)),
-        infer_probabilities(conv, constant, K),
+        infer_probabilities(conv, constant, K, scales=(0.75, 1.25), precision=FP32),
+        infer_probabilities(conv, constant, K, precision=FP32),
     )
 
 
@@ -115,7 +122,7 @@ def test_multi_scale_shape_and_average(conv: nn.Conv2d, images: torch.Tensor) ->
 def test_output_size_resizes_the_logits_before_the_softmax(
     conv: nn.Conv2d, images: torch.Tensor
 ) -> None:
-    probabilities = infer_probabilities(conv, images, K, output_size=(26, 40))
+    probabilities = infer_probabilities(conv, images, K, output_size=(26, 40), precision=FP32)
     assert probabilities.shape == (2, K, 26, 40)
     upsampled = F.interpolate(conv(images), size=(26, 40), mode="bilinear", align_corners=False)
     torch.testing.assert_close(probabilities, upsampled.softmax(1))

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from helpers import save_png
+from huggingface_hub import ModelCard
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
@@ -124,6 +125,9 @@ def test_pretrained_folder_contents(tiny_run):
     assert set(meta["config"]) >= {"model", "text", "data", "train", "eval"}
     weights = load_file(tiny_run.pretrained / "model.safetensors")
     assert weights["head.text_embeddings"].shape == (3, 32)
+    card = ModelCard.load(tiny_run.pretrained / "README.md")  # what the Hugging Face Hub shows
+    assert card.data.library_name == "clipfuse" and card.data.datasets == ["folder"]
+    assert "convformer" in card.data.tags and "`sky`, `road`, `car`" in card.text
 
 
 def test_prediction_result(tiny_model, tiny_run):

@@ -5,7 +5,6 @@ import torch
 from torch import nn
 
 from clipfuse.errors import ClipfuseError
-from clipfuse.fusion import cosine_score_map
 from clipfuse.models.convformer import (
     Conv,
     Conv2Former,
@@ -14,6 +13,7 @@ from clipfuse.models.convformer import (
     Former,
     Former2Conv,
 )
+from clipfuse.models.score_map import cosine_score_map
 
 DIM, HEADS, K = 16, 2, 3
 

@@ -108,3 +108,32 @@ def test_bank_errors(tmp_path: Path) -> None:
     _write_bank(tmp_path / "mixed", "b", ["road"], dim=8)
     with pytest.raises(ClipfuseError, match="dimension 8 differs from 4"):
         create_text_encoder(f"bank:{tmp_path / 'mixed'}")
+
+
+def test_a_name_the_bank_lacks_names_both_ways_out_and_each_works(tmp_path: Path) -> None:
+    """Issue 45, item 4: aliases to bank names, or an encoder that embeds any name."""
+    import re
+    import shlex
+
+    from clipfuse.config import load_config
+    from clipfuse.text.registry import check_spec
+
+    path = _write_bank(tmp_path, "things", ["widget", "sky"])
+    meta = json.loads(path.with_suffix(".json").read_text())
+    path.with_suffix(".json").write_text(json.dumps({**meta, "clip_model": "ViT-B-32/openai"}))
+    with pytest.raises(ClipfuseError) as info:
+        BankEncoder(str(path)).encode(["sky", "my custom widget"])
+    message = str(info.value)
+    assert "\n" not in message and "'my custom widget'" in message and "'sky'" not in message
+    aliases = re.search(r'(text\.aliases="[^"]*")', message).group(1)
+    encoder = re.search(r"text\.encoder=(\S+)$", message).group(1)
+    assert encoder == "open_clip:ViT-B-32/openai"  # the bank's own CLIP model
+    assert "downloaded once" in message and "hf:<model id>" in message
+    # The alias override, as a shell passes it, maps the name to a row of the bank ...
+    config = load_config(None, shlex.split(aliases))
+    rows = embed_class_names(
+        f"bank:{path}", ["my custom widget"], aliases=config["text"]["aliases"], cache_dir=tmp_path
+    )
+    assert torch.equal(rows[0], BankEncoder(str(path)).encode(["widget"])[0])
+    # ... and the encoder it names is a valid spec (its download: test_open_clip_download.py).
+    assert check_spec(encoder) == encoder

@@ -20,6 +20,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from clipfuse.errors import ClipfuseError, one_line
+from clipfuse.extras import require
 
 STRIDES = (4, 8, 16, 32)
 
@@ -56,7 +57,7 @@ def clip_model_of(name: str) -> str | None:
     arch, _, tag = name.partition(".")
     if arch not in CLIP_ARCHS:
         return None
-    import open_clip
+    open_clip = require("open_clip", f"the CLIP pair of backbone {name!r}")
 
     tag = tag or timm.models.get_pretrained_cfg(arch).tag
     open_clip_arch = CLIP_ARCHS[arch]

@@ -14,10 +14,13 @@ exit status, and Ctrl-C outside a training into status 130; it first tunes the a
 import argparse
 import sys
 
+from clipfuse import __version__
 from clipfuse.allocator import keep_freed_memory
+from clipfuse.cli.configs import add_configs
 from clipfuse.cli.data import add_data
 from clipfuse.cli.inference import add_export, add_predict_and_serve
 from clipfuse.cli.measure import add_bench, add_flops
+from clipfuse.cli.models import add_list_models
 from clipfuse.cli.training import add_eval_vocab, add_experiment, add_train_and_eval
 from clipfuse.errors import ClipfuseError, one_line
 
@@ -26,9 +29,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="clipfuse", description="Language-guided lightweight semantic segmentation."
     )
+    parser.add_argument("--version", action="version", version=f"clipfuse {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     groups = (add_train_and_eval, add_eval_vocab, add_predict_and_serve, add_flops, add_bench)
-    for add in (*groups, add_export, add_experiment, add_data):
+    for add in (*groups, add_export, add_experiment, add_data, add_list_models, add_configs):
         add(commands)
     return parser
 

@@ -48,7 +48,7 @@ def add_predict_and_serve(commands) -> None:
         "--checkpoint",
         dest="model",
         required=True,
-        metavar="DIR_OR_CKPT",
+        metavar="MODEL",
         help=MODEL_HELP,
     )
     predict.add_argument(
@@ -70,7 +70,7 @@ def add_predict_and_serve(commands) -> None:
     predict.set_defaults(func=_predict)
 
     serve = commands.add_parser("serve", help="a local web page to try a model on your images")
-    serve.add_argument("--model", required=True, metavar="DIR_OR_CKPT", help=MODEL_HELP)
+    serve.add_argument("--model", required=True, metavar="MODEL", help=MODEL_HELP)
     serve.add_argument("--host", default="127.0.0.1", help="address (default: 127.0.0.1)")
     serve.add_argument("--port", type=int, default=7860, help="port (default: 7860)")
     serve.add_argument("--device", help=DEVICE_HELP)

@@ -1,10 +1,11 @@
-"""``clipfuse flops`` and ``bench``: parsing and dispatch to ``clipfuse.analysis``."""
+"""``clipfuse flops`` and ``bench``: parsing and dispatch to ``clipfuse.analysis`` (flops) and
+``clipfuse.research.bench`` (bench)."""
 
 import argparse
 import json
 import sys
 
-from clipfuse.cli.options import OVERRIDES_HELP, SIZE, pick
+from clipfuse.cli.options import CONFIG_HELP, OVERRIDES_HELP, SIZE, pick
 
 
 def _flops(args: argparse.Namespace) -> None:
@@ -19,14 +20,9 @@ def _layouts(formats: list[str] | None) -> list[bool] | None:
     return None if formats is None else [name == "channels_last" for name in formats]
 
 
-def _paths(args: argparse.Namespace) -> list[str]:
-    """``--paths``, with ``ort-fp32`` added by ``--onnx`` (its alias)."""
-    return [*(args.paths or []), *(["ort-fp32"] if args.onnx else [])]
-
-
 def _bench(args: argparse.Namespace) -> None:
-    from clipfuse.analysis.bench import bench, format_bench
     from clipfuse.fileio import atomic_write_text, prepare_file
+    from clipfuse.research.bench.bench import bench, format_bench
 
     if args.output:
         prepare_file(args.output, "output file")  # before the measurements, not after them
@@ -34,9 +30,8 @@ def _bench(args: argparse.Namespace) -> None:
     result = bench(
         args.configs,
         **pick(args, "size", "threads", "repeats", "warmup", "train_batch", "train_steps"),
-        **pick(args, "onnx_exporter", "smp_reference", "channels_last", "device"),
+        **pick(args, "paths", "onnx_exporter", "smp_reference", "channels_last", "device"),
         batches=args.batch,
-        paths=_paths(args),
         memory=not args.no_memory,
         train_precisions=args.train_precision,
         train_channels_last=_layouts(args.train_memory_format),
@@ -52,7 +47,7 @@ def _bench(args: argparse.Namespace) -> None:
 def add_flops(commands) -> None:
     """``flops``."""
     flops = commands.add_parser("flops", help="GMACs and parameters of a config's model, by part")
-    flops.add_argument("--config", required=True, help="YAML config")
+    flops.add_argument("--config", required=True, help=CONFIG_HELP)
     flops.add_argument("--size", **SIZE, default=[512, 512])
     flops.add_argument("--json", action="store_true", help="print JSON")
     flops.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
@@ -65,7 +60,10 @@ def add_bench(commands) -> None:
         "bench", help="latency, throughput, memory and GMACs of configs' models, side by side"
     )
     bench.add_argument(
-        "--configs", nargs="+", required=True, help="YAML configs; ratios are to the first"
+        "--configs",
+        nargs="+",
+        required=True,
+        help="YAML config files or shipped config names; ratios are to the first",
     )
     bench.add_argument("--size", **SIZE, default=[512, 512])
     bench.add_argument(
@@ -85,13 +83,13 @@ def add_bench(commands) -> None:
     bench.add_argument(
         "--paths",
         nargs="+",
+        default=[],
         metavar="PATH",
         help="also time the models on these inference paths, side by side: eager-fp32, "
         "eager-fp32-cl, eager-bf16, eager-bf16-cl (PyTorch; -cl: channels-last), ort-fp32, "
         "ort-int8 (onnxruntime; int8: static QDQ, calibrated on random images); eager-fp32, "
         "the reference, is always timed",
     )
-    bench.add_argument("--onnx", action="store_true", help="alias of adding ort-fp32 to --paths")
     bench.add_argument(
         "--onnx-exporter",
         choices=["torchscript", "dynamo"],

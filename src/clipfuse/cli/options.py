@@ -3,7 +3,11 @@
 import argparse
 
 OVERRIDES_HELP = "config overrides such as model.method=convformer train.max_steps=200"
-MODEL_HELP = "a model folder (save_pretrained) or a training .ckpt"
+CONFIG_HELP = "a YAML config file, or the name of a shipped config (see clipfuse configs)"
+MODEL_HELP = (
+    "a model folder (save_pretrained), a training .ckpt or a Hugging Face Hub id (owner/name, "
+    "downloaded once into the hub cache)"
+)
 DEVICE_HELP = "cpu, cuda or cuda:N (default: cuda when available)"
 SIZE = {"type": int, "nargs": 2, "metavar": ("H", "W")}
 

@@ -3,7 +3,7 @@
 import argparse
 import json
 
-from clipfuse.cli.options import DEVICE_HELP, MODEL_HELP, OVERRIDES_HELP, pick
+from clipfuse.cli.options import CONFIG_HELP, DEVICE_HELP, MODEL_HELP, OVERRIDES_HELP, pick
 from clipfuse.errors import ClipfuseError
 
 
@@ -12,7 +12,9 @@ def _train(args: argparse.Namespace) -> None:
     from clipfuse.engine import train
 
     if args.config is None and not args.resume:
-        raise ClipfuseError("train needs --config FILE (or --resume with --out of an existing run)")
+        raise ClipfuseError(
+            "train needs --config FILE|NAME (or --resume with --out of an existing run)"
+        )
     # A config file and its overrides are validated before the run folder is touched; without
     # one (--resume), the overrides apply to the run's saved config.
     config = load_config(args.config, args.overrides) if args.config is not None else None
@@ -56,7 +58,7 @@ def _eval_vocab(args: argparse.Namespace) -> None:
 
 
 def _experiment(args: argparse.Namespace) -> None:
-    from clipfuse.experiments.runner import rewrite_report, run_experiment
+    from clipfuse.research.experiments.runner import rewrite_report, run_experiment
 
     if args.report_only or args.rows_from:
         if args.only or args.seeds or args.dry_run:
@@ -69,7 +71,7 @@ def _experiment(args: argparse.Namespace) -> None:
 def add_train_and_eval(commands) -> None:
     """``train`` and ``eval``."""
     train = commands.add_parser("train", help="train a model from a YAML config, then evaluate it")
-    train.add_argument("--config", help="YAML config (see configs/)")
+    train.add_argument("--config", help=CONFIG_HELP)
     train.add_argument("--out", default="runs/latest", help="run folder (default: runs/latest)")
     train.add_argument(
         "--resume",
@@ -84,7 +86,8 @@ def add_train_and_eval(commands) -> None:
     evaluate.add_argument(
         "--checkpoint",
         required=True,
-        help="a clipfuse .ckpt file, or an .onnx file from clipfuse export (onnxruntime, CPU)",
+        help="a clipfuse .ckpt file, a model folder or Hub id (owner/name), or an .onnx file "
+        "from clipfuse export (onnxruntime, CPU)",
     )
     evaluate.add_argument(
         "--split", help="the split to evaluate: val (default: the run's data.eval_split) or test"

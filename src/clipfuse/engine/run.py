@@ -53,6 +53,7 @@ from clipfuse.precision import (
 )
 from clipfuse.saved_model import CHECKPOINT_KEY, checkpoint_meta
 from clipfuse.seeding import derive_seed, init_rng
+from clipfuse.sources import with_backbone_source
 from clipfuse.text.negatives import negative_embeddings
 from clipfuse.text.resolve import resolve_text_encoder
 from clipfuse.threads import AUTO as AUTO_THREADS
@@ -276,9 +277,12 @@ def _fit(config: dict, out_dir: Path, last: Path, resume: bool, callbacks: list 
     if method_uses_text(config["model"]["method"]):  # config.yaml names the encoder used
         config = resolve_text_encoder(config, class_names)
     config = with_resolved_class_weight(config)  # config.yaml records the list
-    with init_rng(config["seed"]):
-        model = create_model_from_config(config, class_names)
-    if config["train"]["init_from"] is not None and not (resume and last.exists()):
+    resuming = resume and last.exists()
+    if not resuming:  # config.yaml names the backbone weights used (timm's if shared: is absent)
+        config = with_backbone_source(config)
+    with init_rng(config["seed"]):  # resuming: the checkpoint holds every weight
+        model = create_model_from_config(config, class_names, pretrained=not resuming)
+    if config["train"]["init_from"] is not None and not resuming:
         with torch.random.fork_rng(devices=[]):  # draws nothing from the run's generator
             initialise_from(model, config, class_names)
     if resume and last.exists():  # the checks of eval and clipfuse.load, and that it is this run's

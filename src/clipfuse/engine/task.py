@@ -22,9 +22,10 @@ class SegmentationTask(L.LightningModule):
     Args:
         model: the network.
         class_names: K names, in label order.
+        max_steps, warmup_steps, poly_power: the poly schedule with linear warm-up
+            (``train.*``; no defaults here: the config's are the only ones).
         optim: keyword arguments of ``create_optimizer`` (optimizer, lr, weight_decay,
             momentum, backbone_lr_mult, head_lr_mult); its defaults where absent.
-        max_steps, warmup_steps, poly_power: the poly schedule with linear warm-up.
         loss_args: keyword arguments of :func:`~clipfuse.losses.segmentation_loss` (the
             auxiliary loss's aux_weight, 0 turning it off, and aux_temperature; the main
             loss, ce or ohem, its class_weight, ohem_thresh and ohem_min_kept); its defaults
@@ -43,10 +44,11 @@ class SegmentationTask(L.LightningModule):
         self,
         model: Segmentor,
         class_names: Sequence[str],
+        *,
+        max_steps: int,
+        warmup_steps: int,
+        poly_power: float,
         optim: Mapping[str, Any] | None = None,
-        max_steps: int = 1000,
-        warmup_steps: int = 0,
-        poly_power: float = 0.9,
         loss_args: Mapping[str, Any] | None = None,
         inference: InferenceConfig | None = None,
         ignore_index: int = 255,

@@ -82,7 +82,7 @@ def view_logits(
     stride: tuple[int, int] | None = None,
     flip: bool = False,
     scales: Sequence[float] = (1.0,),
-    precision: str = "32-true",
+    precision: str = "auto",
 ) -> list[list[Tensor]]:
     """The float32 logits of every test-time view, at the view's input size: per scale, the
     resized images' and (``flip``) their horizontal flip's (not flipped back). The arguments
@@ -133,7 +133,7 @@ def infer_probabilities(
     stride: tuple[int, int] | None = None,
     flip: bool = False,
     scales: Sequence[float] = (1.0,),
-    precision: str = "32-true",
+    precision: str = "auto",
 ) -> Tensor:
     """Class probabilities of a batch, averaged over scales and flips (mmseg's aug-test).
 
@@ -149,9 +149,11 @@ def infer_probabilities(
         stride: (height, width) step of the sliding window (``mode="slide"`` only).
         flip: also predict the horizontally flipped images.
         scales: resize factors of the input; each is predicted and averaged.
-        precision: ``32-true`` (fp32, autocast off), ``bf16-mixed`` / ``16-mixed`` (the
-            model under autocast) or ``auto`` (bf16 where the device computes it natively,
-            :func:`clipfuse.precision.inference_dtype`). Resizing and softmax stay fp32.
+        precision: ``auto`` (the default, as ``eval.precision``'s: bf16 autocast on a GPU
+            with bf16 and on a CPU whose probe measured it faster, else fp32;
+            :func:`clipfuse.precision.inference_dtype`), ``32-true`` (fp32, autocast off) or
+            ``bf16-mixed`` / ``16-mixed`` (the model under autocast). Resizing and softmax
+            stay fp32.
 
     Returns:
         B x K x output_height x output_width float32 probabilities.
@@ -261,7 +263,8 @@ def _pair(value: Sequence[int] | None) -> tuple[int, int] | None:
 @dataclass(frozen=True)
 class InferenceConfig:
     """How evaluation images are predicted: the keyword arguments of :func:`infer_probabilities`,
-    from a config's ``eval`` section (whose values :mod:`clipfuse.config_schema` checks)."""
+    from a config's ``eval`` section (whose values and defaults :mod:`clipfuse.config_schema`
+    holds; tests/test_defaults.py keeps these defaults equal to them)."""
 
     mode: str = "whole"
     crop_size: tuple[int, int] | None = None

@@ -1,7 +1,8 @@
 """Load, query and share trained models: :func:`load` and :class:`ClipfuseModel`.
 
-:func:`load` reads a pretrained folder (written by :meth:`ClipfuseModel.save_pretrained`) or
-a training checkpoint (``.ckpt``), both described in :mod:`clipfuse.saved_model`, through
+:func:`load` reads a pretrained folder (written by :meth:`ClipfuseModel.save_pretrained`, also
+pushed to the Hugging Face Hub: :mod:`clipfuse.hub`) or a training checkpoint (``.ckpt``), both
+described in :mod:`clipfuse.saved_model`, or a Hub id, through
 :func:`clipfuse.build.load_model`, without the dataset, the training config file or the
 training engine. :class:`ClipfuseModel` predicts with the trained classes, a subset or
 renaming of them, or (language-guided methods) new labels, swapping the head's text
@@ -35,7 +36,7 @@ from clipfuse.inference.predict import (
 )
 from clipfuse.models import Segmentor, method_uses_text
 from clipfuse.precision import AutocastWeights, inference_channels_last, inference_dtype
-from clipfuse.saved_model import pretrained_config, write_pretrained
+from clipfuse.saved_model import pretrained_config
 
 MAX_LABELS = 255  # label maps are uint8 and 255 is the ignore index
 
@@ -297,10 +298,17 @@ class ClipfuseModel:
 
     # -- saving ------------------------------------------------------------------------------
 
-    def save_pretrained(self, directory: str | os.PathLike) -> Path:
-        """Write the model as a pretrained folder, ``model.safetensors`` and ``config.json``
-        (:func:`clipfuse.saved_model.write_pretrained`: atomic, the two files one save), into
-        ``directory``; :func:`clipfuse.load` reads it back on any machine."""
+    def save_pretrained(self, directory: str | os.PathLike, **options) -> Path:
+        """Write the model as a pretrained folder in ``directory``: ``model.safetensors``,
+        ``config.json`` and a model card ``README.md`` (metrics, dataset, classes, config, the
+        training command), one atomic save; :func:`clipfuse.load` reads it back on any machine.
+
+        ``options`` (:func:`clipfuse.hub.save_folder`): ``push_to_hub=True`` uploads the three
+        files to the Hugging Face Hub repository ``repo_id`` (created if absent; ``private``,
+        ``token``, ``commit_message``); ``metrics`` (``{"mIoU": 71.3}`` or the path of a
+        ``metrics.json``) and ``dataset`` (default: the config's) go into the card."""
+        from clipfuse.hub import save_folder
+
         state = {
             key: value.detach().to("cpu").contiguous().clone()
             for key, value in self.segmentor.state_dict().items()
@@ -308,22 +316,56 @@ class ClipfuseModel:
         if self._trained_text is not None:
             state["head.text_embeddings"] = self._trained_text.cpu().contiguous().clone()
         meta = pretrained_config(self.config, self.class_names, self.mean, self.std, self.palette)
-        return write_pretrained(directory, state, meta)
+        return save_folder(directory, state, meta, **options)
+
+
+def save_segmentor(segmentor: Segmentor, directory: str | os.PathLike, **options) -> Path:
+    """:meth:`ClipfuseModel.save_pretrained` of a ``Segmentor`` built from a run config (it
+    carries ``config`` and ``class_names``), left as it is (device, mode, weights); colours:
+    the training dataset's when it is on this machine, else the default palette."""
+    from clipfuse.data import default_palette
+    from clipfuse.hub import save_folder
+
+    config, class_names = segmentor.config, segmentor.class_names
+    if config is None or class_names is None:
+        raise ClipfuseError(
+            "save_pretrained needs the model's run config and class names (model.config, "
+            "model.class_names), which a model built from a config carries "
+            "(clipfuse.create_model, clipfuse.build.create_model_from_config); this one has none"
+        )
+    palette = dataset_palette(config, class_names)
+    if palette is None:
+        palette = default_palette(len(class_names))
+    state = {
+        key: value.detach().to("cpu").contiguous().clone()
+        for key, value in segmentor.state_dict().items()
+    }
+    backbone = segmentor.backbone
+    mean, std = tuple(map(float, backbone.mean)), tuple(map(float, backbone.std))
+    meta = pretrained_config(config, class_names, mean, std, np.asarray(palette, dtype=np.uint8))
+    return save_folder(directory, state, meta, **options)
 
 
 # -- loading -----------------------------------------------------------------------------------
 
 
-def load(path: str | os.PathLike, device: str | torch.device | None = None) -> ClipfuseModel:
-    """A trained model from a pretrained folder (or its ``config.json``) or a training
-    checkpoint (``.ckpt``), on ``device`` (``"cpu"``, ``"cuda"``; default: CUDA if available).
+def load(
+    path: str | os.PathLike,
+    device: str | torch.device | None = None,
+    revision: str | None = None,
+) -> ClipfuseModel:
+    """A trained model from a pretrained folder (or its ``config.json``), a training
+    checkpoint (``.ckpt``) or a Hugging Face Hub id (``"owner/name"``, at ``revision``:
+    downloaded once into the hub cache, :func:`clipfuse.hub.download`), on ``device``
+    (``"cpu"``, ``"cuda"``; default: CUDA if available).
 
-    Raises a one-line :class:`~clipfuse.errors.ClipfuseError` for a missing path, an unknown
-    format version, a missing file, weights that do not fit the config, or a foreign file.
+    Raises a one-line :class:`~clipfuse.errors.ClipfuseError` for a missing path or Hub
+    repository, no network, an unknown format version, a missing file, weights that do not fit
+    the config, or a foreign file.
     """
     from clipfuse.build import load_model
 
-    loaded = load_model(path)
+    loaded = load_model(path, revision=revision)
     meta = loaded.pretrained_meta
     if meta is not None:
         palette = meta.get("palette")

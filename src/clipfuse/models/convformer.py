@@ -38,9 +38,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from clipfuse.errors import ClipfuseError
-from clipfuse.fusion.attention import init_weights, merge_heads, split_heads
-from clipfuse.fusion.score_map import cosine_score_map
+from clipfuse.models.attention import init_weights, merge_heads, split_heads
 from clipfuse.models.heads import LanguageHead
+from clipfuse.models.registry import register_model, register_paper_rows
+from clipfuse.models.score_map import cosine_score_map
 
 Bridge = Literal["attn", "dot"]
 Downsample = Literal["dense", "depthwise"]
@@ -343,3 +344,8 @@ class ConvFormerHead(LanguageHead):
         image, text = self.fusion(self.image_proj(c5), self.text_tokens())
         score_map = cosine_score_map(image, text)
         return torch.cat([image, score_map], dim=1), score_map
+
+
+register_model("convformer_mobilenetv2", "convformer_mobilenetv2_camvid_256x320_2200")
+register_model("convformer_lite_mobilenetv2", "convformer-lite_mobilenetv2_camvid_192x256_160")
+register_paper_rows("convformer")

@@ -21,9 +21,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from clipfuse.errors import ClipfuseError
-from clipfuse.fusion.attention import init_weights, merge_heads, split_heads
-from clipfuse.fusion.score_map import cosine_score_map
+from clipfuse.models.attention import init_weights, merge_heads, split_heads
 from clipfuse.models.heads import LanguageHead
+from clipfuse.models.registry import register_model, register_paper_rows
+from clipfuse.models.score_map import cosine_score_map
 
 
 def default_pool_heads(channels: int) -> int:
@@ -248,6 +249,18 @@ class DenseCLIPHead(LanguageHead):
         self.gamma = nn.Parameter(torch.full((embed_dim,), gamma_init))
         self.prompt_encoder = prompt_encoder
 
+    @classmethod
+    def from_backbone(
+        cls, backbone: nn.Module, text_embeddings: torch.Tensor | None, **options
+    ) -> "DenseCLIPHead":
+        """As :meth:`LanguageHead.from_backbone`; on a CLIP ResNet the pool starts from the
+        backbone's own (Table 2): the head takes ``backbone.attention_pool`` as ``clip_pool``
+        (unless ``options`` give one) and the backbone forgets it, so it is not kept twice."""
+        clip_pool = getattr(backbone, "attention_pool", None)
+        if clip_pool is not None:
+            backbone.attention_pool = None
+        return cls(backbone.channels[-1], text_embeddings, **{"clip_pool": clip_pool, **options})
+
     def set_text_embeddings(self, text_embeddings: torch.Tensor) -> None:
         """As :meth:`LanguageHead.set_text_embeddings`; refused with a prompt encoder, whose
         output replaces the buffer at every forward."""
@@ -267,3 +280,7 @@ class DenseCLIPHead(LanguageHead):
         text = text + self.gamma * self.context_decoder(text, context)
         score_map = cosine_score_map(dense, text)
         return torch.cat([c5, score_map], dim=1), score_map
+
+
+register_model("denseclip_mobilenetv2", "denseclip_mobilenetv2_camvid_192x256_140")
+register_paper_rows("denseclip")

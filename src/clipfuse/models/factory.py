@@ -1,23 +1,30 @@
 """``create_model``: the one entry point that builds a method by name (method.md Sec. 4)."""
 
 import torch
-from torch import nn
 
 from clipfuse.backbones import create_backbone
 from clipfuse.decoders import create_decoder
 from clipfuse.errors import ClipfuseError
 from clipfuse.models.convformer import ConvFormerHead
 from clipfuse.models.denseclip import DenseCLIPHead
+from clipfuse.models.heads import LanguageHead
+from clipfuse.models.registry import register_model, register_paper_rows
 from clipfuse.models.segmentor import Segmentor
 from clipfuse.models.text_classifier import TextClassifier
 
-# method name -> (the class of its language head, built on c5, or None; needs text embeddings).
-# ``model.head_kwargs`` are the keyword arguments of that class.
-METHODS: dict[str, tuple[type[nn.Module] | None, bool]] = {
+# method name -> (the class of its language head, built by its ``from_backbone``, or None;
+# needs text embeddings). ``model.head_kwargs`` are the keyword arguments of that class.
+METHODS: dict[str, tuple[type[LanguageHead] | None, bool]] = {
     "plain": (None, False),
     "denseclip": (DenseCLIPHead, True),
     "convformer": (ConvFormerHead, True),
 }
+
+# The plain baseline (Semantic FPN, or UperNet on Swin-T): the `make demo` model, its
+# 128-channel twin (the best CamVid model per CPU-hour, docs/results.md) and the paper's rows.
+register_model("plain_mobilenetv2", "plain_mobilenetv2_camvid_256x320_800")
+register_model("plain_mobilenetv2_w128", "plain-w128_mobilenetv2_camvid_256x320_5200")
+register_paper_rows("plain")
 
 
 def method_uses_text(method: str) -> bool:
@@ -75,12 +82,10 @@ def create_model(
     head_class, head_options = METHODS[method][0], dict(head_kwargs or {})
     if head_class is None and head_options:
         raise ClipfuseError(f"method {method!r} takes no head options, got {sorted(head_options)}")
-    if head_class is DenseCLIPHead:  # its attention pool starts from a CLIP ResNet's own (Table 2)
-        head_options.setdefault("clip_pool", image_backbone.attention_pool)
     head = None
     if head_class is not None:
-        head = head_class(image_backbone.channels[-1], text_embeddings, **head_options)
-    image_backbone.attention_pool = None  # only a head's initialisation reads it
+        head = head_class.from_backbone(image_backbone, text_embeddings, **head_options)
+    image_backbone.attention_pool = None  # a head's from_backbone was its only reader
     in_channels = list(image_backbone.channels)
     if head is not None:
         in_channels[-1] = head.out_channels

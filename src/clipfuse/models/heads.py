@@ -4,7 +4,9 @@ The heads: :class:`~clipfuse.models.convformer.ConvFormerHead` and
 :class:`~clipfuse.models.denseclip.DenseCLIPHead`.
 
 Contract: ``out_channels: int`` and ``forward(c5) -> (x, score_map)``;
-the text embeddings are a non-trainable buffer ``text_embeddings`` (K x Ct).
+the text embeddings are a non-trainable buffer ``text_embeddings`` (K x Ct). The factory
+builds a head with :meth:`LanguageHead.from_backbone`, so a head that starts from more of the
+backbone than its c5 width (DenseCLIP's attention pool) takes it there itself.
 """
 
 import torch
@@ -41,6 +43,14 @@ class LanguageHead(nn.Module):
         super().__init__()
         self.register_buffer("text_embeddings", _checked_text(text_embeddings))
         self.visual_channels = visual_channels
+
+    @classmethod
+    def from_backbone(
+        cls, backbone: nn.Module, text_embeddings: torch.Tensor | None, **options
+    ) -> "LanguageHead":
+        """The head on ``backbone``'s c5 (``backbone.channels[-1]`` channels) with the
+        keyword arguments ``options`` (a config's ``model.head_kwargs``)."""
+        return cls(backbone.channels[-1], text_embeddings, **options)
 
     @property
     def num_classes(self) -> int:

@@ -149,8 +149,20 @@ class BankEncoder(TextEncoder):
         rows = [self.index.get(normalize_name(name)) for name in class_names]
         missing = [name for name, row in zip(class_names, rows, strict=True) if row is None]
         if missing:
-            raise ClipfuseError(
-                f"text bank {self.path}: no entry for {', '.join(map(repr, missing))} "
-                "(names must match its 'classes' after normalisation; map others with aliases)"
-            )
+            raise ClipfuseError(self._missing_message(missing))
         return self.table[rows].clone()
+
+    def _missing_message(self, missing: list[str]) -> str:
+        """One line naming the two ways out for names the bank lacks: aliases to bank names,
+        or a live encoder (of the bank's own CLIP model where its ``.json`` names it) that
+        embeds any name."""
+        models = sorted(self.clip_models(str(self.path))) or ["ViT-B-16/openai"]
+        name = missing[0]
+        example = next(iter(self.index), "a bank name")
+        return (
+            f"text bank {self.path}: no entry for {', '.join(map(repr, missing))} (names "
+            "must match its 'classes' after normalisation): map each to a bank name with "
+            f'text.aliases="{{{name!r}: {example!r}}}" (any name it holds), or embed any name '
+            "with an open_clip or Hugging Face (hf:<model id>) text encoder, downloaded once "
+            f"and cached, e.g. text.encoder=open_clip:{models[0]}"
+        )

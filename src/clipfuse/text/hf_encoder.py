@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from clipfuse.errors import ClipfuseError, one_line
+from clipfuse.extras import require
 from clipfuse.text.base import TextEncoder, normalize_name
 from clipfuse.text.prompts import embed_prompts
 
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
 
 def load_hf_text(source: str) -> tuple["CLIPTextModelWithProjection", "PreTrainedTokenizerBase"]:
     """The text model in float32, eval mode, every parameter frozen, and its tokenizer."""
+    require("transformers", f"text encoder 'hf:{source}'")
     from transformers import AutoTokenizer, CLIPTextModelWithProjection
 
     if not source:

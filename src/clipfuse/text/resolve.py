@@ -1,11 +1,11 @@
 """Which text encoder a run config's class names are embedded with (method.md section 1).
 
 :func:`resolve_text_encoder` makes ``text.encoder: auto`` concrete (a CLIP backbone's own CLIP
-text, else :data:`DEFAULT_TEXT`) and refuses text of another CLIP model than the backbone's;
-:func:`text_spec` adds the ``text.fallback`` of an absent bank; :func:`embed_classes` embeds
-the class names with the config's template, aliases and shuffle; :func:`cost_embeddings` lets
-random vectors stand in where the encoder cannot run. :mod:`clipfuse.build` assembles the model
-from them.
+text, else :data:`DEFAULT_TEXT`), puts the fallback of an absent bank in its place
+(:func:`absent_bank_fallback`) and refuses text of another CLIP model than the backbone's;
+:func:`embed_classes` embeds the class names with the config's template, aliases and shuffle;
+:func:`cost_embeddings` lets random vectors stand in where the encoder cannot run.
+:mod:`clipfuse.build` assembles the model from them.
 """
 
 import torch
@@ -15,6 +15,7 @@ from clipfuse.config import resolve_spec
 from clipfuse.errors import ClipfuseError, announce
 from clipfuse.paths import shared_root
 from clipfuse.seeding import with_resolved_draws
+from clipfuse.sources import public_text_encoder
 from clipfuse.text.aliases import apply_aliases
 from clipfuse.text.bank import find_bank, resolve_bank_path
 from clipfuse.text.cache import embed_class_names
@@ -41,8 +42,10 @@ def resolve_text_encoder(config: dict, class_names: list[str]) -> dict:
     ``RN50/openai``) gets its own CLIP model's text, as the paper's Table 2 and DenseCLIP pair
     them: the first bank under ``shared:text`` of that model holding every class, else
     ``open_clip:<model>`` (announced: it downloads the weights unless cached). Any other
-    backbone gets :data:`DEFAULT_TEXT`. An explicit encoder of another CLIP model than the
-    backbone's is refused unless ``text.allow_mismatch`` is true.
+    backbone gets :data:`DEFAULT_TEXT`. A ``bank:`` absent here is replaced by its fallback
+    (:func:`absent_bank_fallback`), so a run's ``config.yaml`` names the encoder it used. An
+    encoder of another CLIP model than the backbone's is refused unless
+    ``text.allow_mismatch`` is true.
     """
     text_cfg = config["text"]
     backbone = config["model"]["backbone"]
@@ -62,7 +65,9 @@ def resolve_text_encoder(config: dict, class_names: list[str]) -> dict:
             )
         else:
             spec = DEFAULT_TEXT
-        return {**config, "text": {**text_cfg, "encoder": spec}}
+        text_cfg = {**text_cfg, "encoder": spec}
+    spec = absent_bank_fallback(text_cfg) or spec
+    config = {**config, "text": {**text_cfg, "encoder": spec}}
     if clip_model is not None and not text_cfg.get("allow_mismatch", False):
         encoder_class, argument = split_spec(resolve_spec(spec))
         try:
@@ -71,7 +76,7 @@ def resolve_text_encoder(config: dict, class_names: list[str]) -> dict:
                 for m in encoder_class.clip_models(argument)
                 if not _same_clip_model(m, clip_model)
             ]
-        except ClipfuseError:  # an absent bank: text_spec reports it (or falls back)
+        except ClipfuseError:  # an absent bank without a fallback: reading it reports it
             others = []
         if others:
             raise ClipfuseError(
@@ -89,19 +94,30 @@ def text_spec(config: dict, class_names: list[str]) -> str:
 
 
 def available_spec(text_cfg: dict) -> str:
-    """The encoder of a text section whose encoder is resolved; ``text.fallback``
-    (announced) when its ``bank:`` is absent."""
+    """The encoder of a text section whose encoder is resolved (``shared:`` expanded), or
+    its fallback where its ``bank:`` is absent (:func:`absent_bank_fallback`)."""
+    return absent_bank_fallback(text_cfg) or resolve_spec(text_cfg["encoder"])
+
+
+def absent_bank_fallback(text_cfg: dict) -> str | None:
+    """None unless ``text.encoder`` is a ``bank:`` that is absent here; then (announced)
+    ``text.fallback``, else for a shared bank the open_clip encoder of the CLIP model that
+    made it (:func:`clipfuse.sources.public_text_encoder`: downloaded once, then cached),
+    else None (the bank's own error follows when it is read)."""
     spec = resolve_spec(text_cfg["encoder"])
-    fallback = text_cfg["fallback"]
-    if fallback and spec.startswith("bank:"):
-        try:
-            resolve_bank_path(spec.removeprefix("bank:"))
-        except ClipfuseError:
-            announce(
-                f"text bank {spec} not found: computing the vocabulary with {fallback} instead"
-            )
-            return fallback
-    return spec
+    if not spec.startswith("bank:"):
+        return None
+    try:
+        resolve_bank_path(spec.removeprefix("bank:"))
+        return None
+    except ClipfuseError:
+        fallback = text_cfg["fallback"] or public_text_encoder(text_cfg["encoder"])
+    if fallback:
+        announce(
+            f"text bank {spec} not found: embedding the class names with {fallback} instead "
+            "(downloads its weights unless cached)"
+        )
+    return fallback
 
 
 def embed_classes(config: dict, spec: str, class_names: list[str]) -> torch.Tensor:
