@@ -5,10 +5,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_CONFIG ?= configs/plain_mobilenetv2_camvid_256x320_800.yaml
 # Test-time augmentation of the final validation (flip, 0.75 / 1 / 1.25 x the size): +0.9 mIoU
-# on the demo's model, 3 seeds (docs/results.md, "Accuracy per CPU-minute"); DEMO_OVERRIDES= for none.
+# on the demo's model, 3 seeds (docs/research/results.md, "Accuracy per CPU-minute"); DEMO_OVERRIDES= for none.
 DEMO_OVERRIDES ?= eval.flip=true 'eval.scales=[0.75,1.0,1.25]'
 
-.PHONY: setup browser demo test lint clean gpu-check-prepare gpu-check
+.PHONY: setup browser demo test lint docs docs-serve clean gpu-check-prepare gpu-check
 
 setup: $(STAMP)
 
@@ -38,6 +38,13 @@ lint: $(STAMP)
 	$(BIN)/ruff check --fix src tests tools
 	$(BIN)/ruff format src tests tools
 
+# The documentation site (mkdocs.yml): built strictly into site/, or served with live reload.
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict --site-dir site
+
+docs-serve: $(STAMP)
+	$(BIN)/mkdocs serve
+
 # The GPU device check (tools/gpu_check.py): prepare here, then run on a machine with a GPU.
 gpu-check-prepare: $(STAMP)
 	$(BIN)/python tools/gpu_check.py prepare
@@ -46,4 +53,4 @@ gpu-check:
 	bash tools/gpu_check.sh
 
 clean:
-	rm -rf $(VENV) runs .gpu-check gpu-check-out
+	rm -rf $(VENV) runs site .gpu-check gpu-check-out

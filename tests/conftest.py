@@ -56,7 +56,8 @@ def folder_dataset(tmp_path) -> Path:
 @dataclass(frozen=True)
 class World:
     """One tiny FPN run (2 steps on 32x32 crops, a checkpoint at step 2), trained once for the
-    session for the bad-input cases (docs/robustness.md); cases that change it use ``run_copy``."""
+    session for the bad-input cases (docs/research/robustness.md); cases that change it use
+    ``run_copy``."""
 
     data: Path
     config: Path  # the run's config as a YAML file

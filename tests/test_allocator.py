@@ -63,6 +63,6 @@ def test_the_users_own_allocator_choice_is_left_alone(monkeypatch, variable, val
 def test_the_command_tunes_the_allocator_first(monkeypatch, tmp_path, capsys):
     calls = []
     monkeypatch.setattr("clipfuse.cli.keep_freed_memory", lambda: calls.append("tuned"))
-    assert main(["eval", "--checkpoint", str(tmp_path / "missing.ckpt")]) != 0
+    assert main(["eval", "--model", str(tmp_path / "missing.ckpt")]) != 0
     assert calls == ["tuned"]
     assert "missing.ckpt" in capsys.readouterr().err

@@ -136,12 +136,12 @@ BENCH_OPTIONS = {"batch": "batches", "train_precision": "train_precisions"}
 def test_clipfuse_bench_passes_bench_its_own_defaults():
     """The command line keeps its defaults beside its help texts (it imports no torch to parse);
     each equals bench()'s."""
-    parsed = vars(build_parser().parse_args(["bench", "--configs", "a.yaml"]))
+    parsed = vars(build_parser().parse_args(["bench", "--config", "a.yaml"]))
     parameters = inspect.signature(bench).parameters
     compared = {
         BENCH_OPTIONS.get(option, option): value
         for option, value in parsed.items()
-        if BENCH_OPTIONS.get(option, option) in parameters and option != "configs"
+        if BENCH_OPTIONS.get(option, option) in parameters and option != "overrides"
     }
     assert len(compared) >= 12, sorted(compared)
     drifted = {

@@ -26,7 +26,7 @@ def no_model_is_built(monkeypatch):
 
 def export(capsys, out) -> str:
     capsys.readouterr()
-    assert main(["export", "--checkpoint", "run/last.ckpt", "--out", str(out)]) == 2
+    assert main(["export", "--model", "run/last.ckpt", "--out", str(out)]) == 2
     return error_line(capsys.readouterr().err)
 
 

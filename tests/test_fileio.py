@@ -135,14 +135,14 @@ def test_output_paths_that_cannot_be_written_are_one_line(world, tmp_path, capsy
     ckpt = str(world.checkpoint)
     image = str(sorted((world.data / "images" / "val").glob("*.png"))[0])
     cases = [
-        (["export", "--checkpoint", ckpt, "--out", str(folder)], "is a folder"),
-        (["export", "--checkpoint", ckpt, "--out", str(a_file / "m.onnx")], "is a file"),
+        (["export", "--model", ckpt, "--out", str(folder)], "is a folder"),
+        (["export", "--model", ckpt, "--out", str(a_file / "m.onnx")], "is a file"),
         (["predict", image, "--model", ckpt, "--out", str(a_file)], "is a file"),
         (["predict", image, "--model", ckpt, "--out", str(a_file / "sub")], "is a file"),
         (["train", "--config", str(world.config), "--out", str(a_file)], "is a file"),
         (["train", "--config", str(world.config), "--out", str(a_file / "run")], "is a file"),
-        (["eval", "--checkpoint", ckpt, "--output", str(folder)], "is a folder"),
-        (["eval", "--checkpoint", ckpt, "--output", str(a_file / "m.json")], "is a file"),
+        (["eval", "--model", ckpt, "--output", str(folder)], "is a folder"),
+        (["eval", "--model", ckpt, "--output", str(a_file / "m.json")], "is a file"),
     ]
     for argv, fragment in cases:
         refused(capsys, argv, str(a_file if "a_file" in argv[-1] else folder), fragment)
@@ -168,10 +168,10 @@ def test_read_only_folders_are_one_line(world, tmp_path, capsys, monkeypatch):
         ckpt = str(locked / "checkpoints" / "last.ckpt")
         image = str(sorted((world.data / "images" / "val").glob("*.png"))[0])
         for argv in (
-            ["export", "--checkpoint", ckpt, "--out", str(locked / "m.onnx")],
+            ["export", "--model", ckpt, "--out", str(locked / "m.onnx")],
             ["predict", image, "--model", ckpt, "--out", str(locked)],
             ["train", "--config", str(world.config), "--out", str(locked)],
-            ["eval", "--checkpoint", ckpt],  # its logs would go to read-only/eval
+            ["eval", "--model", ckpt],  # its logs would go to read-only/eval
         ):
             refused(capsys, argv, str(locked), "permission denied")
     finally:

@@ -1,5 +1,5 @@
 """The package's shape: inference and analysis never reach into the training engine, and no
-module grows past ~400 lines, no function past 80 (docs/design.md, "Package layout")."""
+module grows past ~400 lines, no function past 80 (docs/research/design.md, "Package layout")."""
 
 import ast
 from pathlib import Path

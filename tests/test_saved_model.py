@@ -28,9 +28,9 @@ def test_damaged_checkpoints_give_one_line_everywhere(world, tmp_path, capsys, k
     fragment = write_bad_checkpoint(kind, world.checkpoint, bad)
     image = str(sorted((world.data / "images" / "val").glob("*.png"))[0])
     for argv in (
-        ["eval", "--checkpoint", str(bad)],
+        ["eval", "--model", str(bad)],
         ["predict", image, "--model", str(bad), "--out", str(tmp_path / "predictions")],
-        ["export", "--checkpoint", str(bad), "--out", str(tmp_path / "m.onnx")],
+        ["export", "--model", str(bad), "--out", str(tmp_path / "m.onnx")],
     ):
         err = refused(capsys, argv, str(bad), fragment)
         assert "weights_only" not in err
@@ -52,7 +52,7 @@ def test_class_names_that_labels_cannot_tell_apart_are_refused_at_load(
     image = str(sorted((world.data / "images" / "val").glob("*.png"))[0])
     for argv in (
         ["predict", image, "--model", str(bad), "--labels", "sky", "--out", str(tmp_path / "p")],
-        ["eval", "--checkpoint", str(bad)],
+        ["eval", "--model", str(bad)],
     ):
         refused(capsys, argv, f"class list of checkpoint {bad} {clash}")
     folder = model.save_pretrained(tmp_path / "model")

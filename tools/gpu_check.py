@@ -120,16 +120,16 @@ def run(
         ),
         (
             "eval",
-            _clipfuse("eval", "--checkpoint", str(checkpoint), "--output", str(out / "eval.json")),
+            _clipfuse("eval", "--model", str(checkpoint), "--output", str(out / "eval.json")),
         ),
         (
             "bench",
-            _clipfuse("bench", "--configs", config, "--device", device, *bench)
-            + ["--output", str(out / "bench.json"), "--set", *overrides],
+            _clipfuse("bench", "--config", config, "--device", device, *bench)
+            + ["--output", str(out / "bench.json"), *overrides],
         ),
         (
             "export",
-            _clipfuse("export", "--checkpoint", str(checkpoint), "--out", str(out / "model.onnx"))
+            _clipfuse("export", "--model", str(checkpoint), "--out", str(out / "model.onnx"))
             + list(export),
         ),
         (

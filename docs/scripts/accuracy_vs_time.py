@@ -2,9 +2,9 @@
 (mean ± sample std over its seeds), one line per series, as issue 22's accuracy-per-CPU-minute
 curve. Writes OUT.png and OUT.json (the points, with the runs and seeds behind each).
 
-    PYTHONPATH=src .venv/bin/python docs/scripts/accuracy_vs_time.py --out docs/results/accuracy_vs_time \
-        "plain=docs/results/camvid_recipe/results.json:trained_full" \
-        "plain=docs/results/camvid_schedule/results.json:steps2000_trained_full" ...
+    PYTHONPATH=src .venv/bin/python docs/scripts/accuracy_vs_time.py --out docs/research/results/accuracy_vs_time \
+        "plain=docs/research/results/camvid_recipe/results.json:trained_full" \
+        "plain=docs/research/results/camvid_schedule/results.json:steps2000_trained_full" ...
 
 Each point is SERIES=RESULTS_JSON:RUN. Its minutes are the run's recorded `train_seconds`
 (training plus the final validation, as measured: on a busy machine they are longer; an

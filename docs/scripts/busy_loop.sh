@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# train.threads: auto beside other work (docs/robustness.md, "A CPU shared with other work"):
+# train.threads: auto beside other work (docs/research/robustness.md, "A CPU shared with other work"):
 # a 300-step training alone, then with a one-core busy loop started with it for 5 s, for 15 s
 # and for the whole run; prints each command's wall time, mIoU and thread notes. Run it from
 # the repository root on an otherwise idle machine: bash docs/scripts/busy_loop.sh OUT_DIR

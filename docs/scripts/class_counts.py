@@ -1,5 +1,5 @@
 """Images per class of a config's dataset (with its dataset options), per split, as a Markdown
-table: the long tail of docs/data.md ("The CCP protocol"), defined on the first split.
+table: the long tail of docs/guide/data.md ("The CCP protocol"), defined on the first split.
 
     PYTHONPATH=src .venv/bin/python docs/scripts/class_counts.py configs/_base_/ccp.yaml \
         [--splits train val]

@@ -1,11 +1,11 @@
-"""Why does the Conv-Former train slower than plain Semantic FPN? (issue 12, docs/results.md)
+"""Why does the Conv-Former train slower than plain Semantic FPN? (issue 12, docs/research/results.md)
 
 Trains each named variant of the CamVid demo config and records, every ``--every`` steps, the
 gradient norm of each part of the model (backbone, language head, decoder), the training
 losses, and at every validation (``--val-every``) the per-class IoU. Writes
 ``diagnosis.json`` and ``diagnosis.png`` into ``--out``.
 
-    python docs/scripts/diagnose_fusion.py --out docs/results/diagnosis \\
+    python docs/scripts/diagnose_fusion.py --out docs/research/results/diagnosis \\
         --variants fpn convformer convformer_gated [--steps 140] [--val-every 35] [--plot-only]
 """
 

@@ -1,5 +1,5 @@
 """Memory of ``clipfuse predict`` on a large photo and of a long-running ``clipfuse serve``
-(docs/robustness.md, "Memory of predict and serve"), on a random-weight model of the demo
+(docs/research/robustness.md, "Memory of predict and serve"), on a random-weight model of the demo
 config (configs/plain_mobilenetv2_camvid_256x320_800.yaml; nothing is downloaded).
 
     PYTHONPATH=src .venv/bin/python docs/scripts/memory_check.py predict --folder /tmp/memcheck

@@ -3,7 +3,7 @@
 For each checkpoint, every val image is predicted twice with the checkpoint's own eval settings
 (resize, whole-image inference), once with ``eval.precision=32-true`` and once with
 ``bf16-mixed``: the fraction of pixels whose predicted class agrees, and the mIoU of each.
-Results in docs/speed.md.
+Results in docs/research/speed.md.
 
     python docs/scripts/precision_agreement.py CKPT [CKPT ...] [--json out.json]
 """

@@ -1,5 +1,5 @@
 """CPU profile of the Conv-Former fusion module (C=512, K=150, 6 blocks, 8 heads, 2 threads) on a
-16x16 map (a 512x512 image), see docs/speed.md.
+16x16 map (a 512x512 image), see docs/research/speed.md.
 
     python docs/scripts/profile_fusion.py [--map H W] [--before OLD_convformer.py] [--profile-before]
 

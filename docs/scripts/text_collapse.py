@@ -1,4 +1,4 @@
-"""Do the class tokens stay distinct through a trained Conv-Former? (docs/results.md)
+"""Do the class tokens stay distinct through a trained Conv-Former? (docs/research/results.md)
 
 For each checkpoint: the mean pairwise cosine of the K class tokens before the fusion (T0) and
 after it (T'), and the standard deviation over classes of the cosine score map S (0 = a map

@@ -1,4 +1,4 @@
-"""The nearest seen names of each held-out name in CLIP's text space (docs/results.md, "Names
+"""The nearest seen names of each held-out name in CLIP's text space (docs/research/results.md, "Names
 never trained on"): cosines of the bank vectors a config reads, through its text.aliases.
 
     PYTHONPATH=src .venv/bin/python docs/scripts/unseen_neighbours.py \\

@@ -5,11 +5,9 @@ fresh ``mmap`` and returns it to the system on ``free``; the next tensor of that
 its pages in again, zero-filled by the kernel. A segmentation network allocates such tensors
 afresh on every forward pass: the decoder's maps at 1/4 resolution and the logits at the input
 size (150 x 512 x 512 in bf16 is 79 MB). With both thresholds raised to 1 GiB they come from
-the heap and go back to it. Measured on an AMD EPYC with 2 threads (docs/speed.md,
-"Allocator"): ADE20K's plain FPN at 512x512 infers in 0.81x the time in bf16 channels-last and
-0.75x in fp32, and the CamVid demo's training step runs 1.16x faster; the Conv-Former's
-training step did not gain. PyTorch's CPU performance guide gets the same effect by preloading
-jemalloc or tcmalloc; this needs no other library.
+the heap and go back to it (what that saves, measured: docs/research/speed.md, "Allocator").
+PyTorch's CPU performance guide gets the same effect by preloading jemalloc or tcmalloc; this
+needs no other library.
 
 The cost: up to 1 GiB of freed memory stays with the process instead of going back to the
 system. The ``clipfuse`` command calls :func:`keep_freed_memory` at start (data-loading workers

@@ -43,6 +43,7 @@ This module is not model-free: :func:`upgrade_config` knows the ``convformer`` m
 methods, decoders, datasets and encoder specs against their registries."""
 
 import copy
+import difflib
 import functools
 import re
 from collections.abc import Mapping, Sequence
@@ -64,8 +65,9 @@ from clipfuse.paths import shared_root
 FORMAT_VERSION = 4
 
 # Old method names, read as today's: "fpn" was the no-text Semantic FPN (also a decoder name).
-# Still read by shipped records: docs/results/*/results.json rows (`clipfuse experiment --from`)
-# and best_config.yaml files (docs/results.md retrains camvid_claims's) spell method fpn.
+# Still read by shipped records: docs/research/results/*/results.json rows (`clipfuse experiment
+# --from`)
+# and best_config.yaml files (docs/research/results.md retrains camvid_claims's) spell method fpn.
 RENAMED_METHODS = {"fpn": "plain"}
 
 # Every key with its default (the schema, clipfuse.config_schema, says what each accepts).
@@ -168,8 +170,11 @@ def _merge(base: dict, update: dict, where: str) -> dict:
             _note_renamed_method(value)
             value = RENAMED_METHODS[value]
         if key not in base:
+            close = difflib.get_close_matches(key, base, n=1)
+            near = [f"{where}.{name}" if where else name for name in close]
+            hint = f"did you mean {near[0]!r}? " if near else ""
             known = ", ".join(sorted(base))
-            raise ClipfuseError(f"unknown config key {path!r}: expected one of {known}")
+            raise ClipfuseError(f"unknown config key {path!r}: {hint}expected one of {known}")
         if isinstance(base[key], dict) and key not in _FREE_FORM:
             if not isinstance(value, dict):
                 raise ClipfuseError(f"config key {path!r} must be a mapping, got {value!r}")

@@ -1,4 +1,5 @@
-"""The training loss of every method (method.md Sec. 3), free of Lightning: the engine and
+"""The training loss of every method (docs/research/method.md Sec. 3), free of Lightning: the
+engine and
 ``clipfuse bench`` compute the same thing, from the config's ``train`` keys through
 :func:`loss_arguments`.
 

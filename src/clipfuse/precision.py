@@ -117,7 +117,8 @@ class AutocastWeights:
 
     Autocast casts these weights on every forward pass: its cache lasts one autocast region and
     is off under ``torch.inference_mode``; the Conv-Former holds 60.8 M such weights against
-    plain FPN's 8.4 M (what it saves: docs/speed.md, "Inference paths"). The cast here rounds
+    plain FPN's 8.4 M (what it saves: docs/research/speed.md, "Inference paths"). The cast here
+    rounds
     as autocast's does, so outputs are bit-identical; the fp32 tensors are what the model holds
     outside :meth:`applied` (saving, fingerprints, training). A weight changed in place or moved
     since its cast is cast again. ``dtype`` None (fp32 inference): nothing is cast.

@@ -4,7 +4,7 @@
 cgroup CPU quota where a container sets one; fewer if ``OMP_NUM_THREADS`` says so), except the
 cores other work keeps busy: those are left to it. PyTorch's threads wait for each other at
 every operation, so one thread that shares its core with another program holds all of them
-back (docs/speed.md, "Threads").
+back (docs/research/speed.md, "Threads").
 
 Other work is measured, not guessed from the load average (which counts this process too): the
 busy CPU time of this process's cores (``/proc/stat``, one line per CPU) minus the time of this

@@ -1,4 +1,4 @@
-"""GMACs and parameter counts (method.md sections 2 and 5)."""
+"""GMACs and parameter counts (docs/research/method.md Sec. 2 and 5)."""
 
 import math
 
@@ -87,8 +87,9 @@ def test_groups_must_be_submodules():
 
 
 def test_paper_size_cost():
-    """method.md section 2: ~1.4 GMACs / ~8.7 M per block, ~8.4 GMACs / ~52 M for six, at
-    C = 512, K = 150, 16 x 16 image tokens, 8 heads. Counted on the meta device (no compute)."""
+    """docs/research/method.md Sec. 2: ~1.4 GMACs / ~8.7 M per block, ~8.4 GMACs / ~52 M for
+    six, at C = 512, K = 150, 16 x 16 image tokens, 8 heads. Counted on the meta device (no
+    compute)."""
     shapes = ((1, 512, 16, 16), (1, 150, 512))
     with torch.device("meta"):
         block = ConvFormerBlock(512, heads=8)

@@ -89,7 +89,7 @@ def exact_config(data) -> dict:
     2-core EPYC (not asserted: kernels may pick their order by thread count and CPU). Not
     across thread counts (train.threads may change on resume, ``auto`` follows other work):
     sums are ordered otherwise there, and Adam turns the last-bit differences into whole steps
-    on gradients near 0 (docs/robustness.md, "Stopping and resuming")."""
+    on gradients near 0 (docs/research/robustness.md, "Stopping and resuming")."""
     return tiny_config(
         data, max_steps=6, val_every=6, checkpoint_every=4, threads=1, precision="32-true"
     )

@@ -30,7 +30,7 @@ def tiny_run(tmp_path_factory) -> TinyRun:
     data = write_folder_dataset(root / "data")
     # fp32 throughout: these tests check that predict, the pretrained folder and
     # ``clipfuse eval`` give the same labels to the last bit, which holds in fp32. In bf16 the
-    # paths batch images differently and agree only up to rounding (docs/speed.md).
+    # paths batch images differently and agree only up to rounding (docs/research/speed.md).
     config = tiny_config(data, "convformer", max_steps=6, val_every=6, precision="32-true")
     config = apply_overrides(config, ["eval.precision=32-true"])
     train(config, root / "run")

@@ -42,7 +42,7 @@ def exported(request, trained, tmp_path_factory):
     checkpoint = trained[0]
     out = tmp_path_factory.mktemp(request.param) / "model.onnx"
     if request.param == "dynamo":  # through the command line
-        assert main(["export", "--checkpoint", str(checkpoint), "--out", str(out)]) == 0
+        assert main(["export", "--model", str(checkpoint), "--out", str(out)]) == 0
     else:
         export_checkpoint(checkpoint, out, size=(64, 96), exporter="torchscript")
     return OnnxSegmentor(out, threads=1)
@@ -123,7 +123,7 @@ def test_export_errors(trained, tmp_path, capsys):
     with pytest.raises(ClipfuseError, match="format"):
         export_checkpoint(trained[0], tmp_path / "m.onnx", format="tflite")
     missing = tmp_path / "missing.ckpt"
-    assert main(["export", "--checkpoint", str(missing), "--out", str(tmp_path / "m.onnx")]) == 2
+    assert main(["export", "--model", str(missing), "--out", str(tmp_path / "m.onnx")]) == 2
     assert "not found" in capsys.readouterr().err
 
 
@@ -156,7 +156,7 @@ def test_kill_9_during_export_keeps_the_earlier_model(world, tmp_path):
     out.write_bytes(b"the good model of an earlier export")
     before = snapshot(out)
     export = subprocess.Popen(
-        [sys.executable, "-m", "clipfuse.cli", "export", "--checkpoint", str(world.checkpoint)]
+        [sys.executable, "-m", "clipfuse.cli", "export", "--model", str(world.checkpoint)]
         + ["--out", str(out), "--exporter", "torchscript"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -25,7 +25,7 @@ def exported(tmp_path_factory):
     train(tiny_config(data, "convformer", max_steps=8, threads=1), root / "run")
     checkpoint = root / "run" / "checkpoints" / "last.ckpt"
     out = root / "model.onnx"
-    argv = ["export", "--checkpoint", str(checkpoint), "--out", str(out), "--size", "64", "64"]
+    argv = ["export", "--model", str(checkpoint), "--out", str(out), "--size", "64", "64"]
     assert (
         main([*argv, "--exporter", "torchscript", "--quantize", "int8", "--calibration", "2"]) == 0
     )
@@ -57,7 +57,7 @@ def test_eval_of_the_onnx_file_matches_eval_of_the_checkpoint(exported, tmp_path
         main(
             [
                 "eval",
-                "--checkpoint",
+                "--model",
                 str(fp32),
                 "--json",
                 "--output",

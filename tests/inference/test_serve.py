@@ -1,31 +1,17 @@
-"""``clipfuse serve``: the HTTP API (in process) and the page end to end in headless Chromium."""
+"""``clipfuse serve``'s HTTP API, in process: the label map, areas, colours and timings of
+``POST /api/predict``, the examples, the OpenAPI docs and the bounded queue (503)."""
 
+import asyncio
 import base64
 import io
-import os
 import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import require_shared
 from PIL import Image
 
 from clipfuse.cli import main
-
-CHROMIUM = Path(os.environ.get("CLIPFUSE_CHROMIUM", "/usr/bin/chromium"))  # Debian's chromium
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
+from clipfuse.errors import ClipfuseError
 
 
 def png_bytes(array: np.ndarray) -> bytes:
@@ -41,12 +27,26 @@ def decode_data_url(url: str) -> Image.Image:
 
 
 @pytest.fixture(scope="module")
-def client(tiny_model):
+def examples(tmp_path_factory):
+    from clipfuse.inference.serve_page import find_examples
+
+    folder = tmp_path_factory.mktemp("examples")
+    Image.fromarray(np.full((40, 48, 3), 90, np.uint8)).save(folder / "street.png")
+    Image.fromarray(np.full((20, 20, 3), 200, np.uint8)).save(folder / "field.bmp")
+    (folder / "notes.txt").write_text("not served\n")
+    (folder / "LICENSE-demo").write_text("Apache License 2.0\n")
+    (folder / "README.md").write_text("# Demo images (Apache-2.0, see LICENSE-demo)\n\nmore\n")
+    return find_examples(folder)
+
+
+@pytest.fixture(scope="module")
+def client(tiny_model, examples):
     from fastapi.testclient import TestClient
 
     from clipfuse.inference.serve import create_app
 
-    return TestClient(create_app(tiny_model, max_bytes=200_000, max_pixels=600 * 600))
+    app = create_app(tiny_model, max_bytes=200_000, max_pixels=600 * 600, examples=examples)
+    return TestClient(app)
 
 
 def post(client, data: bytes, name="image.png", **fields):
@@ -55,27 +55,87 @@ def post(client, data: bytes, name="image.png", **fields):
 
 def test_page_and_info(client):
     page = client.get("/")
-    assert page.status_code == 200 and 'id="image"' in page.text and "sky, road, car" in page.text
-    assert 'id="open-vocab"' in page.text
+    assert page.status_code == 200
+    for element in ('id="canvas"', 'id="opacity"', 'id="hover"', 'id="download-labels"'):
+        assert element in page.text
+    assert "$" + "script" not in page.text and '"class_names": ["sky", "road", "car"]' in page.text
     assert client.get("/health").text == "ok"
-    assert client.get("/api/info").json()["class_names"] == ["sky", "road", "car"]
+    info = client.get("/api/info").json()
+    assert info["class_names"] == ["sky", "road", "car"] and info["open_vocab"] is True
+    assert (info["queue"], info["max_bytes"]) == (4, 200_000)
 
 
-def test_predict_api(client, tiny_run):
-    image = np.asarray(Image.open(tiny_run.val_images[0]))
+def test_the_label_png_is_the_models_label_map(client, tiny_model, tiny_run):
+    image = np.asarray(Image.open(tiny_run.val_images[0]).convert("RGB"))
     answer = post(client, png_bytes(image))
     assert answer.status_code == 200, answer.text
     body = answer.json()
+    expected = tiny_model.predict(image, scores=False)
+    labels = decode_data_url(body["label_map"])
+    assert labels.mode == "P" and labels.size == (48, 40)
+    assert np.array_equal(np.asarray(labels), expected.label_map)
     assert (body["width"], body["height"], body["mode"]) == (48, 40, "decoder")
-    overlay = decode_data_url(body["overlay"])
-    assert overlay.width > 48 and overlay.height >= 40
-    assert {row["name"] for row in body["classes"]} == {"sky", "road", "car"}
-    assert sum(row["area"] for row in body["classes"]) == pytest.approx(1.0)
+    assert body["class_names"] == ["sky", "road", "car"]
+    assert body["palette"] == tiny_model.palette.tolist()
+    assert labels.getpalette()[:9] == [v for colour in body["palette"] for v in colour]
+    counts = np.bincount(expected.label_map.ravel(), minlength=3) / expected.label_map.size
+    assert body["areas"] == pytest.approx(counts.tolist()) and sum(body["areas"]) == 1.0
+    timing = body["timing"]
+    assert set(timing) == {"wait_ms", "preprocess_ms", "model_ms", "postprocess_ms"}
+    assert all(value >= 0 for value in timing.values()) and timing["model_ms"] > 0
+
     opened = post(client, png_bytes(image), labels="sky, lake", open_vocab="true").json()
-    assert opened["mode"] == "score_map"
-    assert [row["name"] for row in opened["classes"]] != [] and {
-        row["name"] for row in opened["classes"]
-    } == {"sky", "lake"}
+    assert opened["mode"] == "score_map" and opened["class_names"] == ["sky", "lake"]
+    assert np.asarray(decode_data_url(opened["label_map"])).max() <= 1
+    assert len(opened["palette"]) == 2 and sum(opened["areas"]) == pytest.approx(1.0)
+
+
+def test_repeated_colours_are_made_distinct():
+    from clipfuse.inference.serve_predict import distinct_colours
+
+    palette = np.array([[10, 20, 30], [10, 20, 30], [10, 20, 31], [0, 0, 255], [0, 0, 255]])
+    assert distinct_colours(palette) == [
+        [10, 20, 30], [10, 20, 31], [10, 20, 32], [0, 0, 255], [0, 0, 0]
+    ]  # fmt: skip
+
+
+def test_openapi_documents_the_answer(client):
+    assert client.get("/docs").status_code == 200
+    schema = client.get("/openapi.json").json()
+    fields = schema["components"]["schemas"]["Prediction"]["properties"]
+    assert {"label_map", "class_names", "palette", "areas", "timing", "width"} <= set(fields)
+    assert "palette PNG" in fields["label_map"]["description"]
+    assert {"200", "413", "422", "503"} <= set(schema["paths"]["/api/predict"]["post"]["responses"])
+
+
+def test_examples_are_served_with_their_licence(client, examples):
+    info = client.get("/api/info").json()
+    assert info["examples"] == ["field.bmp", "street.png"]
+    assert info["examples_licence"] == "Demo images (Apache-2.0, see LICENSE-demo)"
+    assert info["examples_licence_file"] == "LICENSE-demo"
+    served = client.get("/examples/street.png")
+    assert served.status_code == 200
+    assert served.content == (examples.folder / "street.png").read_bytes()
+    assert client.get("/examples/LICENSE-demo").text.startswith("Apache License")
+    for name in ("notes.txt", "README.md", "missing.png"):
+        answer = client.get(f"/examples/{name}")
+        assert answer.status_code == 404 and "no example named" in answer.json()["error"]
+    assert client.get("/examples/..%2Fexamples0%2Fnotes.txt").status_code == 404
+
+
+def test_the_examples_folder_option(tmp_path, monkeypatch, capsys):
+    from clipfuse.inference.serve import examples_folder
+
+    monkeypatch.setenv("CLIPFUSE_SHARED", str(tmp_path / "no-shared"))
+    assert examples_folder(None) is None
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no example images on the page" in err
+    with pytest.raises(ClipfuseError, match=r"--examples .*: the path is not a folder; expected"):
+        examples_folder(str(tmp_path / "missing"))
+    with pytest.raises(ClipfuseError, match="the path holds no image"):
+        examples_folder(str(tmp_path))
+    Image.new("RGB", (4, 4)).save(tmp_path / "a.png")
+    assert examples_folder(str(tmp_path)) == tmp_path
 
 
 def test_malformed_uploads_get_readable_messages(client, tiny_run):
@@ -92,134 +152,41 @@ def test_malformed_uploads_get_readable_messages(client, tiny_run):
     assert labels.status_code == 400 and "'unicorn'" in labels.json()["error"]
     missing = client.post("/api/predict", data={"labels": "road"})
     assert missing.status_code == 422 and "no image" in missing.json()["error"]
-    # Still serving.
+    # Still serving, and every request left the queue.
     image = np.asarray(Image.open(tiny_run.val_images[1]))
     assert post(client, png_bytes(image)).status_code == 200
+    assert client.app.state.queue.admitted == 0
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def test_a_full_queue_answers_503_with_retry_after(tiny_model, tiny_run):
+    """With ``queue=1`` and the one admitted request held in the model (its lock taken here),
+    the next request is refused at once; once the model is free, requests are served again."""
+    import httpx
 
+    from clipfuse.inference.serve import create_app
 
-@pytest.fixture
-def chromium():
-    in_ci = os.environ.get("CI", "").lower() == "true"
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        message = "the playwright package is absent (pip install -e '.[dev]')"
-        pytest.fail(message) if in_ci else pytest.skip(message)
-    if not CHROMIUM.exists():
-        message = f"{CHROMIUM} is absent (apt-get install -y chromium, or set CLIPFUSE_CHROMIUM)"
-        pytest.fail(message) if in_ci else pytest.skip(message)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
+    app = create_app(tiny_model, queue=1)
+    files = {"image": ("a.png", tiny_run.val_images[0].read_bytes())}
 
-
-@pytest.fixture
-def server(tiny_run, tmp_path):
-    port = free_port()
-    log = open(tmp_path / "server.log", "w+")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "clipfuse.cli",
-            "serve",
-            "--model",
-            str(tiny_run.pretrained),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--device",
-            "cpu",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            if process.poll() is not None:
-                log.seek(0)
-                pytest.fail(f"clipfuse serve exited with {process.returncode}:\n{log.read()}")
+    async def run():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://serve") as client:
+            tiny_model._lock.acquire()  # the prediction thread waits for the model
             try:
-                with urllib.request.urlopen(url + "health", timeout=2) as answer:
-                    if answer.read() == b"ok":
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("clipfuse serve did not answer within 180 s")
-            time.sleep(0.5)
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
+                first = asyncio.create_task(client.post("/api/predict", files=files))
+                while app.state.queue.admitted == 0:
+                    await asyncio.sleep(0.01)
+                refused = await client.post("/api/predict", files=files)
+            finally:
+                tiny_model._lock.release()
+            return await first, refused, await client.post("/api/predict", files=files)
 
-
-def overlay_of(page) -> Image.Image:
-    page.wait_for_function(
-        "() => { const img = document.getElementById('overlay');"
-        " return img.src.startsWith('data:') && img.complete && img.naturalWidth > 0; }",
-        timeout=120_000,
-    )
-    natural = page.evaluate(
-        "() => [document.getElementById('overlay').naturalWidth,"
-        " document.getElementById('overlay').naturalHeight]"
-    )
-    image = decode_data_url(page.get_attribute("#overlay", "src"))
-    assert list(image.size) == natural  # what the browser decoded is the PNG we read back
-    return image
-
-
-def test_the_page_in_a_real_browser(chromium, server, tmp_path):
-    sample = require_shared("samples/cityscapes_segmentation.bmp")
-    page = chromium.new_page()
-    page.goto(server)
-    assert "clipfuse" in page.title()
-
-    page.set_input_files("#image", str(sample))
-    page.click("#run")
-    overlay = overlay_of(page)
-    assert overlay.height == 513 and overlay.width > 513  # the image plus the legend
-    colours = np.unique(np.asarray(overlay.convert("RGB"))[:, :513].reshape(-1, 3), axis=0)
-    assert len(colours) > 1
-    rows = page.locator("#areas tr.class-row")
-    assert rows.count() == 3
-    assert "%" in rows.first.inner_text()
-    assert page.text_content("#error") == ""
-
-    text_file = tmp_path / "notes.txt"
-    text_file.write_text("this is not an image\n")
-    page.set_input_files("#image", str(text_file))
-    page.click("#run")
-    page.wait_for_function("() => document.getElementById('error').textContent.length > 0")
-    assert "not an image" in page.text_content("#error")
-
-    page.evaluate("() => { document.getElementById('overlay').src = ''; }")
-    page.set_input_files("#image", str(sample))
-    page.fill("#labels", "road, sky=heavens")
-    page.click("#run")
-    overlay = overlay_of(page)
-    assert overlay.height == 513
-    assert page.text_content("#error") == ""
-    names = page.locator("#areas tr.class-row td:nth-child(2)").all_inner_texts()
-    assert sorted(names) == ["heavens", "road"]
-    page.close()
+    first, refused, later = asyncio.run(run())
+    assert refused.status_code == 503
+    assert refused.json()["error"].startswith("the server is busy: 1 requests are being")
+    assert int(refused.headers["retry-after"]) >= 1
+    assert first.status_code == 200 and first.json()["timing"]["wait_ms"] >= 0
+    assert later.status_code == 200 and app.state.queue.admitted == 0
 
 
 def test_serve_on_a_busy_port_fails_before_announcing(world, capsys):

@@ -83,6 +83,7 @@ def test_a_chunked_upload_under_the_limit_is_segmented(tiny_model):
         (["--port", "-1"], "error: --port -1: expected a port number in 0..65535"),
         (["--max-bytes", "-5"], "error: --max-bytes -5: expected a positive integer"),
         (["--max-pixels", "0"], "error: --max-pixels 0: expected a positive integer"),
+        (["--queue", "0"], "error: --queue 0: expected a positive integer"),
     ],
 )
 def test_impossible_serve_flags_are_one_line_before_the_model_loads(
@@ -117,7 +118,7 @@ def test_an_address_of_another_machine_is_not_taken_for_a_busy_port():
 
 
 def test_an_oversized_streamed_upload_does_not_claim_a_size():
-    from clipfuse.inference.serve import UploadError, decode_upload
+    from clipfuse.inference.serve_predict import UploadError, decode_upload
 
     with pytest.raises(UploadError) as error:
         decode_upload(b"x" * 21_000_001, 4096 * 4096, 21_000_000)

@@ -1,4 +1,4 @@
-"""Conv-Former blocks and module (method.md section 2, ablations of section 4)."""
+"""Conv-Former blocks and module (docs/research/method.md Sec. 2, ablations of section 4)."""
 
 import pytest
 import torch

@@ -1,5 +1,5 @@
 """Language heads: ConvFormerHead (models/convformer.py; paper Sec. 3, Eq. 1-4) and DenseCLIPHead
-(models/denseclip.py), as docs/design.md describes them ("Conv-Former fusion", "DenseCLIP
+(models/denseclip.py), as docs/research/design.md describes them ("Conv-Former fusion", "DenseCLIP
 baseline")."""
 
 import copy

@@ -1,4 +1,5 @@
-"""DenseCLIP's learnable context tokens (clipfuse.text.prompt_learner, method.md section 4)."""
+"""DenseCLIP's learnable context tokens (clipfuse.text.prompt_learner, docs/research/method.md Sec.
+4)."""
 
 import pytest
 import torch

@@ -18,11 +18,30 @@ def segmentor_cost(model: Segmentor, height: int, width: int) -> dict:
     return count_macs(model, (1, 3, height, width), groups=groups)
 
 
-def config_cost(config: dict, size: Sequence[int]) -> dict:
-    """:func:`segmentor_cost` of the model of ``config`` (random weights) at ``size`` (H, W),
-    with the method, backbone, size and number of classes."""
+def evaluation_size(config: dict) -> tuple[int, int]:
+    """The (H, W) the model of ``config`` sees when it is evaluated: ``eval.crop_size`` with
+    ``eval.mode: slide`` (its windows), else ``data.val_size`` (a short side: the crop size's
+    aspect at that short side), else the training ``data.crop_size`` (validation at full
+    resolution has no one size)."""
+    if config["eval"]["mode"] == "slide":
+        height, width = config["eval"]["crop_size"]
+        return int(height), int(width)
+    height, width = config["data"]["crop_size"]
+    val_size = config["data"]["val_size"]
+    if isinstance(val_size, int):
+        scale = val_size / min(height, width)
+        return round(height * scale), round(width * scale)
+    if val_size is not None:
+        height, width = val_size
+    return int(height), int(width)
+
+
+def config_cost(config: dict, size: Sequence[int] | None = None) -> dict:
+    """:func:`segmentor_cost` of the model of ``config`` (random weights) at ``size`` (H, W;
+    default: :func:`evaluation_size`), with the method, backbone, size and number of classes."""
     from clipfuse.build import class_names_of, cost_model
 
+    size = size or evaluation_size(config)
     class_names = class_names_of(config)
     cost = segmentor_cost(cost_model(config, class_names), *size)
     cost.update(

@@ -1,4 +1,4 @@
-"""Cost of a model: GMACs (the paper's "GFLOPs") and parameters (method.md section 5).
+"""Cost of a model: GMACs (the paper's "GFLOPs") and parameters (docs/research/method.md Sec. 5).
 
 Counting uses :class:`torch.utils.flop_counter.FlopCounterMode`, which counts 2 FLOPs per
 multiply-accumulate of convolutions, matrix products and fused attention (not norms,

@@ -2,7 +2,7 @@
 
 import argparse
 
-from clipfuse.cli.options import DEVICE_HELP, MODEL_HELP, SIZE, pick
+from clipfuse.cli.options import add_device, add_model, add_size, pick
 
 
 def _predict(args: argparse.Namespace) -> None:
@@ -18,14 +18,15 @@ def _predict(args: argparse.Namespace) -> None:
 def _serve(args: argparse.Namespace) -> None:
     from clipfuse.inference.serve import serve
 
-    serve(args.model, **pick(args, "host", "port", "device", "max_bytes", "max_pixels"))
+    options = pick(args, "host", "port", "device", "max_bytes", "max_pixels", "queue", "examples")
+    serve(args.model, **options)
 
 
 def _export(args: argparse.Namespace) -> None:
     from clipfuse.inference.export import export_checkpoint
 
     out = export_checkpoint(
-        args.checkpoint,
+        args.model,
         args.out,
         format=args.format,
         size=args.size,
@@ -34,7 +35,7 @@ def _export(args: argparse.Namespace) -> None:
         calibration=args.calibration,
         quantized_out=args.quantized_out,
     )
-    print(f"{args.checkpoint} -> {out}")
+    print(f"{args.model} -> {out}")
 
 
 def add_predict_and_serve(commands) -> None:
@@ -43,14 +44,7 @@ def add_predict_and_serve(commands) -> None:
         "predict", help="segment images; write colour overlays with a legend and label PNGs"
     )
     predict.add_argument("images", nargs="+", help="image files or folders")
-    predict.add_argument(
-        "--model",
-        "--checkpoint",
-        dest="model",
-        required=True,
-        metavar="MODEL",
-        help=MODEL_HELP,
-    )
+    add_model(predict)
     predict.add_argument(
         "--labels",
         help="labels to predict, comma-separated: a subset / renaming of the trained classes "
@@ -65,35 +59,43 @@ def add_predict_and_serve(commands) -> None:
     predict.add_argument(
         "--out", default="predictions", help="output folder (default: predictions)"
     )
-    predict.add_argument("--device", help=DEVICE_HELP)
+    add_device(predict)
     predict.add_argument("--batch-size", type=int, default=4, help="images per forward pass")
     predict.set_defaults(func=_predict)
 
     serve = commands.add_parser("serve", help="a local web page to try a model on your images")
-    serve.add_argument("--model", required=True, metavar="MODEL", help=MODEL_HELP)
+    add_model(serve)
     serve.add_argument("--host", default="127.0.0.1", help="address (default: 127.0.0.1)")
     serve.add_argument("--port", type=int, default=7860, help="port (default: 7860)")
-    serve.add_argument("--device", help=DEVICE_HELP)
+    add_device(serve)
     serve.add_argument(
         "--max-bytes", type=int, default=20 * 1024 * 1024, help="largest upload in bytes"
     )
     serve.add_argument(
         "--max-pixels", type=int, default=4096 * 4096, help="largest image in pixels (W x H)"
     )
+    serve.add_argument(
+        "--queue",
+        type=int,
+        default=4,
+        metavar="N",
+        help="requests admitted at once, running or waiting; more get HTTP 503 (default: 4)",
+    )
+    serve.add_argument(
+        "--examples",
+        metavar="DIR",
+        help="a folder of example images shown on the page (default: the shared samples)",
+    )
     serve.set_defaults(func=_serve)
 
 
 def add_export(commands) -> None:
     """``export``."""
-    export = commands.add_parser("export", help="export a checkpoint to ONNX, vocabulary baked in")
-    export.add_argument("--checkpoint", required=True, help="a clipfuse .ckpt file")
+    export = commands.add_parser("export", help="export a model to ONNX, vocabulary baked in")
+    add_model(export)
     export.add_argument("--format", default="onnx", choices=["onnx"])
     export.add_argument("--out", required=True, help="output file, e.g. model.onnx")
-    export.add_argument(
-        "--size",
-        **SIZE,
-        help="example input traced (default: the crop size); the axes stay dynamic",
-    )
+    add_size(export, help="example input traced (default: the crop size); the axes stay dynamic")
     export.add_argument(
         "--exporter",
         choices=["dynamo", "torchscript"],

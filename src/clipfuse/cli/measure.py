@@ -5,7 +5,19 @@ import argparse
 import json
 import sys
 
-from clipfuse.cli.options import CONFIG_HELP, OVERRIDES_HELP, SIZE, pick
+from clipfuse.cli.options import (
+    add_config,
+    add_device,
+    add_overrides,
+    add_size,
+    pick,
+    split_overrides,
+)
+
+EVAL_SIZE_HELP = (
+    "input size (default: the config's evaluation size: eval.crop_size when eval.mode is "
+    "slide, else data.val_size, else data.crop_size)"
+)
 
 
 def _flops(args: argparse.Namespace) -> None:
@@ -27,8 +39,9 @@ def _bench(args: argparse.Namespace) -> None:
     if args.output:
         prepare_file(args.output, "output file")  # before the measurements, not after them
     progress = None if args.json else (lambda message: print(f"... {message}", file=sys.stderr))
+    configs, overrides = split_overrides(args.config)
     result = bench(
-        args.configs,
+        configs,
         **pick(args, "size", "threads", "repeats", "warmup", "train_batch", "train_steps"),
         **pick(args, "paths", "onnx_exporter", "smp_reference", "channels_last", "device"),
         batches=args.batch,
@@ -36,7 +49,7 @@ def _bench(args: argparse.Namespace) -> None:
         train_precisions=args.train_precision,
         train_channels_last=_layouts(args.train_memory_format),
         train_profile=args.train_profile,
-        overrides=args.set,
+        overrides=[*overrides, *args.overrides],
         progress=progress,
     )
     if args.output:
@@ -47,10 +60,10 @@ def _bench(args: argparse.Namespace) -> None:
 def add_flops(commands) -> None:
     """``flops``."""
     flops = commands.add_parser("flops", help="GMACs and parameters of a config's model, by part")
-    flops.add_argument("--config", required=True, help=CONFIG_HELP)
-    flops.add_argument("--size", **SIZE, default=[512, 512])
+    add_config(flops, required=True)
+    add_size(flops, help=EVAL_SIZE_HELP)
     flops.add_argument("--json", action="store_true", help="print JSON")
-    flops.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
+    add_overrides(flops)
     flops.set_defaults(func=_flops)
 
 
@@ -59,13 +72,14 @@ def add_bench(commands) -> None:
     bench = commands.add_parser(
         "bench", help="latency, throughput, memory and GMACs of configs' models, side by side"
     )
-    bench.add_argument(
-        "--configs",
-        nargs="+",
+    add_config(
+        bench,
+        many=True,
         required=True,
-        help="YAML config files or shipped config names; ratios are to the first",
+        help="YAML config files or shipped config names; ratios are to the first (KEY=VALUE "
+        "words after them are overrides)",
     )
-    bench.add_argument("--size", **SIZE, default=[512, 512])
+    add_size(bench, help=EVAL_SIZE_HELP.replace("the config's", "the first config's"))
     bench.add_argument(
         "--batch", type=int, nargs="+", default=[1, 4], help="inference batch sizes (default: 1 4)"
     )
@@ -122,10 +136,8 @@ def add_bench(commands) -> None:
         help="also time each part of the training step (backbone, head + decoder, loss, "
         "backward, optimizer) in each precision and layout, with its GFLOP and %% of peak",
     )
-    bench.add_argument("--device", default="cpu", help="cpu (default) or cuda")
-    bench.add_argument(
-        "--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides for every config"
-    )
+    add_device(bench)
     bench.add_argument("--json", action="store_true", help="print JSON")
     bench.add_argument("--output", help="also write the JSON to this file")
+    add_overrides(bench, help="overrides for every config, e.g. data.crop_size=[256,320]")
     bench.set_defaults(func=_bench)

@@ -2,9 +2,17 @@
 
 import argparse
 import json
+from pathlib import Path
 
-from clipfuse.cli.options import CONFIG_HELP, DEVICE_HELP, MODEL_HELP, OVERRIDES_HELP, pick
-from clipfuse.errors import ClipfuseError
+from clipfuse.cli.options import (
+    AUTO,
+    add_config,
+    add_device,
+    add_model,
+    add_overrides,
+    pick,
+)
+from clipfuse.errors import ClipfuseError, announce
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -15,20 +23,54 @@ def _train(args: argparse.Namespace) -> None:
         raise ClipfuseError(
             "train needs --config FILE|NAME (or --resume with --out of an existing run)"
         )
+    if args.resume and args.out is None:
+        raise ClipfuseError("train --resume needs --out RUN_FOLDER: the run to continue")
     # A config file and its overrides are validated before the run folder is touched; without
     # one (--resume), the overrides apply to the run's saved config.
     config = load_config(args.config, args.overrides) if args.config is not None else None
     overrides = args.overrides if config is None else []
-    results = train(config, args.out, resume=args.resume, overrides=overrides)
+    if args.out is not None:
+        results = train(config, args.out, resume=args.resume, overrides=overrides)
+    else:
+        from clipfuse.engine.run_folder import new_run_folder, remove_unused_run_folder
+
+        out = new_run_folder(args.config)
+        announce(f"run folder {out} (--out chooses another)")
+        try:
+            results = train(config, out, overrides=overrides)
+        except BaseException:
+            remove_unused_run_folder(out)
+            raise
     print(f"mIoU {results['mIoU']:.2f}")
+
+
+def _eval_device(model: str, device: str) -> list[str]:
+    """``eval --device`` as the override :func:`clipfuse.engine.evaluate` runs on (Lightning's
+    ``train.accelerator``); an exported ``.onnx`` model runs on onnxruntime's CPU."""
+    if Path(model).suffix == ".onnx":
+        if device not in (AUTO, "cpu"):
+            raise ClipfuseError(
+                f"{model} runs on onnxruntime's CPU: expected --device auto or cpu, got {device!r}"
+            )
+        return []
+    from clipfuse.inference.predict import resolve_device
+
+    chosen = resolve_device(device)
+    if chosen.type == "cuda" and (chosen.index or 0) > 0:
+        raise ClipfuseError(
+            f"eval --device {device}: eval runs on the first visible GPU; pick this one with "
+            f"CUDA_VISIBLE_DEVICES={chosen.index} and --device cuda"
+        )
+    return [f"train.accelerator={'gpu' if chosen.type == 'cuda' else 'cpu'}"]
 
 
 def _eval(args: argparse.Namespace) -> None:
     from clipfuse.engine import evaluate
 
-    overrides = [*args.overrides, *([f"data.eval_split={args.split}"] if args.split else [])]
+    split = [f"data.eval_split={args.split}"] if args.split else []
+    overrides = [*args.overrides, *split, *_eval_device(args.model, args.device)]
     results = evaluate(
-        args.checkpoint,
+        args.model,
         overrides,
         json_path=args.output,
         quiet=args.json,
@@ -71,24 +113,26 @@ def _experiment(args: argparse.Namespace) -> None:
 def add_train_and_eval(commands) -> None:
     """``train`` and ``eval``."""
     train = commands.add_parser("train", help="train a model from a YAML config, then evaluate it")
-    train.add_argument("--config", help=CONFIG_HELP)
-    train.add_argument("--out", default="runs/latest", help="run folder (default: runs/latest)")
+    add_config(train)
+    train.add_argument(
+        "--out", help="run folder (default: a new runs/<config name>-<YYYYmmdd-HHMMSS>)"
+    )
     train.add_argument(
         "--resume",
         action="store_true",
         help="continue the run in --out from its last checkpoint, with its saved config "
         "(overrides may change train.max_steps, val_every, checkpoint_every, log_every)",
     )
-    train.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
+    add_overrides(train)
     train.set_defaults(func=_train)
 
     evaluate = commands.add_parser("eval", help="evaluate a checkpoint on its dataset's val split")
-    evaluate.add_argument(
-        "--checkpoint",
-        required=True,
-        help="a clipfuse .ckpt file, a model folder or Hub id (owner/name), or an .onnx file "
-        "from clipfuse export (onnxruntime, CPU)",
+    add_model(
+        evaluate,
+        help="a training .ckpt, a model folder or Hub id (owner/name), or an .onnx file from "
+        "clipfuse export (run by onnxruntime on the CPU)",
     )
+    add_device(evaluate)
     evaluate.add_argument(
         "--split", help="the split to evaluate: val (default: the run's data.eval_split) or test"
     )
@@ -99,9 +143,7 @@ def add_train_and_eval(commands) -> None:
         action="store_true",
         help="a train.ema_decay checkpoint's trained weights instead of their average",
     )
-    evaluate.add_argument(
-        "overrides", nargs="*", help="data.* / eval.* overrides, e.g. eval.flip=true"
-    )
+    add_overrides(evaluate, help="data.* / eval.* overrides, e.g. eval.flip=true")
     evaluate.set_defaults(func=_eval)
 
 
@@ -110,7 +152,7 @@ def add_eval_vocab(commands) -> None:
     vocab = commands.add_parser(
         "eval-vocab", help="score a model on a dataset's names: label mapping, open vocabulary"
     )
-    vocab.add_argument("--model", required=True, help=MODEL_HELP)
+    add_model(vocab)
     vocab.add_argument("--data", help="dataset name (default: the model's training dataset)")
     vocab.add_argument("--root", help="dataset folder (default: the registry's search)")
     vocab.add_argument("--split", default="val", help="the split to score (default: val)")
@@ -126,7 +168,7 @@ def add_eval_vocab(commands) -> None:
         "--seen-drop", type=float, default=1.0, help="seen mIoU points the chosen gamma may lose"
     )
     vocab.add_argument("--limit", type=int, help="score only the first N images")
-    vocab.add_argument("--device", help=DEVICE_HELP)
+    add_device(vocab)
     vocab.add_argument("--batch-size", type=int, default=4)
     vocab.add_argument("--json", action="store_true", help="print the report as JSON")
     vocab.add_argument("--output", help="also write the report to this JSON file")
@@ -139,7 +181,7 @@ def add_experiment(commands) -> None:
         "experiment",
         help="train a grid of configs x seeds (resumable) and report metrics, cost and latency",
     )
-    experiment.add_argument("spec", help="experiment spec YAML (see docs/experiments.md)")
+    experiment.add_argument("spec", help="experiment spec YAML (see docs/research/experiments.md)")
     experiment.add_argument(
         "--out", help="grid folder (default: the spec's out, else runs/experiments/<name>)"
     )

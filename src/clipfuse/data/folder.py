@@ -80,7 +80,10 @@ class FolderDataset(SegmentationDataset):
         root: the dataset folder (holding ``classes.txt``, ``images/``, ``masks/``).
         split: a split folder name under ``images/`` or a ``splits/<split>.txt`` list.
         transform: see :class:`SegmentationDataset`.
-        merge, ignore, unseen: relabelling options (:func:`clipfuse.data.relabel.relabel`).
+        merge: ``{child: parent}``: the child's pixels get the parent's id
+            (:func:`clipfuse.data.relabel.relabel`, as ``ignore`` and ``unseen``).
+        ignore: names whose pixels become 255 (neither trained nor scored).
+        unseen: names held out as ``ignore`` does, for generalized zero-shot training.
 
     A subclass with ``fixed_classes`` (a named dataset in this format) requires its
     ``classes.txt`` to list exactly those names.

@@ -1,7 +1,7 @@
 """Semantic FPN (Kirillov et al., "Panoptic Feature Pyramid Networks", 2019).
 
 The decoder of every row in the paper's Table 1: mmseg's ``FPN`` neck followed by its
-``FPNHead``, in plain PyTorch (method.md Sec. 3).
+``FPNHead``, in plain PyTorch (docs/research/method.md Sec. 3).
 """
 
 from collections.abc import Sequence

@@ -5,7 +5,7 @@ comparison strictly paired.
 and chains the hashes; the chain's head identifies the whole stream. It is carried across
 resumptions in the checkpoint, with the state of the global random generators
 (:func:`clipfuse.seeding.random_state`: dropout's draws), which a resumed run restores before
-its first step, so that it trains as the uninterrupted run does (docs/robustness.md,
+its first step, so that it trains as the uninterrupted run does (docs/research/robustness.md,
 "Stopping and resuming"). A checkpoint written before clipfuse saved that state resumes with
 the generators seeded afresh, announced in one line. The record is written to
 ``<run>/batch_stream.json`` when training ends:

@@ -1,4 +1,4 @@
-"""Optimiser and schedule of the paper's recipe (method.md Sec. 5).
+"""Optimiser and schedule of the paper's recipe (docs/research/method.md Sec. 5).
 
 Backbone learning rate = ``backbone_lr_mult`` x the rest, the language head's (``head.*``: the
 Conv-Former or DenseCLIP modules, all freshly initialised) ``head_lr_mult`` x the rest [choice,

@@ -2,7 +2,6 @@
 
 import json
 import logging
-import os
 import sys
 import warnings
 from collections.abc import Iterator, Sequence
@@ -34,6 +33,7 @@ from clipfuse.engine.run_folder import (
     CONFIG_FILE,
     METRICS_FILE,
     changes_from_saved,
+    launching_process,
     read_run_config,
     resolved_config,
     write_run_config,
@@ -183,12 +183,6 @@ def _expected_warnings() -> Iterator[None]:
         yield
 
 
-def _launching_process() -> bool:
-    """Whether this is the process that started the run (not a DDP worker launched for it):
-    only that one locks and checks the run folder."""
-    return all(int(os.environ.get(name, 0)) == 0 for name in ("RANK", "LOCAL_RANK", "NODE_RANK"))
-
-
 def _run_config(
     config: dict | None, out_dir: Path, resume: bool, overrides: Sequence[str], check: bool
 ) -> tuple[dict, str | None]:
@@ -254,7 +248,7 @@ def train(
     out_dir = Path(out_dir)
     checkpoint_dir = out_dir / "checkpoints"
     last = checkpoint_dir / "last.ckpt"
-    launching = _launching_process()
+    launching = launching_process()
     with RunLock(out_dir) if launching else nullcontext():
         if launching:
             for folder in (out_dir, checkpoint_dir):

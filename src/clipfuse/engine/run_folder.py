@@ -8,13 +8,19 @@ today's keys (:func:`clipfuse.config.upgrade_config`), so a folder trained befor
 changed resumes with the model its checkpoint holds. Folders written before they recorded
 their version (up to version 4) are read at the version of their checkpoint, or at 4 when
 they have none (nothing was trained there yet).
+
+A run given no folder gets a new one named by its config and the time it started
+(:func:`new_run_folder`), so a second run never collides with the first.
 """
 
 import json
+import os
+import time
 from pathlib import Path
 
 from clipfuse.config import FORMAT_VERSION, changed_keys, dump_config, load_config
 from clipfuse.engine.class_weight import with_saved_class_weight
+from clipfuse.engine.lock import LOCK_FILE
 from clipfuse.errors import ClipfuseError
 from clipfuse.fileio import atomic_write_text
 from clipfuse.precision import with_resolved_precision
@@ -26,6 +32,42 @@ FORMAT_FILE = "format.json"
 METRICS_FILE = "metrics.json"  # the last validation's metrics (clipfuse.engine.run)
 # The last format version whose run folders did not record it.
 UNRECORDED_VERSION = 4
+# The folder new_run_folder chose, for the DDP workers Lightning launches by re-running the command.
+RUN_FOLDER_VARIABLE = "CLIPFUSE_RUN_FOLDER"
+
+
+def launching_process() -> bool:
+    """Whether this is the process that started the run (not a DDP worker launched for it):
+    only that one locks and checks the run folder."""
+    return all(int(os.environ.get(name, 0)) == 0 for name in ("RANK", "LOCAL_RANK", "NODE_RANK"))
+
+
+def new_run_folder(config: str | os.PathLike, root: str | os.PathLike = "runs") -> Path:
+    """A new, empty folder for a run of ``config`` (a YAML file or a shipped config's name):
+    ``root/<config stem>-<YYYYmmdd-HHMMSS>``, with ``-2``, ``-3`` ... when that is taken.
+    A DDP worker (which re-runs the command) gets the folder its launching process chose."""
+    if not launching_process() and RUN_FOLDER_VARIABLE in os.environ:
+        return Path(os.environ[RUN_FOLDER_VARIABLE])
+    stem = Path(config).name.removesuffix(".yaml")
+    base = Path(root) / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    folder, number = base, 1
+    while True:
+        try:
+            folder.mkdir(parents=True)
+            break
+        except FileExistsError:
+            number += 1
+            folder = base.with_name(f"{base.name}-{number}")
+    os.environ[RUN_FOLDER_VARIABLE] = str(folder)
+    return folder
+
+
+def remove_unused_run_folder(folder: Path) -> None:
+    """Remove ``folder`` (from :func:`new_run_folder`) if its run stopped before writing
+    anything but its lock, so a refused start leaves no empty run behind."""
+    if folder.is_dir() and {path.name for path in folder.iterdir()} <= {LOCK_FILE}:
+        (folder / LOCK_FILE).unlink(missing_ok=True)
+        folder.rmdir()
 
 
 def resolved_config(config: dict) -> tuple[dict, str | None]:

@@ -17,7 +17,7 @@ class SegmentationTask(L.LightningModule):
     """Trains a :class:`~clipfuse.models.Segmentor` with cross-entropy (ignore 255; plain or
     OHEM, optionally class-weighted: :func:`~clipfuse.losses.segmentation_loss`) plus, for
     language-guided methods, the auxiliary score-map loss ``aux_weight x CE(up(S / T), y)``
-    (method.md Sec. 3), and validates with the confusion-matrix metrics.
+    (docs/research/method.md Sec. 3), and validates with the confusion-matrix metrics.
 
     Args:
         model: the network.

@@ -13,7 +13,7 @@ follow, so there the ONNX output equals :class:`ExportableSegmentor` in PyTorch.
 
 Exporters (torch 2.14): ``dynamo`` (default; ``torch.export`` + onnxscript, the supported
 path, dynamic dimensions checked while tracing) and ``torchscript`` (the legacy tracer,
-deprecated in PyTorch but ~20x faster to export). Both give the same graph semantics here,
+deprecated in PyTorch but much faster to export; docs/research/speed.md). Both give the same graph semantics here,
 including Conv-Former's stride-3 padding, which is computed from the input size at run time.
 """
 

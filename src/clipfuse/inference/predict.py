@@ -195,7 +195,9 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     try:
         device = torch.device(device)
     except (RuntimeError, TypeError) as error:
-        raise ClipfuseError(f"device {device!r}: expected 'cpu', 'cuda' or 'cuda:N'") from error
+        raise ClipfuseError(
+            f"device {device!r}: expected 'auto', 'cpu', 'cuda' or 'cuda:N'"
+        ) from error
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ClipfuseError(f"device {device}: CUDA is not available on this machine (use 'cpu')")
     return device

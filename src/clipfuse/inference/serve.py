@@ -1,30 +1,45 @@
 """``clipfuse serve``: a local web page to try a trained model (FastAPI + one HTML page).
 
-Routes: ``GET /`` the page; ``GET /api/info`` the model's vocabulary and limits;
+Routes: ``GET /`` the page; ``GET /api/info`` the model's vocabulary and the limits;
 ``POST /api/predict`` (multipart: ``image`` file, optional ``labels`` text and ``open_vocab``
-flag) -> JSON with the overlay as a PNG data URL and the per-class areas, or ``{"error": ...}``
-with status 400 (bad labels), 413 (too large) or 422 (not an image). ``GET /health`` -> ok.
+flag) -> the label map as a PNG, class names, colours, areas and timings
+(:class:`~clipfuse.inference.serve_schema.Prediction`), or ``{"error": ...}`` with status 400
+(bad labels), 413 (too large), 422 (not an image) or 503 (busy, with ``Retry-After``);
+``GET /examples/{name}`` the example images; ``GET /health`` -> ok; ``GET /docs`` and
+``/openapi.json`` the API's documentation.
+
+Concurrency: a bounded queue, chosen by measurement (docs/guide/inference.md, "Web demo"): a
+pool of prediction threads answered concurrent requests no sooner, as
+:meth:`ClipfuseModel.predict` holds the model's lock and the model already uses every core, and
+each thread that allocates keeps a glibc heap of its own (docs/research/robustness.md, "Memory
+of predict and serve"). So predictions run on one thread, one at a time; at most ``queue``
+requests are admitted at once, running or waiting, uploads included, so memory stays bounded;
+one more gets 503 with a ``Retry-After`` estimated from the last prediction's time.
 """
 
 import asyncio
-import base64
 import errno
-import io
+import math
 import socket
-import warnings
+import sys
+import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
-
-from clipfuse.errors import ClipfuseError, one_line
+from clipfuse.errors import ClipfuseError
 from clipfuse.extras import require
-from clipfuse.inference.predict import pil_to_rgb
 from clipfuse.inference.pretrained import ClipfuseModel
-from clipfuse.inference.serve_page import demo_page
+from clipfuse.inference.serve_page import EXAMPLE_SUFFIXES, Examples, demo_page, find_examples
+from clipfuse.inference.serve_predict import (
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_PIXELS,
+    UploadError,
+    predict_upload,
+    size_text,
+)
 
-DEFAULT_MAX_BYTES = 20 * 1024 * 1024
-DEFAULT_MAX_PIXELS = 4096 * 4096
+DEFAULT_QUEUE = 4
 FORM_OVERHEAD = 64 * 1024
 """Bytes a request may hold beyond ``max_bytes``: the multipart headers and the other fields."""
 
@@ -33,127 +48,60 @@ class BodyTooLarge(Exception):
     """Raised by the request stream once more than ``max_bytes + FORM_OVERHEAD`` have arrived."""
 
 
-class UploadError(Exception):
-    """A bad upload: the message is shown on the page."""
+class RequestQueue:
+    """Admits at most ``size`` requests at once. Counted on the event loop's thread only, so
+    it needs no lock."""
 
-    def __init__(self, message: str, status: int) -> None:
-        super().__init__(message)
-        self.status = status
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.admitted = 0
+        self.last_seconds = 1.0  # the last prediction's time, for Retry-After
 
-
-def decode_upload(data: bytes, max_pixels: int, max_bytes: int) -> Image.Image:
-    """The uploaded bytes as a loaded PIL image, or an :class:`UploadError` with a message
-    a person can act on. The size is checked from the header, before the pixels are decoded."""
-    if not data:
-        raise UploadError("the upload is empty: choose an image file", 422)
-    if len(data) > max_bytes:  # the read stops at max_bytes + 1: the true size is unknown
-        raise UploadError(f"the file is larger than the limit of {_size(max_bytes)}", 413)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            width, height = image.size
-            if width * height > max_pixels:
-                raise UploadError(
-                    f"the image is {width} x {height} pixels: the limit is {max_pixels:,} pixels "
-                    "(resize it and try again)",
-                    413,
-                )
-            image.load()
-    except UploadError:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise UploadError(
-            f"the image is too large to decode safely: the limit is {max_pixels:,} pixels", 413
-        ) from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError):
-        raise UploadError(
-            "the file is not an image this demo can read: upload a PNG, JPEG, BMP, TIFF or "
-            "WebP image",
-            422,
-        ) from None
-    return image
-
-
-def _size(n: int) -> str:
-    """``21.0 MB (20,971,520 bytes)``: the bytes tell apart sizes that round alike."""
-    return f"{n / 1e6:.1f} MB ({n:,} bytes)"
-
-
-def _png_data_url(image: Image.Image) -> str:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
-def predict_upload(
-    model: ClipfuseModel,
-    data: bytes,
-    labels: str = "",
-    open_vocab: bool = False,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-    max_bytes: int = DEFAULT_MAX_BYTES,
-) -> dict:
-    """The JSON answer to one upload (raises :class:`UploadError`)."""
-    try:
-        image = pil_to_rgb(decode_upload(data, max_pixels, max_bytes), "the uploaded image")
-    except ClipfuseError as error:
-        raise UploadError(one_line(error), 422) from None
-    try:
-        result = model.predict(image, labels.strip() or None, open_vocab=open_vocab, scores=False)
-    except ClipfuseError as error:
-        raise UploadError(one_line(error), 400) from None
-    areas = result.areas
-    rows = [
-        {
-            "name": name,
-            "colour": "#{:02x}{:02x}{:02x}".format(*(int(c) for c in result.palette[k])),
-            "area": areas[name],
-        }
-        for k, name in enumerate(result.class_names)
-    ]
-    rows.sort(key=lambda row: -row["area"])
-    return {
-        "overlay": _png_data_url(result.overlay),
-        "width": int(image.shape[1]),
-        "height": int(image.shape[0]),
-        "mode": result.mode,
-        "classes": rows,
-    }
+    def retry_after(self) -> int:
+        """Seconds until a place is likely free: the admitted requests at the last one's pace."""
+        return max(1, math.ceil(self.admitted * self.last_seconds))
 
 
 def create_app(
     model: ClipfuseModel,
     max_bytes: int = DEFAULT_MAX_BYTES,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    queue: int = DEFAULT_QUEUE,
+    examples: Examples | None = None,
 ):
-    """The FastAPI application serving ``model``."""
+    """The FastAPI application serving ``model`` (the app's ``state.queue`` is its
+    :class:`RequestQueue`)."""
     require("fastapi", "clipfuse serve")
     require("python_multipart", "clipfuse serve (uploads)")
     from fastapi import FastAPI, Request
-    from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
-    from starlette.datastructures import UploadFile
+    from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse
 
-    # One thread for every upload: each thread that allocates gets its own glibc heap, which
-    # keeps what a request freed, so on a pool's threads the server grew per thread used
-    # (docs/robustness.md, "Memory of predict and serve"). The model predicts one at a time.
+    from clipfuse.inference import serve_schema as schema
+
+    examples = examples or Examples()
     predictions = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clipfuse-predict")
-    app = FastAPI(title="clipfuse", docs_url=None, redoc_url=None)
-    info = {
-        "method": model.method,
-        "backbone": model.backbone,
-        "class_names": model.class_names,
-        "open_vocab": model.supports_open_vocab,
-        "text_encoder": model.text["encoder"] if model.supports_open_vocab else None,
-        "max_bytes": max_bytes,
-        "max_pixels": max_pixels,
-    }
-    page = demo_page(info)
+    app = FastAPI(title="clipfuse", description="Segment an image with a clipfuse model.")
+    app.state.queue = waiting = RequestQueue(queue)
+    info = schema.Info(
+        method=model.method,
+        backbone=model.backbone,
+        class_names=model.class_names,
+        open_vocab=model.supports_open_vocab,
+        text_encoder=model.text["encoder"] if model.supports_open_vocab else None,
+        max_bytes=max_bytes,
+        max_pixels=max_pixels,
+        queue=queue,
+        examples=list(examples.names),
+        examples_licence=examples.licence,
+        examples_licence_file=examples.licence_file,
+    )
+    page = demo_page(info.model_dump())
+    problems = {status: {"model": schema.Problem} for status in (400, 413, 422, 503)}
 
-    def error(message: str, status: int) -> JSONResponse:
-        return JSONResponse({"error": message}, status_code=status)
+    def error(message: str, status: int, headers: dict | None = None) -> JSONResponse:
+        return JSONResponse({"error": message}, status_code=status, headers=headers)
 
-    @app.get("/", response_class=HTMLResponse)
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def index() -> str:
         return page
 
@@ -161,45 +109,87 @@ def create_app(
     def health() -> str:
         return "ok"
 
-    @app.get("/api/info")
-    def api_info() -> dict:
+    @app.get("/api/info", response_model=schema.Info)
+    def api_info() -> schema.Info:
         return info
 
-    @app.post("/api/predict")
+    @app.get("/examples/{name}", responses={404: {"model": schema.Problem}})
+    def example(name: str):
+        path = examples.path(name)
+        if path is None or not path.is_file():
+            return error(f"no example named {name!r}: the examples are {info.examples}", 404)
+        return FileResponse(path)
+
+    @app.post("/api/predict", response_model=schema.Prediction, responses=problems)
     async def api_predict(request: Request):
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > max_bytes + FORM_OVERHEAD:
+        if waiting.admitted >= waiting.size:
+            seconds = waiting.retry_after()
             return error(
-                f"the upload is {_size(int(length))}: the limit is {_size(max_bytes)}", 413
+                f"the server is busy: {waiting.admitted} requests are being segmented or wait "
+                f"(at most {waiting.size}, --queue); try again in {seconds} s",
+                503,
+                {"Retry-After": str(seconds)},
             )
-        try:  # a chunked body (no Content-Length) is counted as it arrives
-            limited = Request(request.scope, _limited_receive(request.receive, max_bytes))
-            form = await limited.form(max_files=1, max_fields=8)
-        except BodyTooLarge:
-            return error(f"the upload is larger than the limit of {_size(max_bytes)}", 413)
-        except Exception:  # malformed multipart body
-            return error("the request is not a valid form upload (multipart/form-data)", 400)
+        waiting.admitted += 1
         try:
-            upload = form.get("image")
-            if not isinstance(upload, UploadFile):
-                return error("no image in the upload: choose an image file", 422)
-            data = await upload.read(max_bytes + 1)
-            labels = form.get("labels") or ""
-            open_vocab = str(form.get("open_vocab") or "").lower() in ("1", "true", "on", "yes")
-            if not isinstance(labels, str):
-                return error("labels must be text", 400)
-            answer = await asyncio.get_running_loop().run_in_executor(
-                predictions, predict_upload, model, data, labels, open_vocab, max_pixels, max_bytes
-            )
-            return JSONResponse(answer)
-        except UploadError as problem:
-            return error(str(problem), problem.status)
-        except Exception as problem:  # keep serving, say what went wrong
-            return error(f"internal error: {type(problem).__name__}: {problem}", 500)
+            return await _answer(request, model, predictions, waiting, max_bytes, max_pixels)
         finally:
-            await form.close()
+            waiting.admitted -= 1
 
     return app
+
+
+async def _answer(request, model, predictions, waiting, max_bytes: int, max_pixels: int):
+    """The answer to one admitted ``POST /api/predict``: the prediction, or an error."""
+    from fastapi import Request
+    from fastapi.responses import JSONResponse
+    from starlette.datastructures import UploadFile
+
+    def error(message: str, status: int) -> JSONResponse:
+        return JSONResponse({"error": message}, status_code=status)
+
+    admitted = time.perf_counter()
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > max_bytes + FORM_OVERHEAD:
+        return error(
+            f"the upload is {size_text(int(length))}: the limit is {size_text(max_bytes)}", 413
+        )
+    try:  # a chunked body (no Content-Length) is counted as it arrives
+        limited = Request(request.scope, _limited_receive(request.receive, max_bytes))
+        form = await limited.form(max_files=1, max_fields=8)
+    except BodyTooLarge:
+        return error(f"the upload is larger than the limit of {size_text(max_bytes)}", 413)
+    except Exception:  # malformed multipart body
+        return error("the request is not a valid form upload (multipart/form-data)", 400)
+    try:
+        upload = form.get("image")
+        if not isinstance(upload, UploadFile):
+            return error("no image in the upload: choose an image file", 422)
+        data = await upload.read(max_bytes + 1)
+        labels = form.get("labels") or ""
+        open_vocab = str(form.get("open_vocab") or "").lower() in ("1", "true", "on", "yes")
+        if not isinstance(labels, str):
+            return error("labels must be text", 400)
+        answer = await asyncio.get_running_loop().run_in_executor(
+            predictions,
+            predict_upload,
+            model,
+            data,
+            labels,
+            open_vocab,
+            max_pixels,
+            max_bytes,
+            admitted,
+        )
+        timing = answer["timing"]
+        waiting.last_seconds = (sum(timing.values()) - timing["wait_ms"]) / 1000
+        return answer
+    except UploadError as problem:
+        return error(str(problem), problem.status)
+    except Exception as problem:  # keep serving, say what went wrong
+        return error(f"internal error: {type(problem).__name__}: {problem}", 500)
+    finally:
+        await form.close()
 
 
 Receive = Callable[[], Awaitable[dict]]
@@ -226,7 +216,7 @@ def _limited_receive(receive: Receive, max_bytes: int) -> Receive:
 _HOSTS = "127.0.0.1 (reached from this machine only) or 0.0.0.0 (from every network it is on)"
 
 
-def check_options(host: str, port: int, max_bytes: int, max_pixels: int) -> None:
+def check_options(host: str, port: int, max_bytes: int, max_pixels: int, queue: int) -> None:
     """One-line errors for ``clipfuse serve`` values that cannot work, before the model loads
     (a ``host`` that is no IP address and no name that resolves; one that resolves to an
     address of another machine fails when the port is bound)."""
@@ -239,7 +229,11 @@ def check_options(host: str, port: int, max_bytes: int, max_pixels: int) -> None
         ) from error
     if not 0 <= port <= 65535:
         raise ClipfuseError(f"--port {port}: expected a port number in 0..65535")
-    for flag, value in (("--max-bytes", max_bytes), ("--max-pixels", max_pixels)):
+    for flag, value in (
+        ("--max-bytes", max_bytes),
+        ("--max-pixels", max_pixels),
+        ("--queue", queue),
+    ):
         if value < 1:
             raise ClipfuseError(f"{flag} {value}: expected a positive integer")
 
@@ -251,20 +245,49 @@ def serve(
     device: str | None = None,
     max_bytes: int = DEFAULT_MAX_BYTES,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    queue: int = DEFAULT_QUEUE,
+    examples: str | None = None,
 ) -> None:
-    """Load the model and serve the page until interrupted."""
-    check_options(host, port, max_bytes, max_pixels)
+    """Load the model and serve the page until interrupted. ``examples``: a folder of example
+    images (default: the shared samples, none when that folder is absent)."""
+    check_options(host, port, max_bytes, max_pixels, queue)
+    found = find_examples(examples_folder(examples))
     uvicorn = require("uvicorn", "clipfuse serve")
 
     from clipfuse.inference.pretrained import load
 
     model = load(model_path, device=device)
-    app = create_app(model, max_bytes=max_bytes, max_pixels=max_pixels)
+    app = create_app(model, max_bytes, max_pixels, queue, found)
     listening = bind_socket(host, port)  # fails before "serving on" when the port is taken
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
     port = listening.getsockname()[1]  # the one the system chose for --port 0
     print(f"clipfuse: serving {model} on http://{host}:{port}/ (Ctrl+C stops)", flush=True)
     server.run(sockets=[listening])
+
+
+def examples_folder(option: str | None) -> Path | None:
+    """The folder of example images: ``option``, which must be a folder with images, or by
+    default the shared samples; None (said on stderr) when the default folder has none."""
+    from clipfuse.paths import shared_root
+
+    kinds = "PNG, JPEG, BMP, WebP or GIF"
+    folder = Path(option) if option is not None else shared_root() / "samples"
+    has_images = folder.is_dir() and any(
+        p.suffix.lower() in EXAMPLE_SUFFIXES for p in folder.iterdir()
+    )
+    if has_images:
+        return folder
+    if option is not None:
+        state = "holds no image" if folder.is_dir() else "is not a folder"
+        raise ClipfuseError(
+            f"--examples {option}: the path {state}; expected a folder of {kinds} images"
+        )
+    print(
+        f"clipfuse: no example images on the page: {folder} is absent or holds none "
+        "(--examples DIR names a folder of images)",
+        file=sys.stderr,
+    )
+    return None
 
 
 def bind_socket(host: str, port: int) -> socket.socket:

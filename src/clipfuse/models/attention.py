@@ -1,6 +1,6 @@
 """Pieces shared by the attention blocks of the Conv-Former (:mod:`clipfuse.models.convformer`)
 and DenseCLIP (:mod:`clipfuse.models.denseclip`): multi-head reshapes and the
-[choice] initialisation of method.md section 2.
+[choice] initialisation of docs/research/method.md Sec. 2.
 """
 
 import torch
@@ -8,7 +8,7 @@ from torch import nn
 
 
 def init_weights(module: nn.Module) -> None:
-    """The [choice] initialisation of method.md section 2, for ``nn.Module.apply``."""
+    """The [choice] initialisation of docs/research/method.md Sec. 2, for ``nn.Module.apply``."""
     if isinstance(module, nn.Linear):
         nn.init.trunc_normal_(module.weight, std=0.02)
         if module.bias is not None:

@@ -1,5 +1,6 @@
-"""The Conv-Former of Jin & Yang, "CLIP for Lightweight Semantic Segmentation" (method.md
-sections 1-2 and 4; paper Sec. 3, Eqs. 1-4): its blocks, the fusion module and the language
+"""The Conv-Former of Jin & Yang, "CLIP for Lightweight Semantic Segmentation"
+(docs/research/method.md
+Sec. 1, 2 and 4; the paper, Eqs. 1-4): its blocks, the fusion module and the language
 head :class:`ConvFormerHead` of the ``convformer`` method.
 
 A Conv-Former block runs, in Mobile-Former order,
@@ -18,7 +19,8 @@ A Conv-Former block runs, in Mobile-Former order,
 Layouts: images are B x C x h x w, text tokens B x K x C (no positional encoding: the classes
 are a set, so every block is equivariant to a permutation of the K tokens).
 
-Ablation ``bridge="dot"`` (method.md section 4) replaces both bridges by a parameter-free inner
+Ablation ``bridge="dot"`` (docs/research/method.md Sec. 4) replaces both bridges by a
+parameter-free inner
 product that keeps the topology: Conv2Former ``T = LN(T + cos(T, x) / M @ x)`` and Former2Conv
 ``I = I_conv + cos(p, T) / K @ T`` (no softmax, no projections).
 
@@ -27,7 +29,7 @@ C = 512) becomes a depthwise 3x3 stride-3 conv (9 C weights) followed by the sam
 pointwise conv follows, so the image tokens stay channel-wise unmixed (the queries' Wq and the
 output projection Wo still mix channels).
 
-Initialisation [choice, method.md section 2]: Linear trunc-normal(0.02) with zero bias,
+Initialisation [choice, docs/research/method.md Sec. 2]: Linear trunc-normal(0.02) with zero bias,
 LayerNorm/BatchNorm weight 1 and bias 0, convs Kaiming-normal (fan_out).
 """
 
@@ -67,7 +69,7 @@ def _check_width(dim: int, heads: int) -> None:
 
 
 class Conv2Former(nn.Module):
-    """Image -> text bridge (method.md section 2 step 1, paper Eq. 3).
+    """Image -> text bridge (docs/research/method.md Sec. 2 step 1, paper Eq. 3).
 
     The image is padded right/bottom to a multiple of 3 [choice], down-sampled by a 3x3
     stride-3 conv without bias + BN to M tokens x, and the text attends to them:
@@ -106,7 +108,7 @@ class Conv2Former(nn.Module):
 
 
 class Former(nn.Module):
-    """Transformer block over the K text tokens (method.md section 2 step 2).
+    """Transformer block over the K text tokens (docs/research/method.md Sec. 2 step 2).
 
     Post-LayerNorm: ``x = LN(x + MHSA(x))``, ``x = LN(x + FFN(x))``; FFN expansion
     ``ffn_ratio`` (2, not 4) with GELU; no positional encoding.
@@ -133,7 +135,7 @@ class Former(nn.Module):
 
 
 class Conv(nn.Module):
-    """MobileNetV2 inverted bottleneck with identity (method.md section 2 step 3).
+    """MobileNetV2 inverted bottleneck with identity (docs/research/method.md Sec. 2 step 3).
 
     1x1 C -> rC, BN, ReLU6; depthwise 3x3, BN, ReLU6; 1x1 rC -> C, BN; plus the input.
     """
@@ -158,7 +160,7 @@ class Conv(nn.Module):
 
 
 class Former2Conv(nn.Module):
-    """Text -> image bridge (method.md section 2 step 4, paper Eq. 4).
+    """Text -> image bridge (docs/research/method.md Sec. 2 step 4, paper Eq. 4).
 
     Every pixel p of the Conv output is a query without projection; keys T Wk, values T Wv,
     softmax over the K tokens, heads concatenated, no output projection:
@@ -195,7 +197,8 @@ class Former2Conv(nn.Module):
 
 
 class ConvFormerBlock(nn.Module):
-    """One Conv-Former block (method.md section 2): Conv2Former on the block *input* image,
+    """One Conv-Former block (docs/research/method.md Sec. 2): Conv2Former on the block *input*
+    image,
     Former, Conv on the block input image, Former2Conv from the updated text to the Conv
     output. Returns ``(image, text)``; the outer residual of Eq. 1 is in :class:`ConvFormer`.
     """
@@ -282,7 +285,7 @@ class ConvFormer(nn.Module):
 
 
 class ConvFormerHead(LanguageHead):
-    """The paper's head (method.md section 1, Eqs. 1-2).
+    """The paper's head (docs/research/method.md Sec. 1, Eqs. 1-2).
 
     ``c5 --1x1 conv + BN--> I0`` (``dim`` channels); ``T0 = text_embeddings`` through a Linear
     to ``dim`` only when Ct != dim; ``[I', T'] = ConvFormer([I0, T0]) + [I0, T0]``;
@@ -293,12 +296,11 @@ class ConvFormerHead(LanguageHead):
     LayerNorm outputs it is added to. CLIP embeddings are unit-norm (RMS ``1/sqrt(C)``); at that
     scale (``"none"``, the paper read literally) the first Conv2Former's attention output swamps
     them and the K text tokens collapse into one: on CamVid after 140 steps their pairwise
-    cosine was 0.9996 and the auxiliary loss stayed at ln K (docs/results.md).
+    cosine was 0.9996 and the auxiliary loss stayed at ln K (docs/research/results.md).
 
     ``gate_init`` [choice, not in the paper]: LayerScale gates on the fusion's contributions
-    (:class:`ConvFormer`), 1e-4 by default, ``None`` for the paper read
-    literally. Measured on CamVid (docs/results.md, 3 seeds, paired): +1.95 mIoU at 140 steps,
-    95% interval [-0.05, +3.96], and -0.38 [-1.76, +0.99] at 1000 steps: neither is shown.
+    (:class:`ConvFormer`), 1e-4 by default, ``None`` for the paper read literally (their
+    measured effect on CamVid: docs/research/results.md).
     """
 
     def __init__(

@@ -1,4 +1,4 @@
-"""DenseCLIP (method.md section 4, baseline ``denseclip``; the paper's Tables 1 and 2).
+"""DenseCLIP (docs/research/method.md Sec. 4, baseline ``denseclip``; the paper's Tables 1 and 2).
 
 Written after DenseCLIP's public code (Rao et al., ``segmentation/denseclip``): CLIP's
 ``AttentionPool2d`` maps c5 to the text width, giving a global vector g and a dense map z.
@@ -194,7 +194,7 @@ class ContextDecoder(nn.Module):
 
 
 class DenseCLIPHead(LanguageHead):
-    """The ``denseclip`` baseline as a language head (method.md section 4).
+    """The ``denseclip`` baseline as a language head (docs/research/method.md Sec. 4).
 
     ``g, z = AttentionPool2d(c5)`` (``embed_dim``, default Ct); ``t`` = the class embeddings
     (or ``prompt_encoder()``), through a Linear to ``embed_dim`` only when Ct != embed_dim;

@@ -1,4 +1,5 @@
-"""``create_model``: the one entry point that builds a method by name (method.md Sec. 4)."""
+"""``create_model``: the one entry point that builds a method by name (docs/research/method.md Sec.
+4)."""
 
 import torch
 
@@ -21,7 +22,8 @@ METHODS: dict[str, tuple[type[LanguageHead] | None, bool]] = {
 }
 
 # The plain baseline (Semantic FPN, or UperNet on Swin-T): the `make demo` model, its
-# 128-channel twin (the best CamVid model per CPU-hour, docs/results.md) and the paper's rows.
+# 128-channel twin (the best CamVid model per CPU-hour, docs/research/results.md) and the paper's
+# rows.
 register_model("plain_mobilenetv2", "plain_mobilenetv2_camvid_256x320_800")
 register_model("plain_mobilenetv2_w128", "plain-w128_mobilenetv2_camvid_256x320_5200")
 register_paper_rows("plain")

@@ -1,5 +1,6 @@
 """The language-head base: a head takes c5 and the frozen class-name embeddings and returns the
-map that replaces c5 in the decoder plus the cosine score map (method.md sections 1 and 4).
+map that replaces c5 in the decoder plus the cosine score map (docs/research/method.md Sec. 1 and
+4).
 The heads: :class:`~clipfuse.models.convformer.ConvFormerHead` and
 :class:`~clipfuse.models.denseclip.DenseCLIPHead`.
 

@@ -6,7 +6,7 @@ registered where its method is defined (``plain`` in :mod:`clipfuse.models.facto
 One source: a variant IS its config's ``model`` section (method, backbone, decoder and their
 kwargs) and ``text`` section (how the class names are embedded), on the schema's defaults
 for the rest (:data:`clipfuse.config.DEFAULTS`): no number is written twice, and the variant
-is exactly the model the config trains and the results in docs/results.md measured. The
+is exactly the model the config trains and the results in docs/research/results.md measured. The
 training recipe (``data``, ``train``, ``eval``) stays the config file's business.
 """
 
@@ -20,7 +20,7 @@ from clipfuse.errors import ClipfuseError
 # The sections of a config that make a variant; the others keep their defaults.
 VARIANT_SECTIONS = ("model", "text")
 
-# The paper's rows (method.md Sec. 6) on Semantic FPN, each with its ADE20K config
+# The paper's rows (docs/research/method.md Sec. 6) on Semantic FPN, each with its ADE20K config
 # ``<method>_<backbone>_ade20k_512x512_80k``; Swin-T runs on UperNet.
 PAPER_BACKBONES = ("resnet50", "resnet101", "xception", "efficientformer", "vit-b16")
 

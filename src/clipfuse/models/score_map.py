@@ -1,4 +1,4 @@
-"""The cosine score map of paper Eq. 2 (method.md sections 1 and 3)."""
+"""The cosine score map of paper Eq. 2 (docs/research/method.md Sec. 1 and 3)."""
 
 import torch
 import torch.nn.functional as F

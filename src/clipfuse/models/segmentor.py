@@ -1,4 +1,5 @@
-"""The segmentation network: backbone -> (language head) -> decoder (method.md Sec. 1)."""
+"""The segmentation network: backbone -> (language head) -> decoder (docs/research/method.md Sec.
+1)."""
 
 import os
 from pathlib import Path

@@ -1,4 +1,4 @@
-"""Text encoders for the class names (method.md sections 1 and 4).
+"""Text encoders for the class names (docs/research/method.md Sec. 1 and 4).
 
 Specs: ``open_clip:<arch>/<pretrained>``, ``hf:<model-id-or-dir>``, ``bank:<npy-or-folder>``,
 ``random:<dim>[:<seed>]``; ``text.shuffle`` (:func:`derangement`). :func:`embed_class_names` computes T0 once and caches it on disk;

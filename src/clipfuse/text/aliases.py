@@ -1,4 +1,5 @@
-"""Aliases: user class names mapped to the names an encoder or bank knows (method.md section 1).
+"""Aliases: user class names mapped to the names an encoder or bank knows (docs/research/method.md
+Sec. 1).
 
 Dataset class lists do not always use CLIP-friendly names; CamVid's, for instance, are read
 from the ADE20K bank through :data:`CAMVID_ALIASES`.

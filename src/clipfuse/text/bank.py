@@ -1,4 +1,4 @@
-"""``bank:<path>``: precomputed embeddings looked up by class name (method.md section 1).
+"""``bank:<path>``: precomputed embeddings looked up by class name (docs/research/method.md Sec. 1).
 
 A bank is ``NAME.npy`` (rows x dim float) with a sibling ``NAME.json`` whose ``classes`` list
 names the rows in order (the format of ``shared/text/clip-vitb16/*``); a folder means every

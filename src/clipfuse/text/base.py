@@ -1,4 +1,5 @@
-"""The text-encoder interface: class names in, one embedding per class out (method.md section 1).
+"""The text-encoder interface: class names in, one embedding per class out (docs/research/method.md
+Sec. 1).
 
 The paper's pipeline turns each class name into a prompt ("a photo of a {name}."), runs a frozen
 CLIP text encoder and keeps the K x Ct result, T0, as a constant. Every way of producing T0
@@ -46,7 +47,7 @@ def validate_class_names(names: Sequence[str]) -> list[str]:
 
 
 class TextEncoder(ABC):
-    """Maps class names to a K x dim float32 embedding matrix (method.md section 1, T0).
+    """Maps class names to a K x dim float32 embedding matrix (docs/research/method.md Sec. 1, T0).
 
     Subclasses are built from the part of a spec after its prefix (``from_spec``) and
     implement ``_encode``; :meth:`encode` validates the inputs and returns a CPU float32

@@ -1,4 +1,4 @@
-"""On-disk cache of class-name embeddings (method.md section 1: T0 is computed once).
+"""On-disk cache of class-name embeddings (docs/research/method.md Sec. 1: T0 is computed once).
 
 Each result is a safetensors file named by the SHA-256 of the spec, the template(s), the
 aliases, the class names and the size and mtime of the local files the spec reads (bank

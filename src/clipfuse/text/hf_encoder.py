@@ -1,4 +1,5 @@
-"""``hf:<model-id-or-local-dir>``: a frozen Hugging Face CLIP text tower (method.md section 1).
+"""``hf:<model-id-or-local-dir>``: a frozen Hugging Face CLIP text tower (docs/research/method.md
+Sec. 1).
 
 Loads ``CLIPTextModelWithProjection`` (its ``text_embeds`` output) and the tokenizer saved
 with it. A model id (``openai/clip-vit-base-patch16``) downloads into the Hugging Face cache

@@ -1,4 +1,5 @@
-"""``open_clip:<arch>/<pretrained>``: a frozen open_clip text tower (method.md section 1).
+"""``open_clip:<arch>/<pretrained>``: a frozen open_clip text tower (docs/research/method.md Sec.
+1).
 
 ``<pretrained>`` is an open_clip tag (``openai``, ``laion2b_s34b_b88k``, ...; downloaded once
 through the Hugging Face hub's cache where a network exists) or a local checkpoint path

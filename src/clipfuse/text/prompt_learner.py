@@ -1,4 +1,4 @@
-"""DenseCLIP's learnable context tokens in front of the class name (method.md section 4).
+"""DenseCLIP's learnable context tokens in front of the class name (docs/research/method.md Sec. 4).
 
 The prompt "X X X X X X X X {name}." is tokenised once; at every forward the embeddings of
 the n_ctx "X" tokens after the start token are replaced by learnable context vectors (shared

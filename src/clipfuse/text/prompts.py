@@ -1,4 +1,5 @@
-"""Prompt templates: filling "a photo of a {}." and averaging over several (method.md section 1).
+"""Prompt templates: filling "a photo of a {}." and averaging over several (docs/research/method.md
+Sec. 1).
 
 The shared embedding banks average 85 templates (each embedding L2-normalised, the mean
 re-normalised); :func:`embed_prompts` does the same for live CLIP text encoders.

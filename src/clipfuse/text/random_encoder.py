@@ -1,5 +1,5 @@
 """``random:<dim>[:<seed>]``: fixed random unit vectors, the no-language ablation
-(method.md section 4, "text = random").
+(docs/research/method.md Sec. 4, "text = random").
 
 Each vector depends only on the normalised class name and the seed (through a SHA-256
 hash), so a name gets the same vector in any class list and any order. The prompt template

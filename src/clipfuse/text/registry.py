@@ -1,4 +1,5 @@
-"""Text-encoder specs: ``<prefix>:<argument>`` to a :class:`TextEncoder` (method.md section 1)."""
+"""Text-encoder specs: ``<prefix>:<argument>`` to a :class:`TextEncoder` (docs/research/method.md
+Sec. 1)."""
 
 from clipfuse.errors import ClipfuseError
 from clipfuse.text.bank import BankEncoder

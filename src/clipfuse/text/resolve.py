@@ -1,4 +1,4 @@
-"""Which text encoder a run config's class names are embedded with (method.md section 1).
+"""Which text encoder a run config's class names are embedded with (docs/research/method.md Sec. 1).
 
 :func:`resolve_text_encoder` makes ``text.encoder: auto`` concrete (a CLIP backbone's own CLIP
 text, else :data:`DEFAULT_TEXT`), puts the fallback of an absent bank in its place

@@ -84,7 +84,7 @@ def test_bench_memory_in_a_subprocess(config_files):
 
 
 def test_bench_cli_json(config_files, capsys):
-    args = ["bench", "--configs", *map(str, config_files), "--size", "64", "64"]
+    args = ["bench", "--config", *map(str, config_files), "--size", "64", "64"]
     args += ["--batch", "1", "2", "--threads", "1", "--repeats", "2", "--warmup", "0"]
     args += ["--train-steps", "0", "--no-memory", "--json"]
     assert main(args) == 0
@@ -99,13 +99,13 @@ def test_bench_errors(config_files, tmp_path, capsys):
         bench([tmp_path / "missing.yaml"], **TINY)
     with pytest.raises(ClipfuseError, match="batch"):
         bench(config_files, **{**TINY, "batches": (0,)})
-    assert main(["bench", "--configs", str(tmp_path / "missing.yaml")]) == 2
+    assert main(["bench", "--config", str(tmp_path / "missing.yaml")]) == 2
     assert "not found" in capsys.readouterr().err
 
 
 def test_training_is_timed_per_precision_and_layout(config_files, capsys):
     main(
-        ["bench", "--configs", *map(str, config_files), "--size", "64", "64", "--batch", "1"]
+        ["bench", "--config", *map(str, config_files), "--size", "64", "64", "--batch", "1"]
         + ["--threads", "1", "--repeats", "1", "--warmup", "0", "--no-memory"]
         + ["--train-batch", "2", "--train-steps", "1", "--train-precision", "32-true"]
         + ["bf16-mixed", "--train-memory-format", "contiguous", "channels_last", "--json"]

@@ -30,7 +30,7 @@ def every_path(config_files, tmp_path_factory):
     """``clipfuse bench`` of two tiny models on every path (eager-fp32 timed unasked): the
     printed table and the JSON result (``--output``)."""
     output = tmp_path_factory.mktemp("result") / "bench.json"
-    args = ["bench", "--configs", *map(str, config_files), *TINY, "--output", str(output)]
+    args = ["bench", "--config", *map(str, config_files), *TINY, "--output", str(output)]
     args += ["--paths", "eager-fp32-cl", "eager-bf16", "eager-bf16-cl", "ort-int8", "ort-fp32"]
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
@@ -102,7 +102,7 @@ def test_unknown_paths_are_a_one_line_error_naming_the_valid_ones(config_files, 
     valid = "eager-fp32, eager-fp32-cl, eager-bf16, eager-bf16-cl, ort-fp32, ort-int8"
     with pytest.raises(ClipfuseError, match=f"unknown path\\(s\\) eager-fp16: .*{valid}"):
         bench(config_files, paths=["eager-fp32", "eager-fp16"])
-    assert main(["bench", "--configs", *map(str, config_files), "--paths", "ort-int4"]) == 2
+    assert main(["bench", "--config", *map(str, config_files), "--paths", "ort-int4"]) == 2
     line = error_line(capsys.readouterr().err)
     assert "ort-int4" in line and valid in line
     with pytest.raises(ClipfuseError, match="onnxruntime on the CPU"):

@@ -117,7 +117,7 @@ def check_mode(entry: dict, row: dict, mode: str, peaks: dict) -> None:
 
 
 def test_cli_train_profile_prints_the_table(config_files, capsys):
-    args = ["bench", "--configs", str(config_files[0]), "--size", "64", "64", "--batch", "1"]
+    args = ["bench", "--config", str(config_files[0]), "--size", "64", "64", "--batch", "1"]
     args += ["--threads", "1", "--repeats", "1", "--warmup", "0", "--no-memory"]
     assert main([*args, "--train-steps", "1", "--train-profile"]) == 0
     table = capsys.readouterr().out

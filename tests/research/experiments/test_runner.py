@@ -301,7 +301,7 @@ def test_mean_and_sample_std_over_seeds_in_the_table():
     assert "`clipfuse experiment SPEC.yaml --out out`" in markdown  # not the spec's out
     default = results_markdown(spec, spec.default_out(), rows)
     assert "`clipfuse experiment SPEC.yaml`" in default  # no machine's path in a committed report
-    kept = dataclasses.replace(spec, report_dir=Path("docs/results/known"))
+    kept = dataclasses.replace(spec, report_dir=Path("docs/research/results/known"))
     assert "`clipfuse experiment SPEC.yaml`" in results_markdown(kept, Path("/elsewhere"), rows)
 
 
@@ -405,7 +405,7 @@ def test_a_new_checkout_continues_the_grid_from_the_records_beside_the_report(
     """runs/ is not committed; the small records beside the report are: a fresh run folder
     with the report's records trains nothing already done, and a changed config is refused."""
     data_root = write_folder_dataset(tmp_path / "tiny")
-    report = tmp_path / "docs" / "results" / "tiny"
+    report = tmp_path / "docs" / "research" / "results" / "tiny"
     spec_path = write_spec(tmp_path, data_root, seeds=[0], report_dir=str(report))
     run_experiment(spec_path, out=tmp_path / "first", only=["plain"], progress=None)
     record = report / "runs" / "plain" / "seed0"

@@ -38,6 +38,7 @@ from pathlib import Path
 import torch
 
 from clipfuse.errors import ClipfuseError
+from clipfuse.inference.predict import resolve_device
 from clipfuse.precision import inference_channels_last, inference_dtype, resolve_precision
 from clipfuse.research.bench.bench_rows import (
     mode_name,
@@ -69,7 +70,7 @@ __all__ = ["bench", "format_bench"]
 
 def bench(
     configs: Sequence[str | Path | dict],
-    size: Sequence[int] = (512, 512),
+    size: Sequence[int] | None = None,
     batches: Sequence[int] = DEFAULT_BATCHES,
     threads: int | None = None,
     repeats: int = 5,
@@ -84,24 +85,24 @@ def bench(
     train_precisions: Sequence[str] = ("32-true",),
     train_channels_last: Sequence[bool] | None = None,
     train_profile: bool = False,
-    device: str = "cpu",
+    device: str = "auto",
     overrides: Sequence[str] | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> dict:
     """Benchmark the models of ``configs`` (YAML paths, or config dicts with an optional
     ``name``) side by side; returns the JSON-able result (see :func:`format_bench`).
 
+    ``size`` (H, W) defaults to the first config's :func:`~clipfuse.analysis.evaluation_size`.
     ``train_batch=0`` or ``train_steps=0`` skips training; ``memory=False`` skips memory.
     ``overrides`` (``section.key=value``) apply to every config file. Training is timed in
     every combination of ``train_precisions`` (``32-true``, ``bf16-mixed``, ``16-mixed``) and
     ``train_channels_last`` (default: ``[channels_last]``), interleaved; ``x`` compares each
     combination with the first; ``train_profile`` also times each part of those steps.
     ``paths`` (:mod:`clipfuse.research.bench.paths`) also times the models on those inference paths,
-    the ort-* ones exported with ``onnx_exporter``.
-    """
+    the ort-* ones exported with ``onnx_exporter``."""
     say = progress or (lambda message: None)
-    size, batches, torch_device = _checked_settings(
-        size, batches, repeats, warmup, train_batch, train_steps, device, train_profile
+    batches, torch_device = _checked_settings(
+        batches, repeats, warmup, train_batch, train_steps, device, train_profile
     )
     paths = checked_paths(paths, torch_device)
     if threads:
@@ -114,7 +115,7 @@ def bench(
     train_modes = [(precision, layout) for precision in train_precisions for layout in layouts]
     load_before = load_average()
     candidates = load_candidates(configs, smp_reference, overrides)
-    _build_models(candidates, size, torch_device, channels_last, say)
+    size = _build_models(candidates, size, torch_device, channels_last, say)
     classes = max(c.info["num_classes"] for c in candidates)
     job = {"size": list(size), "batch": batches[-1], "train_batch": train_batch}
     job.update(classes=classes, threads=threads)
@@ -164,7 +165,6 @@ def _auto_choice(device: torch.device) -> dict[str, str]:
 
 
 def _checked_settings(
-    size: Sequence[int],
     batches: Sequence[int],
     repeats: int,
     warmup: int,
@@ -172,32 +172,36 @@ def _checked_settings(
     train_steps: int,
     device: str,
     train_profile: bool,
-) -> tuple[tuple[int, ...], tuple[int, ...], torch.device]:
-    """The size and sorted batch sizes as ints, and the device; refuses sizes, counts and
-    devices the benchmark cannot run with."""
-    size = tuple(int(s) for s in size)
+) -> tuple[tuple[int, ...], torch.device]:
+    """The sorted batch sizes as ints, and the device; refuses counts and devices the
+    benchmark cannot run with."""
     batches = tuple(sorted({int(b) for b in batches}))
-    if len(size) != 2 or min(size) < 32:
-        raise ClipfuseError(f"bench: size must be H W of at least 32, got {size}")
     if not batches or batches[0] < 1:
         raise ClipfuseError(f"bench: batch sizes must be positive, got {batches}")
     if repeats < 1 or warmup < 0 or train_batch < 0 or train_steps < 0:
         raise ClipfuseError("bench: repeats must be >= 1 and warmup, train sizes >= 0")
     if train_profile and not (train_batch and train_steps):
         raise ClipfuseError("bench: --train-profile needs training: --train-batch/-steps above 0")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ClipfuseError("bench: CUDA is not available on this machine")
-    return size, batches, device
+    return batches, resolve_device(device)
+
+
+def _checked_size(size: Sequence[int]) -> tuple[int, ...]:
+    size = tuple(int(s) for s in size)
+    if len(size) != 2 or min(size) < 32:
+        raise ClipfuseError(f"bench: size must be H W of at least 32, got {size}")
+    return size
 
 
 def _build_models(
     candidates: list[Candidate], size, device: torch.device, channels_last: bool, say
-) -> None:
+) -> tuple[int, ...]:
     """Each candidate's model (seeded random weights, eval mode, on ``device``) and its
-    GMACs and parameters at one image of ``size``, in ``candidate.info``."""
-    from clipfuse.analysis import count_macs, segmentor_cost
+    GMACs and parameters at one image of ``size`` (None: the first config's evaluation size),
+    in ``candidate.info``; returns the size."""
+    from clipfuse.analysis import count_macs, evaluation_size, segmentor_cost
     from clipfuse.models import Segmentor
+
+    size = _checked_size(size or evaluation_size(candidates[0].spec["config"]))
 
     torch.manual_seed(0)
     for candidate in candidates:
@@ -213,6 +217,7 @@ def _build_models(
         if channels_last:
             model.to(memory_format=torch.channels_last)
         candidate.model = model
+    return size
 
 
 def _peak_memory(candidates: list[Candidate], job: dict, device: torch.device, say) -> dict:

@@ -1,5 +1,6 @@
 """Experiment grids: named config variants x seeds, trained one at a time, resumable, with
-a report of val metrics, cost and latency (``clipfuse experiment``, docs/experiments.md)."""
+a report of val metrics, cost and latency (``clipfuse experiment``,
+docs/research/experiments.md)."""
 
 from clipfuse.research.experiments.report import format_mean_std, mean_std, summarize, write_report
 from clipfuse.research.experiments.spec import ExperimentSpec, RunSpec, load_spec, parse_spec

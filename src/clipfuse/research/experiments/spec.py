@@ -1,6 +1,6 @@
 """Experiment specs: a grid of named runs (config variants) x seeds, read from one YAML file.
 
-The format is documented in ``docs/experiments.md``::
+The format is documented in ``docs/research/experiments.md``::
 
     name: camvid_claims
     base: configs/convformer_mobilenetv2_camvid_192x256_140.yaml
