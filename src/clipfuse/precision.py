@@ -111,6 +111,13 @@ def inference_channels_last(precision: str, device: torch.device | str) -> bool:
 AUTOCAST_MODULES = (nn.modules.conv._ConvNd, nn.Linear)
 
 
+def inference_path_name(dtype: torch.dtype | None, channels_last: bool) -> str:
+    """An inference setting in ``clipfuse bench --paths`` words: ``eager-fp32``,
+    ``eager-bf16-cl`` (autocast ``dtype``, None for fp32; ``-cl``: channels-last)."""
+    arithmetic = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
+    return f"eager-{arithmetic}{'-cl' if channels_last else ''}"
+
+
 class AutocastWeights:
     """The convolution and linear weights of ``model`` cast once to the autocast ``dtype`` and
     swapped in while it predicts (:meth:`applied`): ``predict``, ``eval``, ``serve``, ``bench``.

@@ -43,7 +43,9 @@ def add_predict_and_serve(commands) -> None:
     predict = commands.add_parser(
         "predict", help="segment images; write colour overlays with a legend and label PNGs"
     )
-    predict.add_argument("images", nargs="+", help="image files or folders")
+    predict.add_argument(
+        "images", nargs="+", help="image files, folders of images, or video files (.mp4, ...)"
+    )
     add_model(predict)
     predict.add_argument(
         "--labels",

@@ -49,6 +49,7 @@ def _bench(args: argparse.Namespace) -> None:
         train_precisions=args.train_precision,
         train_channels_last=_layouts(args.train_memory_format),
         train_profile=args.train_profile,
+        parts=args.parts,
         overrides=[*overrides, *args.overrides],
         progress=progress,
     )
@@ -129,6 +130,12 @@ def add_bench(commands) -> None:
         nargs="+",
         choices=["contiguous", "channels_last"],
         help="time training in each layout (default: that of --channels-last)",
+    )
+    bench.add_argument(
+        "--parts",
+        action="store_true",
+        help="also time each part of the models (backbone, language head, decoder, upsampling) "
+        "alone at batch 1 on every path of --paths (eager-fp32 without it), with %% of peak",
     )
     bench.add_argument(
         "--train-profile",

@@ -1,8 +1,9 @@
-"""Predict image files into a folder: what ``clipfuse predict`` calls."""
+"""Predict image and video files into a folder: what ``clipfuse predict`` calls."""
 
 import json
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from clipfuse.fileio import atomic_write, atomic_write_text, prepare_dir
 from clipfuse.inference.labels import LabelChoice, LabelsArg
 from clipfuse.inference.predict import expand_inputs, read_image
 from clipfuse.inference.pretrained import ClipfuseModel
+from clipfuse.inference.video import is_video, predict_video
 
 MANIFEST = "classes.json"
 COMPARED = {
@@ -113,40 +115,76 @@ def predict_to_folder(
     out = prepare_dir(out_dir, "output folder")
     description = describe_predictions(model, choice, open_vocab)
     check_predictions_folder(out, description)
-    show = len(paths) > 1 if progress is None else progress
+    videos = [path for path in paths if is_video(path)]
+    images = [path for path in paths if not is_video(path)]
+    show = len(images) > 1 if progress is None else progress
     failures: list[str] = []
     written: list[Path] = []
     used: set[str] = set()
-    with tqdm(total=len(paths), desc="predict", unit="image", disable=not show) as bar:
-        for start in range(0, len(paths), batch_size):
-            chunk, images = [], []
-            for path in paths[start : start + batch_size]:
+    frames, started, in_predict = 0, time.perf_counter(), [0.0]
+
+    def describe_once() -> None:  # before the first label map lands
+        if not written:
+            atomic_write_text(out / MANIFEST, json.dumps(description, indent=2) + "\n")
+
+    with tqdm(total=len(images), desc="predict", unit="image", disable=not show) as bar:
+        for start in range(0, len(images), batch_size):
+            chunk, arrays = [], []
+            for path in images[start : start + batch_size]:
                 try:
-                    images.append(read_image(path))
+                    arrays.append(read_image(path))
                     chunk.append(path)
                 except ClipfuseError as error:
                     failures.append(one_line(error))
                     tqdm.write(f"skipped: {one_line(error)}", file=sys.stderr)
-            if images:
+            if arrays:
+                clock = time.perf_counter()
                 results = model.predict(
-                    images, labels, open_vocab=open_vocab, batch_size=batch_size, scores=False
+                    arrays, labels, open_vocab=open_vocab, batch_size=batch_size, scores=False
                 )
+                in_predict[0] += time.perf_counter() - clock
                 for path, result in zip(chunk, results, strict=True):
-                    if not written:  # described before the first label map lands
-                        atomic_write_text(out / MANIFEST, json.dumps(description, indent=2) + "\n")
+                    describe_once()
                     stem = _unique_stem(path, used)
                     overlay = out / f"{stem}_overlay.png"
                     atomic_write(overlay, result.overlay.save)
                     atomic_write(out / f"{stem}_labels.png", Image.fromarray(result.label_map).save)
                     written.append(overlay)
+                    frames += 1
                     if not show:
                         print(f"{path} -> {overlay}")
-            bar.update(len(paths[start : start + batch_size]))
+            bar.update(len(images[start : start + batch_size]))
+    for path in videos:
+        try:
+            describe_once()
+            stem = _unique_stem(path, used)
+            overlay, count = predict_video(
+                model, path, out, stem, labels, open_vocab, batch_size, in_predict
+            )
+        except ClipfuseError as error:
+            failures.append(one_line(error))
+            print(f"skipped: {one_line(error)}", file=sys.stderr)
+            continue
+        written.append(overlay)
+        frames += count
+        print(f"{path} -> {overlay} and {out / f'{stem}_labels'}/ ({count} frames)")
     if show:
         print(f"wrote {len(written)} overlay(s) and label map(s) to {out}")
+    if frames:
+        print(_speed_line(frames, time.perf_counter() - started, in_predict[0], model))
     if failures:
         raise ClipfuseError(_unread(failures, len(paths), out))
     return written
+
+
+def _speed_line(frames: int, seconds: float, in_predict: float, model: ClipfuseModel) -> str:
+    """How fast the images or frames went: end to end and in the model's ``predict`` (the
+    resizing, the forward passes and the label maps, on the model's device and precision)."""
+    return (
+        f"{frames} image(s) / frame(s) in {seconds:.1f} s: {frames / seconds:.1f} frames/s end "
+        f"to end (reading, predicting, writing); {frames / max(in_predict, 1e-9):.1f} frames/s "
+        f"in predict ({model.device.type}, {model.inference_path})"
+    )
 
 
 def _unread(failures: list[str], total: int, out: Path) -> str:

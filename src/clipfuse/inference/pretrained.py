@@ -35,7 +35,12 @@ from clipfuse.inference.predict import (
     resolve_device,
 )
 from clipfuse.models import Segmentor, method_uses_text
-from clipfuse.precision import AutocastWeights, inference_channels_last, inference_dtype
+from clipfuse.precision import (
+    AutocastWeights,
+    inference_channels_last,
+    inference_dtype,
+    inference_path_name,
+)
 from clipfuse.saved_model import pretrained_config
 
 MAX_LABELS = 255  # label maps are uint8 and 255 is the ignore index
@@ -133,6 +138,12 @@ class ClipfuseModel:
         dtype = inference_dtype(precision, self.device)
         self._autocast_weights = AutocastWeights(self.segmentor, dtype)
         return self
+
+    @property
+    def inference_path(self) -> str:
+        """How it predicts, in ``clipfuse bench --paths`` words (``eager-fp32``,
+        ``eager-bf16-cl``, ...): the precision and layout ``eval.precision`` chose here."""
+        return inference_path_name(self._autocast_weights.dtype, self._runner.channels_last)
 
     # -- labels ------------------------------------------------------------------------------
 

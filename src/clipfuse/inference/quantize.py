@@ -50,8 +50,12 @@ def calibration_images(config: dict, mean, std, count: int) -> list[np.ndarray]:
     return [dataset[i][0].numpy()[None] for i in range(min(count, len(dataset)))]
 
 
-def quantize_int8(fp32: str | Path, out: str | Path, images: list[np.ndarray]) -> Path:
-    """Write the int8 (QDQ) version of the exported ``fp32`` model to ``out`` atomically."""
+def quantize_int8(
+    fp32: str | Path, out: str | Path, images: list[np.ndarray] | list[dict[str, np.ndarray]]
+) -> Path:
+    """Write the int8 (QDQ) version of the exported ``fp32`` model to ``out`` atomically,
+    calibrated on ``images`` (arrays of the ``images`` input, or whole feeds: input name ->
+    array, for a graph with other inputs)."""
     require("onnxruntime", "int8 quantization")
     import onnx
     from onnxruntime.quantization import (
@@ -71,11 +75,13 @@ def quantize_int8(fp32: str | Path, out: str | Path, images: list[np.ndarray]) -
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self.batches: Iterator[np.ndarray] = iter(images)
+            self.batches: Iterator[np.ndarray | dict[str, np.ndarray]] = iter(images)
 
         def get_next(self) -> dict | None:
             batch = next(self.batches, None)
-            return None if batch is None else {INPUT_NAME: batch.astype(np.float32)}
+            if batch is None or isinstance(batch, dict):
+                return batch
+            return {INPUT_NAME: batch.astype(np.float32)}
 
     def write(path: Path) -> None:
         prepared = path.with_name(f"{path.stem}.prepared.onnx")

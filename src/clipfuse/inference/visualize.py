@@ -29,6 +29,20 @@ def label_counts(labels: np.ndarray, num_labels: int) -> np.ndarray:
     return counts
 
 
+def blend(
+    image: np.ndarray, labels: np.ndarray, palette: np.ndarray, alpha: float = 0.5
+) -> np.ndarray:
+    """The colourised ``labels`` blended over the H x W x 3 uint8 ``image`` (``alpha``: the
+    colours' weight), computed :data:`ROWS_AT_ONCE` rows at a time into the uint8 result, so a
+    large image costs the result's size, not float copies of the whole image."""
+    blended = np.empty_like(image)
+    for start in range(0, image.shape[0], ROWS_AT_ONCE):
+        rows = slice(start, start + ROWS_AT_ONCE)
+        colours = colorize(labels[rows], palette)
+        blended[rows] = (image[rows] * (1 - alpha) + colours * alpha).astype(np.uint8)
+    return blended
+
+
 def overlay_with_legend(
     image: np.ndarray,
     labels: np.ndarray,
@@ -36,10 +50,8 @@ def overlay_with_legend(
     palette: np.ndarray,
     alpha: float = 0.5,
 ) -> Image.Image:
-    """Blend the colourised labels over the image and add a legend of the classes present.
-
-    The blend is computed :data:`ROWS_AT_ONCE` rows at a time into the result, so a large
-    image costs the result's size, not the float copies of the whole image."""
+    """Blend the colourised labels over the image (:func:`blend`) and add a legend of the
+    classes present on the right."""
     counts = label_counts(labels, len(class_names))
     present = [k for k in range(len(class_names)) if counts[k]]
     font = ImageFont.load_default()
@@ -48,11 +60,7 @@ def overlay_with_legend(
     image_height, image_width = labels.shape
     height = max(image_height, row * len(present) + 8)
     canvas = Image.new("RGB", (image_width + legend_width, height), (255, 255, 255))
-    for start in range(0, image_height, ROWS_AT_ONCE):
-        rows = slice(start, start + ROWS_AT_ONCE)
-        colours = colorize(labels[rows], palette)
-        blended = (image[rows] * (1 - alpha) + colours * alpha).astype(np.uint8)
-        canvas.paste(Image.fromarray(blended), (0, start))
+    canvas.paste(Image.fromarray(blend(image, labels, palette, alpha)), (0, 0))
     draw = ImageDraw.Draw(canvas)
     x = image_width + 6
     for i, k in enumerate(present):

@@ -1,5 +1,6 @@
-"""``clipfuse bench --paths``: every inference path timed side by side on tiny models; the ONNX
-export and its int8 quantization run once for the module (through the command line)."""
+"""``clipfuse bench --paths --parts``: every inference path timed side by side on tiny models,
+whole and by part; the ONNX exports and int8 quantizations run once for the module (through
+the command line)."""
 
 import contextlib
 import io
@@ -13,6 +14,8 @@ from helpers import error_line, write_folder_dataset, write_tiny_configs
 from clipfuse.cli import main
 from clipfuse.errors import ClipfuseError
 from clipfuse.research.bench.bench import bench
+from clipfuse.research.bench.candidates import create_from_spec, load_candidates
+from clipfuse.research.bench.parts import PARTS, model_parts, part_inputs
 from clipfuse.research.bench.paths import PATHS, checked_paths
 
 TINY = ["--size", "64", "64", "--batch", "1", "2", "--threads", "1", "--repeats", "2"]
@@ -32,6 +35,7 @@ def every_path(config_files, tmp_path_factory):
     output = tmp_path_factory.mktemp("result") / "bench.json"
     args = ["bench", "--config", *map(str, config_files), *TINY, "--output", str(output)]
     args += ["--paths", "eager-fp32-cl", "eager-bf16", "eager-bf16-cl", "ort-int8", "ort-fp32"]
+    args += ["--parts"]
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
         assert main(args) == 0
@@ -159,3 +163,68 @@ def test_the_help_names_every_path(monkeypatch, capsys):
     printed = capsys.readouterr().out
     assert all(path in printed for path in PATHS)
     assert "[--onnx]" not in printed  # the pre-1.0 alias of --paths ort-fp32 is gone
+
+
+def test_every_part_is_timed_on_every_path(every_path):
+    _, result = every_path
+    shown = result["settings"]["paths"]
+    plain, convformer = (row["name"] for row in result["rows"])
+    assert list(result["parts"]) == [plain, convformer]
+    assert list(result["parts"][plain]["parts"]) == ["backbone", "decoder", "upsampling"]
+    assert list(result["parts"][convformer]["parts"]) == list(PARTS)
+    for row in result["rows"]:
+        figures = result["parts"][row["name"]]
+        assert list(figures["sum"]) == shown
+        gmacs = sum(entry["gmacs"] for entry in figures["parts"].values())
+        assert gmacs == pytest.approx(row["gmacs"])  # the parts cover the whole model
+        assert figures["parts"]["upsampling"]["gmacs"] == 0
+        for path in shown:
+            medians = [entry["paths"][path]["median"] for entry in figures["parts"].values()]
+            assert all(median > 0 for median in medians)
+            assert figures["sum"][path] == pytest.approx(sum(medians))
+            shares = [entry["paths"][path]["share"] for entry in figures["parts"].values()]
+            assert sum(shares) == pytest.approx(1)
+            assert figures["whole"][path] == row["paths"][path]["1"]["median"]
+
+
+def test_the_parts_table_shows_each_model_and_path(every_path):
+    table, result = every_path
+    lines = table.splitlines()
+    top = next(i for i, line in enumerate(lines) if line.startswith("inference by part"))
+    assert all(f"{part} ms" in lines[top + 2] for part in PARTS)
+    for name, figures in result["parts"].items():
+        start = next(i for i in range(top, len(lines)) if lines[i].startswith(f"{name} "))
+        for offset, path in enumerate(figures["sum"]):
+            assert path in lines[start + offset].split()
+            assert f"{figures['sum'][path]:.1f}" in lines[start + offset]
+
+
+def test_the_parts_run_in_turn_give_the_model_output(config_files):
+    torch.manual_seed(0)
+    candidate = load_candidates([config_files[1]], False, [])[0]  # the Conv-Former
+    model = create_from_spec(candidate.spec)[0].eval()
+    images = torch.randn(1, 3, 64, 96)
+    parts = model_parts(model, (64, 96))
+    inputs = part_inputs(parts, images, None)
+    with torch.no_grad():
+        expected = model(images)["logits"]
+        assert torch.equal(parts["upsampling"](*inputs["upsampling"]), expected)
+        fused, _ = parts["language head"](*inputs["language head"])
+        assert torch.equal(inputs["decoder"][-1], fused)
+
+
+def test_parts_without_paths_time_the_eager_fp32_path(config_files):
+    result = bench(
+        [config_files[0]],
+        size=(64, 64),
+        batches=[1],
+        repeats=1,
+        warmup=0,
+        train_batch=0,
+        memory=False,
+        parts=True,
+        threads=1,
+    )
+    assert result["settings"]["paths"] == ["eager-fp32"]
+    (figures,) = result["parts"].values()
+    assert list(figures["sum"]) == ["eager-fp32"] and figures["whole"]["eager-fp32"] > 0

@@ -21,6 +21,8 @@ and thread count:
 * the machine's fp32 matmul peak (GFLOP/s, best of a few ``n x n @ n x n`` products, measured
   before and after the timings) and each model's achieved GFLOP/s
   (``2 x GMACs x batch / median latency``) as a fraction of it;
+* optionally (``parts``) the inference latency by part on those paths:
+  :mod:`clipfuse.research.bench.parts`;
 * optionally (``train_profile``) the training step by part:
   :mod:`clipfuse.research.bench.train_profile`.
 
@@ -39,7 +41,12 @@ import torch
 
 from clipfuse.errors import ClipfuseError
 from clipfuse.inference.predict import resolve_device
-from clipfuse.precision import inference_channels_last, inference_dtype, resolve_precision
+from clipfuse.precision import (
+    inference_channels_last,
+    inference_dtype,
+    inference_path_name,
+    resolve_precision,
+)
 from clipfuse.research.bench.bench_rows import (
     mode_name,
     result_rows,
@@ -53,7 +60,13 @@ from clipfuse.research.bench.candidates import (
     load_candidates,
 )
 from clipfuse.research.bench.memory import memory_cpu, memory_cuda
-from clipfuse.research.bench.paths import add_path_figures, checked_paths, measure_paths
+from clipfuse.research.bench.parts import measure_parts, parts_figures
+from clipfuse.research.bench.paths import (
+    REFERENCE,
+    add_path_figures,
+    checked_paths,
+    measure_paths,
+)
 from clipfuse.research.bench.timing import (
     machine_info,
     matmul_peak,
@@ -85,6 +98,7 @@ def bench(
     train_precisions: Sequence[str] = ("32-true",),
     train_channels_last: Sequence[bool] | None = None,
     train_profile: bool = False,
+    parts: bool = False,
     device: str = "auto",
     overrides: Sequence[str] | None = None,
     progress: Callable[[str], None] | None = None,
@@ -99,12 +113,14 @@ def bench(
     ``train_channels_last`` (default: ``[channels_last]``), interleaved; ``x`` compares each
     combination with the first; ``train_profile`` also times each part of those steps.
     ``paths`` (:mod:`clipfuse.research.bench.paths`) also times the models on those inference paths,
-    the ort-* ones exported with ``onnx_exporter``."""
+    the ort-* ones exported with ``onnx_exporter``; ``parts`` also times each part of the
+    models on those paths (eager-fp32 alone without ``paths``) at batch 1:
+    :mod:`clipfuse.research.bench.parts`."""
     say = progress or (lambda message: None)
     batches, torch_device = _checked_settings(
         batches, repeats, warmup, train_batch, train_steps, device, train_profile
     )
-    paths = checked_paths(paths, torch_device)
+    paths = checked_paths(paths or ((REFERENCE,) if parts else ()), torch_device)
     if threads:
         torch.set_num_threads(threads)
     threads = torch.get_num_threads()
@@ -126,6 +142,11 @@ def bench(
     latency, samples, path_peaks = measure_paths(
         candidates, paths, batches, job, torch_device, channels_last, onnx_exporter, timer, say
     )
+    part_samples = (
+        measure_parts(candidates, paths, size, torch_device, threads, channels_last, timer, say)
+        if parts
+        else {}
+    )
     train_seconds, profile = _train_timings(
         candidates, train_modes, job, train_steps, torch_device, train_profile, say
     )
@@ -145,6 +166,8 @@ def bench(
     settings["train_modes"] = [mode_name(*mode) for mode in train_modes] if train_batch else []
     settings["memory"] = _memory_method(torch_device) if memory else None
     result = {"machine": machine, "settings": settings, "rows": rows}
+    if parts:
+        result["parts"] = parts_figures(part_samples, candidates, rows, machine["peaks"])
     if profile:
         result["train_profile"] = train_profile_figures(profile, peak, train)
     return result
@@ -154,13 +177,13 @@ def _auto_choice(device: torch.device) -> dict[str, str]:
     """What ``auto`` precision and layout choose on this device at this thread count: the
     training mode (with the note that announces it) and the inference path."""
     precision, channels_last, note = resolve_precision("auto", "auto", device.type)
-    dtype = inference_dtype("auto", device)
-    arithmetic = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
-    layout = "-cl" if inference_channels_last("auto", device) else ""
+    path = inference_path_name(
+        inference_dtype("auto", device), inference_channels_last("auto", device)
+    )
     return {
         "train": mode_name(precision, channels_last),
         "train_note": note,
-        "inference_path": f"eager-{arithmetic}{layout}",
+        "inference_path": path,
     }
 
 

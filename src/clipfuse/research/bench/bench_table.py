@@ -1,5 +1,6 @@
 """The tables ``clipfuse bench`` prints, and the ratios to the first model they show."""
 
+from clipfuse.research.bench.parts import format_parts
 from clipfuse.research.bench.paths import format_paths
 from clipfuse.research.bench.train_profile import format_train_profile
 
@@ -51,6 +52,8 @@ def format_bench(result: dict) -> str:
     lines += _throughput_memory_efficiency_table(rows, settings, name_width)
     if settings.get("paths"):
         lines += ["", format_paths(result, name_width)]
+    if "parts" in result:
+        lines += ["", format_parts(result, name_width)]
     modes = settings.get("train_modes", [])
     if len(modes) > 1:
         lines += ["", _format_train_modes(rows, modes, settings, name_width)]

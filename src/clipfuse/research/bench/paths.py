@@ -109,7 +109,7 @@ def measure_paths(
     ``threads``; the candidates' models are in the layout ``channels_last`` says."""
     paths = list(dict.fromkeys([main_path(channels_last), *paths]))
     size, threads = job["size"], job["threads"]
-    models = {c.name: _layouts(c.model, channels_last, paths) for c in candidates}
+    models = {c.name: model_layouts(c.model, channels_last, paths) for c in candidates}
     sessions = _ort_sessions(candidates, models, paths, size, threads, exporter, say)
     peaks = _extra_peaks(paths, device, threads, say)
     runners = []
@@ -133,7 +133,9 @@ def measure_paths(
     return result[main_path(channels_last)], result, peaks
 
 
-def _layouts(model: nn.Module, channels_last: bool, paths: Sequence[str]) -> dict[bool, nn.Module]:
+def model_layouts(
+    model: nn.Module, channels_last: bool, paths: Sequence[str]
+) -> dict[bool, nn.Module]:
     """``model`` (in the ``channels_last`` layout or not) in each layout ``paths`` need: itself
     in its own layout, a copy in the other; the ort paths export the contiguous one."""
     needed = {PATHS[path].channels_last and PATHS[path].runtime == "eager" for path in paths}
@@ -161,7 +163,7 @@ def _ort_runner(session, array: np.ndarray) -> Callable[[], None]:
     return lambda: session.run(None, {name: array})
 
 
-def _session_options(ort: ModuleType, threads: int) -> object:
+def session_options(ort: ModuleType, threads: int) -> object:
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
@@ -194,7 +196,7 @@ def _ort_sessions(
     calibration = [
         torch.randn(1, 3, *size, generator=generator).numpy() for _ in range(CALIBRATION_IMAGES)
     ]
-    options = _session_options(ort, threads)
+    options = session_options(ort, threads)
     sessions = {}
     with tempfile.TemporaryDirectory(prefix="clipfuse-bench-") as folder:
         for candidate in candidates:
@@ -248,7 +250,7 @@ def int8_matmul_peak(threads: int, n: int = 2048, repeats: int = 5) -> dict[str,
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     session = ort.InferenceSession(
         model.SerializeToString(),
-        _session_options(ort, threads),
+        session_options(ort, threads),
         providers=["CPUExecutionProvider"],
     )
     session.run(None, {"a": a})

@@ -182,17 +182,21 @@ def round_robin(
 
 
 def inference_runner(
-    model: nn.Module, images: torch.Tensor, dtype: torch.dtype | None = None
+    model: nn.Module,
+    images: torch.Tensor | tuple[torch.Tensor, ...],
+    dtype: torch.dtype | None = None,
 ) -> Callable[[], None]:
-    """One forward pass of ``model`` on ``images`` under ``torch.inference_mode()`` (and
-    autocast to ``dtype`` where given, its weights cast once, as ``predict`` and ``eval`` run
-    the model: :class:`clipfuse.precision.AutocastWeights`)."""
+    """One forward pass of ``model`` on ``images`` (a tuple: its positional inputs) under
+    ``torch.inference_mode()`` (and autocast to ``dtype`` where given, its weights cast once,
+    as ``predict`` and ``eval`` run the model: :class:`clipfuse.precision.AutocastWeights`)."""
     weights = AutocastWeights(model, dtype)
+    inputs = images if isinstance(images, tuple) else (images,)
+    device_type = inputs[0].device.type
 
     def run() -> None:
         with weights.applied(), torch.inference_mode():
-            with torch.autocast(images.device.type, dtype=dtype, enabled=dtype is not None):
-                model(images)
+            with torch.autocast(device_type, dtype=dtype, enabled=dtype is not None):
+                model(*inputs)
 
     return run
 
