@@ -13,8 +13,10 @@ models, each in the four settings (fp32 / bf16 autocast x contiguous / channels-
   ``torch.inference_mode``.
 
 The settings are timed in interleaved rounds (the fastest call of each counts: other work only
-ever slows a call); a setting more than :data:`DROP_FACTOR` x slower than the best is dropped
-after its first call, so an emulated bf16 costs one call, not a probe. A departure from fp32
+ever slows a call). The first call of each setting builds oneDNN's kernels and is not timed
+(counted, a slow first call could drop the fastest setting); a setting more than
+:data:`DROP_FACTOR` x slower than the best after its first timed call is dropped, so an
+emulated bf16 costs two calls, not a probe. A departure from fp32
 contiguous (bf16, channels-last) is chosen only where it is at least :data:`MARGIN` x faster
 for each departure it makes. The verdict is cached per CPU model, torch version and thread
 count in ``<cache>/cpu-probe/`` (one JSON file per key, written atomically); a file that is
@@ -41,11 +43,11 @@ from clipfuse.paths import cache_dir
 Purpose = Literal["train", "inference"]
 FP32, BF16 = "32-true", "bf16-mixed"
 SETTINGS = ((FP32, False), (FP32, True), (BF16, False), (BF16, True))
-ROUNDS = 5  # timed rounds after the first (untimed for a setting that survives it)
+ROUNDS = 5  # timed rounds after the first, untimed one
 BUDGET_SECONDS = 2.0  # stop timing after this long, whatever the rounds
 DROP_FACTOR = 2.0
 MARGIN = 1.05
-PROBE_FORMAT = 1
+PROBE_FORMAT = 2  # 2: first calls untimed (format 1's verdicts could count a kernel build)
 
 
 def setting_name(precision: str, channels_last: bool) -> str:
@@ -76,7 +78,7 @@ class Verdict(BaseModel):
 class ProbeEntry(BaseModel):
     """One cache file: the key it was measured for, and a verdict per purpose."""
 
-    format: Literal[1]
+    format: Literal[2]
     key: str
     train: Verdict | None = None
     inference: Verdict | None = None
@@ -126,15 +128,14 @@ def measure(purpose: Purpose) -> Verdict:
     start = time.perf_counter()
     for round_ in range(ROUNDS + 1):
         for setting, call in runners.items():
-            # dropped: it cannot win (first calls, which build kernels, get twice the slack)
-            slack = DROP_FACTOR * (2 if round_ <= 1 else 1)
-            if setting in best and best[setting] > slack * min(best.values()):
+            # dropped after its first timed call: it cannot win
+            if setting in best and best[setting] > DROP_FACTOR * min(best.values()):
                 continue
             began = time.perf_counter()
             call()
             seconds = time.perf_counter() - began
-            # the first call builds oneDNN's kernels: it counts only until a later one
-            best[setting] = seconds if round_ <= 1 else min(best[setting], seconds)
+            if round_ > 0:  # the first call builds oneDNN's kernels: a warm-up, not a timing
+                best[setting] = min(best.get(setting, seconds), seconds)
         if time.perf_counter() - start > BUDGET_SECONDS and round_ >= 1:
             break
     ms = {setting_name(*setting): round(1000 * best[setting], 3) for setting in SETTINGS}

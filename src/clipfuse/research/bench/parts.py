@@ -33,8 +33,8 @@ from clipfuse.models import Segmentor
 from clipfuse.precision import inference_dtype
 from clipfuse.research.bench.candidates import Candidate
 from clipfuse.research.bench.paths import (
-    _EVAL_PRECISION,
     CALIBRATION_IMAGES,
+    EVAL_PRECISION,
     PATHS,
     model_layouts,
     session_options,
@@ -147,7 +147,7 @@ def measure_parts(
             setting = PATHS[path]
             parts = model_parts(layouts[setting.channels_last], size)
             layout = torch.channels_last if setting.channels_last else torch.contiguous_format
-            dtype = inference_dtype(_EVAL_PRECISION[setting.arithmetic], device)
+            dtype = inference_dtype(EVAL_PRECISION[setting.arithmetic], device)
             inputs = part_inputs(parts, images.contiguous(memory_format=layout), dtype)
             for name, part in parts.items():
                 runners.append(

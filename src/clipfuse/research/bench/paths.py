@@ -70,7 +70,7 @@ PATHS = {
     "ort-fp32": InferencePath("ort", "fp32"),
     "ort-int8": InferencePath("ort", "int8"),
 }
-_EVAL_PRECISION = {"fp32": "32-true", "bf16": "bf16-mixed"}
+EVAL_PRECISION = {"fp32": "32-true", "bf16": "bf16-mixed"}
 
 
 def main_path(channels_last: bool) -> str:
@@ -154,7 +154,7 @@ def _eager_runner(
 ) -> Callable[[], None]:
     memory_format = torch.channels_last if path.channels_last else torch.contiguous_format
     inputs = images.contiguous(memory_format=memory_format)
-    dtype = inference_dtype(_EVAL_PRECISION[path.arithmetic], images.device)
+    dtype = inference_dtype(EVAL_PRECISION[path.arithmetic], images.device)
     return inference_runner(models[path.channels_last], inputs, dtype)
 
 
