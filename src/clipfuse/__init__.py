@@ -10,7 +10,7 @@ def load(path, device=None, revision=None):
     """A trained model, ready to ``predict``: from a folder written by ``save_pretrained``, a
     training checkpoint (``.ckpt``) or a Hugging Face Hub id (``"owner/name"``, at
     ``revision``; cached as the hub caches), on ``device`` (``"cpu"``, ``"cuda"``; default CUDA
-    if available). See :func:`clipfuse.inference.load` (imported here only when called, so
+    if available), or an ``.onnx`` file from ``clipfuse export`` (onnxruntime, CPU). See :func:`clipfuse.inference.load` (imported here only when called, so
     ``import clipfuse`` stays light)."""
     from clipfuse.inference.pretrained import load as _load
 

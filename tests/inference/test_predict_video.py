@@ -78,3 +78,26 @@ def test_an_unreadable_video_is_one_line_and_the_images_are_still_written(
     assert f"video {broken}: cannot be read as a video" in err[-1]
     assert (out / f"{tiny_run.val_images[0].stem}_labels.png").is_file()
     assert not (out / "broken_labels").exists() and not (out / "broken_overlay.mp4").exists()
+
+
+def test_a_run_that_decodes_no_video_writes_nothing(tiny_run, tmp_path, capsys):
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00" * 64)
+    out = tmp_path / "out"
+    assert main(["predict", str(broken), "--model", str(tiny_run.pretrained), "--out", str(out)])
+    assert "nothing was written" in capsys.readouterr().err
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_another_models_video_label_maps_are_refused(tiny_run, tmp_path, capsys):
+    video = tmp_path / "street.mp4"
+    write_video(video, frames=2)
+    out = tmp_path / "out"
+    args = ["predict", str(video), "--model", str(tiny_run.pretrained), "--out", str(out)]
+    assert main(args) == 0
+    manifest = out / "classes.json"
+    manifest.write_text(manifest.read_text().replace('"decoder"', '"score_map"'))
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "holds 2 label map(s) of another prediction" in err and "*_labels/" in err

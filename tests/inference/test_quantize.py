@@ -6,11 +6,15 @@ import numpy as np
 import onnx
 import pytest
 from helpers import tiny_config, write_folder_dataset
+from PIL import Image
 
+from clipfuse.build import load_model
 from clipfuse.cli import main
+from clipfuse.config import apply_overrides
 from clipfuse.engine import evaluate, train
 from clipfuse.errors import ClipfuseError
 from clipfuse.inference.export import OnnxSegmentor, export_checkpoint
+from clipfuse.inference.pretrained import ClipfuseModel
 from clipfuse.inference.quantize import calibration_images
 from clipfuse.saved_model import load_checkpoint
 
@@ -107,3 +111,31 @@ def test_a_missing_dataset_is_refused(exported, tmp_path):
     with pytest.raises(ClipfuseError) as error:
         calibration_images(config, [0, 0, 0], [1, 1, 1], 2)
     assert "\n" not in str(error.value)
+
+
+def test_predict_runs_the_exported_files_as_the_checkpoint_predicts(exported, tmp_path, capsys):
+    import clipfuse
+
+    checkpoint, fp32, int8, data = exported
+    images = sorted((data / "images" / "val").iterdir())[:2]
+    loaded = load_model(checkpoint)  # predicted in fp32, as the fp32 ONNX file computes
+    config = apply_overrides(loaded.config, ["eval.precision=32-true"])
+    reference = ClipfuseModel(loaded.segmentor, config, loaded.class_names, device="cpu")
+    for path, name in ((fp32, "ort-fp32"), (int8, "ort-int8")):
+        model = clipfuse.load(path)
+        assert model.inference_path == name and model.class_names == reference.class_names
+        out = tmp_path / name
+        assert main(["predict", *map(str, images), "--model", str(path), "--out", str(out)]) == 0
+        speed = capsys.readouterr().out.strip().splitlines()[-1]
+        assert f"frames/s in predict (cpu, {name})" in speed
+        manifest = json.loads((out / "classes.json").read_text())
+        assert manifest["model_source"] == str(path) and len(manifest["model_sha256"]) == 64
+        if name == "ort-fp32":
+            for image in images:
+                expected = reference.predict(str(image), scores=False).label_map
+                written = np.asarray(Image.open(out / f"{image.stem}_labels.png"))
+                assert (written == expected).mean() >= 0.99
+    with pytest.raises(ClipfuseError, match="vocabulary baked in: open vocabulary needs the"):
+        clipfuse.load(int8).predict(str(images[0]), labels="sky", open_vocab=True)
+    assert main(["predict", str(images[0]), "--model", str(int8), "--device", "cuda"]) == 2
+    assert "runs on onnxruntime's CPU" in capsys.readouterr().err

@@ -2,7 +2,7 @@
 
 import argparse
 
-from clipfuse.cli.options import add_device, add_model, add_size, pick
+from clipfuse.cli.options import MODEL_HELP, add_device, add_model, add_size, pick
 
 
 def _predict(args: argparse.Namespace) -> None:
@@ -46,7 +46,11 @@ def add_predict_and_serve(commands) -> None:
     predict.add_argument(
         "images", nargs="+", help="image files, folders of images, or video files (.mp4, ...)"
     )
-    add_model(predict)
+    add_model(
+        predict,
+        help=f"{MODEL_HELP}, or an .onnx file from clipfuse export (fp32 or int8, run by "
+        "onnxruntime on the CPU)",
+    )
     predict.add_argument(
         "--labels",
         help="labels to predict, comma-separated: a subset / renaming of the trained classes "

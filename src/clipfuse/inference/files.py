@@ -51,13 +51,16 @@ def check_predictions_folder(out: Path, description: dict) -> None:
     would describe wrongly: another model's, other labels, colours or mode, or maps without a
     ``classes.json``. Nothing is deleted. Label maps of the same model and labels are added
     to, and that is announced."""
-    label_maps = sorted(out.glob("*_labels.png"))
+    label_maps = sorted(out.glob("*_labels.png")) + sorted(out.glob("*_labels/*.png"))
     if not label_maps:
         return
     manifest = out / MANIFEST
     old = _read_manifest(manifest)
     differ = [what for key, what in COMPARED.items() if old.get(key) != description[key]]
-    where = f"choose another --out, or first delete its *_labels.png, *_overlay.png and {MANIFEST}"
+    where = (
+        "choose another --out, or first delete its *_labels.png, *_overlay.png, *_labels/, "
+        f"*_overlay.mp4 and {MANIFEST}"
+    )
     if not manifest.is_file():
         raise ClipfuseError(
             f"predictions folder {out} holds {len(label_maps)} label map(s) but no {MANIFEST} "
@@ -93,16 +96,20 @@ def predict_to_folder(
     batch_size: int = 4,
     progress: bool | None = None,
 ) -> list[Path]:
-    """Segment image files and folders (their images, sorted) into ``out_dir``.
+    """Segment image files, folders (their images, sorted) and video files into ``out_dir``.
 
     For each image ``<stem>.<ext>``: ``<stem>_overlay.png`` (colours over the image, legend on
     the right) and ``<stem>_labels.png`` (8-bit label indices into ``classes.json``'s
-    ``class_names``); a repeated stem gets ``_2``, ``_3``... ``classes.json`` lists the class
-    names, their colours, the mode and the model (:func:`describe_predictions`); it is written
-    just before the first label map (not at all when no image can be read). A folder holding another model's or other labels' predictions
+    ``class_names``); for each video, ``<stem>_overlay.mp4`` and ``<stem>_labels/`` with a label
+    map per frame (:func:`clipfuse.inference.video.predict_video`); a repeated stem gets ``_2``,
+    ``_3``... ``classes.json`` lists the class names, their colours, the mode and the model
+    (:func:`describe_predictions`); it is written just before the first label map (not at all
+    when no input can be read). A folder holding another model's or other labels' predictions
     is refused (:func:`check_predictions_folder`). A progress bar is shown for more than one
-    image (unless ``progress`` says otherwise). Unreadable images are skipped with a message
-    and reported together at the end as one :class:`ClipfuseError`; the others are written.
+    image (unless ``progress`` says otherwise); the last line printed says how many frames per
+    second were reached, end to end and in ``model.predict``. Unreadable inputs are skipped
+    with a message and reported together at the end as one :class:`ClipfuseError`; the others
+    are written.
 
     Returns the overlay paths.
     """
@@ -121,7 +128,7 @@ def predict_to_folder(
     failures: list[str] = []
     written: list[Path] = []
     used: set[str] = set()
-    frames, started, in_predict = 0, time.perf_counter(), [0.0]
+    frames, started, in_predict = 0, time.perf_counter(), 0.0
 
     def describe_once() -> None:  # before the first label map lands
         if not written:
@@ -142,7 +149,7 @@ def predict_to_folder(
                 results = model.predict(
                     arrays, labels, open_vocab=open_vocab, batch_size=batch_size, scores=False
                 )
-                in_predict[0] += time.perf_counter() - clock
+                in_predict += time.perf_counter() - clock
                 for path, result in zip(chunk, results, strict=True):
                     describe_once()
                     stem = _unique_stem(path, used)
@@ -155,23 +162,22 @@ def predict_to_folder(
                         print(f"{path} -> {overlay}")
             bar.update(len(images[start : start + batch_size]))
     for path in videos:
+        stem = _unique_stem(path, used)
         try:
-            describe_once()
-            stem = _unique_stem(path, used)
-            overlay, count = predict_video(
-                model, path, out, stem, labels, open_vocab, batch_size, in_predict
+            overlay, count, seconds = predict_video(
+                model, path, out, stem, labels, open_vocab, batch_size, describe_once
             )
         except ClipfuseError as error:
             failures.append(one_line(error))
             print(f"skipped: {one_line(error)}", file=sys.stderr)
             continue
         written.append(overlay)
-        frames += count
+        frames, in_predict = frames + count, in_predict + seconds
         print(f"{path} -> {overlay} and {out / f'{stem}_labels'}/ ({count} frames)")
     if show:
         print(f"wrote {len(written)} overlay(s) and label map(s) to {out}")
     if frames:
-        print(_speed_line(frames, time.perf_counter() - started, in_predict[0], model))
+        print(_speed_line(frames, time.perf_counter() - started, in_predict, model))
     if failures:
         raise ClipfuseError(_unread(failures, len(paths), out))
     return written

@@ -79,9 +79,10 @@ def quantize_int8(
 
         def get_next(self) -> dict | None:
             batch = next(self.batches, None)
-            if batch is None or isinstance(batch, dict):
-                return batch
-            return {INPUT_NAME: batch.astype(np.float32)}
+            if batch is None:
+                return None
+            feed = batch if isinstance(batch, dict) else {INPUT_NAME: batch}
+            return {name: array.astype(np.float32) for name, array in feed.items()}
 
     def write(path: Path) -> None:
         prepared = path.with_name(f"{path.stem}.prepared.onnx")

@@ -60,7 +60,9 @@ def overlay_with_legend(
     image_height, image_width = labels.shape
     height = max(image_height, row * len(present) + 8)
     canvas = Image.new("RGB", (image_width + legend_width, height), (255, 255, 255))
-    canvas.paste(Image.fromarray(blend(image, labels, palette, alpha)), (0, 0))
+    for start in range(0, image_height, ROWS_AT_ONCE):  # a band at a time: no full-size copy
+        rows = slice(start, start + ROWS_AT_ONCE)
+        canvas.paste(Image.fromarray(blend(image[rows], labels[rows], palette, alpha)), (0, start))
     draw = ImageDraw.Draw(canvas)
     x = image_width + 6
     for i, k in enumerate(present):
