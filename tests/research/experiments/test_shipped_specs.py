@@ -31,3 +31,15 @@ def test_every_run_of_a_shipped_spec_builds_its_model(path):
         with torch.device("meta"):
             model = create_model_from_config(config, class_names_of(config), pretrained=False)
         assert model.num_classes == len(class_names_of(config))
+
+
+@pytest.mark.parametrize(
+    "path", sorted(Path("experiments").glob("*/*.yaml")), ids=lambda p: f"{p.parent.name}/{p.stem}"
+)
+def test_every_config_beside_the_specs_loads_and_builds(path):
+    from clipfuse.config import load_config
+
+    config = load_config(path)
+    with torch.device("meta"):
+        model = create_model_from_config(config, class_names_of(config), pretrained=False)
+    assert model.num_classes == len(class_names_of(config))
