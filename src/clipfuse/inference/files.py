@@ -96,23 +96,16 @@ def predict_to_folder(
     batch_size: int = 4,
     progress: bool | None = None,
 ) -> list[Path]:
-    """Segment image files, folders (their images, sorted) and video files into ``out_dir``.
-
-    For each image ``<stem>.<ext>``: ``<stem>_overlay.png`` (colours over the image, legend on
-    the right) and ``<stem>_labels.png`` (8-bit label indices into ``classes.json``'s
-    ``class_names``); for each video, ``<stem>_overlay.mp4`` and ``<stem>_labels/`` with a label
-    map per frame (:func:`clipfuse.inference.video.predict_video`); a repeated stem gets ``_2``,
-    ``_3``... ``classes.json`` lists the class names, their colours, the mode and the model
-    (:func:`describe_predictions`); it is written just before the first label map (not at all
-    when no input can be read). A folder holding another model's or other labels' predictions
-    is refused (:func:`check_predictions_folder`). A progress bar is shown for more than one
-    image (unless ``progress`` says otherwise); the last line printed says how many frames per
-    second were reached, end to end and in ``model.predict``. Unreadable inputs are skipped
-    with a message and reported together at the end as one :class:`ClipfuseError`; the others
-    are written.
-
-    Returns the overlay paths.
-    """
+    """Segment image files, folders (their images, sorted) and video files into ``out_dir``;
+    returns the overlay paths. Per image ``<stem>.<ext>``: ``<stem>_overlay.png`` (colours over
+    the image, legend on the right) and ``<stem>_labels.png`` (8-bit indices into
+    ``classes.json``'s ``class_names``); per video: :func:`~clipfuse.inference.video.predict_video`;
+    a repeated stem gets ``_2``, ``_3``... ``classes.json`` (:func:`describe_predictions`) is
+    written just before the first label map, not at all when no input can be read; a folder of
+    other predictions is refused (:func:`check_predictions_folder`). A progress bar shows for
+    more than one image (unless ``progress`` says otherwise); the last line says the frames per
+    second reached. Unreadable inputs are skipped with a message and reported together at the
+    end as one :class:`ClipfuseError`; the others are written."""
     if batch_size < 1:
         raise ClipfuseError(f"batch size must be at least 1, got {batch_size}")
     paths = expand_inputs(inputs)
@@ -136,14 +129,7 @@ def predict_to_folder(
 
     with tqdm(total=len(images), desc="predict", unit="image", disable=not show) as bar:
         for start in range(0, len(images), batch_size):
-            chunk, arrays = [], []
-            for path in images[start : start + batch_size]:
-                try:
-                    arrays.append(read_image(path))
-                    chunk.append(path)
-                except ClipfuseError as error:
-                    failures.append(one_line(error))
-                    tqdm.write(f"skipped: {one_line(error)}", file=sys.stderr)
+            chunk, arrays = _read_images(images[start : start + batch_size], failures)
             if arrays:
                 clock = time.perf_counter()
                 results = model.predict(
@@ -162,18 +148,18 @@ def predict_to_folder(
                         print(f"{path} -> {overlay}")
             bar.update(len(images[start : start + batch_size]))
     for path in videos:
-        stem = _unique_stem(path, used)
         try:
-            overlay, count, seconds = predict_video(
+            stem = _unique_stem(path, used)
+            video = predict_video(
                 model, path, out, stem, labels, open_vocab, batch_size, describe_once
             )
         except ClipfuseError as error:
             failures.append(one_line(error))
             print(f"skipped: {one_line(error)}", file=sys.stderr)
             continue
-        written.append(overlay)
-        frames, in_predict = frames + count, in_predict + seconds
-        print(f"{path} -> {overlay} and {out / f'{stem}_labels'}/ ({count} frames)")
+        written.append(video.overlay)
+        frames, in_predict = frames + video.frames, in_predict + video.seconds
+        print(f"{path} -> {video.overlay} and {video.labels}/ ({video.frames} frames)")
     if show:
         print(f"wrote {len(written)} overlay(s) and label map(s) to {out}")
     if frames:
@@ -181,6 +167,20 @@ def predict_to_folder(
     if failures:
         raise ClipfuseError(_unread(failures, len(paths), out))
     return written
+
+
+def _read_images(paths: Sequence[Path], failures: list[str]) -> tuple[list[Path], list]:
+    """The paths that could be read and their RGB arrays; each failure is said on stderr and
+    appended to ``failures`` (one line)."""
+    read, arrays = [], []
+    for path in paths:
+        try:
+            arrays.append(read_image(path))
+            read.append(path)
+        except ClipfuseError as error:
+            failures.append(one_line(error))
+            tqdm.write(f"skipped: {one_line(error)}", file=sys.stderr)
+    return read, arrays
 
 
 def _speed_line(frames: int, seconds: float, in_predict: float, model: ClipfuseModel) -> str:

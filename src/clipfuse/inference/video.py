@@ -15,6 +15,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import closing
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -69,6 +70,16 @@ def read_frames(path: Path, batch_size: int) -> tuple[float, Iterator[list[np.nd
     return fps, batches()
 
 
+@dataclass(frozen=True)
+class PredictedVideo:
+    """What :func:`predict_video` wrote and how long ``model.predict`` took."""
+
+    overlay: Path
+    labels: Path
+    frames: int
+    seconds: float
+
+
 def predict_video(
     model: ClipfuseModel,
     path: Path,
@@ -78,11 +89,10 @@ def predict_video(
     open_vocab: bool = False,
     batch_size: int = 4,
     before_writing: Callable[[], None] = lambda: None,
-) -> tuple[Path, int, float]:
+) -> PredictedVideo:
     """Segment every frame of the video at ``path`` into ``out`` (``<stem>_overlay.mp4`` and
     ``<stem>_labels/``; ``before_writing`` is called once the first frame has decoded, before
-    anything is written); returns the overlay video's path, the number of frames and the
-    seconds spent in ``model.predict``."""
+    anything is written)."""
     fps, batches = read_frames(path, batch_size)
     with closing(batches):
         before_writing()
@@ -127,4 +137,4 @@ def predict_video(
         except BaseException:
             shutil.rmtree(partial_dir, ignore_errors=True)
             raise
-    return overlay, frames, in_predict
+    return PredictedVideo(overlay, labels_dir, frames, in_predict)

@@ -1,7 +1,7 @@
 """Side-by-side speed benchmark of configs' models in one process (``clipfuse bench``).
 
 For each model (random weights: speed does not depend on them) it measures, at one input size
-and thread count:
+(default: the first config's :func:`~clipfuse.analysis.evaluation_size`) and thread count:
 
 * inference latency at each batch size: ``eval()``, ``torch.inference_mode()``, ``warmup``
   untimed calls, then ``repeats`` timed calls; median, inter-quartile range and std (ms);
@@ -21,6 +21,9 @@ and thread count:
 * the machine's fp32 matmul peak (GFLOP/s, best of a few ``n x n @ n x n`` products, measured
   before and after the timings) and each model's achieved GFLOP/s
   (``2 x GMACs x batch / median latency``) as a fraction of it;
+* training throughput in every combination of ``train_precisions`` (``32-true``,
+  ``bf16-mixed``, ``16-mixed``) and ``train_channels_last`` (default: ``[channels_last]``),
+  interleaved, ``x`` comparing each with the first;
 * optionally (``parts``) the inference latency by part on those paths:
   :mod:`clipfuse.research.bench.parts`;
 * optionally (``train_profile``) the training step by part:
@@ -33,6 +36,7 @@ every round), so slow drifts of the machine (other jobs, clocks, heat) spread ov
 instead of biasing the ones timed last. Ratios are to the first model.
 """
 
+import itertools
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
@@ -103,19 +107,10 @@ def bench(
     overrides: Sequence[str] | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> dict:
-    """Benchmark the models of ``configs`` (YAML paths, or config dicts with an optional
-    ``name``) side by side; returns the JSON-able result (see :func:`format_bench`).
-
-    ``size`` (H, W) defaults to the first config's :func:`~clipfuse.analysis.evaluation_size`.
-    ``train_batch=0`` or ``train_steps=0`` skips training; ``memory=False`` skips memory.
-    ``overrides`` (``section.key=value``) apply to every config file. Training is timed in
-    every combination of ``train_precisions`` (``32-true``, ``bf16-mixed``, ``16-mixed``) and
-    ``train_channels_last`` (default: ``[channels_last]``), interleaved; ``x`` compares each
-    combination with the first; ``train_profile`` also times each part of those steps.
-    ``paths`` (:mod:`clipfuse.research.bench.paths`) also times the models on those inference paths,
-    the ort-* ones exported with ``onnx_exporter``; ``parts`` also times each part of the
-    models on those paths (eager-fp32 alone without ``paths``) at batch 1:
-    :mod:`clipfuse.research.bench.parts`."""
+    """Benchmark the models of ``configs`` (YAML paths or config dicts) side by side; returns
+    the JSON-able result of :func:`format_bench`, each option as the module says:
+    ``train_batch=0`` or ``train_steps=0`` skips training, ``memory=False`` memory;
+    ``overrides`` apply to every config file; ``parts`` alone times the eager-fp32 path."""
     say = progress or (lambda message: None)
     batches, torch_device = _checked_settings(
         batches, repeats, warmup, train_batch, train_steps, device, train_profile
@@ -124,11 +119,10 @@ def bench(
     if threads:
         torch.set_num_threads(threads)
     threads = torch.get_num_threads()
-    sync = synchronizer(torch_device)
     if train_batch == 0 or train_steps == 0:
         train_batch = train_steps = 0  # no training
-    layouts = train_channels_last if train_channels_last is not None else [channels_last]
-    train_modes = [(precision, layout) for precision in train_precisions for layout in layouts]
+    layouts = [channels_last] if train_channels_last is None else train_channels_last
+    train_modes = list(itertools.product(train_precisions, layouts))
     load_before = load_average()
     candidates = load_candidates(configs, smp_reference, overrides)
     size = _build_models(candidates, size, torch_device, channels_last, say)
@@ -138,15 +132,15 @@ def bench(
     memory_mb = _peak_memory(candidates, job, torch_device, say) if memory else {}
     say("matmul peak")
     peaks = [matmul_peak(torch_device)]
-    timer = partial(round_robin, warmup=warmup, repeats=repeats, sync=sync)
+    timer = partial(round_robin, warmup=warmup, repeats=repeats, sync=synchronizer(torch_device))
     latency, samples, path_peaks = measure_paths(
         candidates, paths, batches, job, torch_device, channels_last, onnx_exporter, timer, say
     )
-    part_samples = (
-        measure_parts(candidates, paths, size, torch_device, threads, channels_last, timer, say)
-        if parts
-        else {}
-    )
+    part_samples = {}
+    if parts:
+        part_samples = measure_parts(
+            candidates, paths, job, torch_device, channels_last, timer, say
+        )
     train_seconds, profile = _train_timings(
         candidates, train_modes, job, train_steps, torch_device, train_profile, say
     )
@@ -156,9 +150,9 @@ def bench(
     rows = result_rows(candidates, latency, train, memory_mb, peak["gflops"])
     add_ratios(rows)
     machine = machine_info(torch_device, threads, peak)
+    machine.update(load_average={"before": load_before, "after": load_average()})
+    machine.update(auto=_auto_choice(torch_device))
     add_path_figures(rows, machine, samples, paths, path_peaks)
-    machine["load_average"] = {"before": load_before, "after": load_average()}
-    machine["auto"] = _auto_choice(torch_device)
     settings = dict(size=list(size), batches=list(batches), repeats=repeats, warmup=warmup)
     settings.update(train_batch=train_batch, train_steps=train_steps, paths=list(paths))
     ort = any(path.startswith("ort-") for path in paths)

@@ -126,15 +126,16 @@ def part_inputs(
 def measure_parts(
     candidates: list[Candidate],
     paths: Sequence[str],
-    size: Sequence[int],
+    job: dict,
     device: torch.device,
-    threads: int,
     channels_last: bool,
     timer: Callable[[list], dict[str, list[float]]],
     say: Callable[[str], None],
 ) -> dict[str, dict[str, dict[str, list[float]]]]:
     """Seconds of each timed call per Segmentor candidate's name, part and path (batch 1),
-    all timed together by ``timer``; the models are in the layout ``channels_last`` says."""
+    all timed together by ``timer``; ``job`` has the input ``size`` and the ``threads``; the
+    models are in the layout ``channels_last`` says."""
+    size, threads = job["size"], job["threads"]
     images, _ = random_batch(1, size, device, 1)
     runners = []
     for candidate in candidates:
