@@ -224,3 +224,14 @@ def test_a_large_output_never_holds_its_full_size_probabilities(conv: nn.Conv2d)
     assert recorded.largest < STRIP_BYTES + BAND_COLUMNS * column < full_size / 2
     upsampled = F.interpolate(views[0][0], size=size, mode="bilinear", align_corners=False)
     assert torch.equal(labels[0], upsampled.argmax(1)[0].to(torch.uint8))
+
+
+@pytest.mark.parametrize("output_size", [(150, 700), (26, 40)])
+@torch.inference_mode()
+def test_a_single_view_without_scores_is_the_argmax_of_its_resized_logits(
+    conv: nn.Conv2d, images: torch.Tensor, output_size
+) -> None:
+    views = view_logits(conv, images, K)
+    labels = labels_in_strips(views, output_size, dtype=torch.uint8, strip_bytes=1)
+    whole = infer_probabilities(conv, images, K, output_size=output_size)
+    assert torch.equal(labels, whole.argmax(1).to(torch.uint8))  # no tie in these
