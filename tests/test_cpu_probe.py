@@ -169,13 +169,13 @@ def test_the_key_names_the_cpu_torch_and_threads(monkeypatch):
     [
         b"{not json",
         b"\x00\xff\xfe",
-        b'{"format": 2, "key": "%s", "train": {"precision": "fp8", "channels_last": 1, "ms": {}}}',
-        b'{"format": 2, "key": "another CPU | torch 2.0 | 64 threads", "train": '
+        b'{"format": 3, "key": "%s", "train": {"precision": "fp8", "channels_last": 1, "ms": {}}}',
+        b'{"format": 3, "key": "another CPU | torch 2.0 | 64 threads", "train": '
         b'{"precision": "bf16-mixed", "channels_last": true, "ms": {"fp32": 1, "fp32-cl": 1, '
         b'"bf16": 1, "bf16-cl": 1}}}',
         b'{"format": 99, "key": "%s"}',
-        b'{"format": 1, "key": "%s", "train": {"precision": "32-true", "channels_last": false, '
-        b'"ms": {}}}',
+        b'{"format": 2, "key": "%s", "train": {"precision": "32-true", "channels_last": false, '
+        b'"ms": {"fp32": 1, "fp32-cl": 1, "bf16": 1, "bf16-cl": 1}}}',
     ],
     ids=["truncated", "binary", "malformed", "foreign", "future-format", "older-format"],
 )
