@@ -54,9 +54,16 @@ ROWS = (
     ),
     ModelRow(
         "plain-w128_mobilenetv2_camvid_256x320_5200",
-        "the most accurate CamVid model here, and the fastest to run",
+        "the most accurate CamVid model here",
         "camvid_schedule",
         "w128_5200_tta",
+    ),
+    ModelRow(
+        "plain-realtime_mobilenetv2_camvid_256x320_5200",
+        "real time on 2 CPU cores, run as int8 ONNX "
+        "([speed](docs/research/speed.md#the-frontier-of-light-models-started))",
+        "camvid_frontier",
+        "sep_l3_trained",
     ),
     ModelRow(
         "convformer_mobilenetv2_camvid_256x320_2200",

@@ -10,9 +10,9 @@ import statistics
 
 import torch
 
-from clipfuse.research.bench.timing import inference_runner, round_robin
 from clipfuse.build import class_names_of, cost_model
 from clipfuse.config import load_config
+from clipfuse.research.bench.timing import inference_runner, round_robin
 
 
 def recast_every_forward(model, images):

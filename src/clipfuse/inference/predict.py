@@ -169,7 +169,8 @@ class BatchRunner:
             while end < len(images) and end - start < batch_size and keys[end] == keys[start]:
                 end += 1
             batch = tensors[start:end]
-            inputs = torch.stack(batch).to(device)
+            # one image: a view, not a copy (a fresh 1-image stack took ms per video frame)
+            inputs = (batch[0][None] if len(batch) == 1 else torch.stack(batch)).to(device)
             if self.channels_last:
                 inputs = inputs.contiguous(memory_format=torch.channels_last)
             height, width = images[start].shape[:2]

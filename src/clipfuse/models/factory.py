@@ -22,10 +22,11 @@ METHODS: dict[str, tuple[type[LanguageHead] | None, bool]] = {
 }
 
 # The plain baseline (Semantic FPN, or UperNet on Swin-T): the `make demo` model, its
-# 128-channel twin (the best CamVid model per CPU-hour, docs/research/results.md) and the paper's
-# rows.
+# 128-channel twin (the best CamVid model per CPU-hour, docs/research/results.md), its
+# real-time twin (separable, three levels: docs/research/speed.md) and the paper's rows.
 register_model("plain_mobilenetv2", "plain_mobilenetv2_camvid_256x320_800")
 register_model("plain_mobilenetv2_w128", "plain-w128_mobilenetv2_camvid_256x320_5200")
+register_model("plain_mobilenetv2_realtime", "plain-realtime_mobilenetv2_camvid_256x320_5200")
 register_paper_rows("plain")
 
 
