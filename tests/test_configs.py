@@ -22,9 +22,10 @@ CONFIGS = sorted(p for p in Path("configs").glob("*.yaml"))
 
 
 def test_configs_are_named_method_backbone_dataset_crop_iters():
-    """``<method>[-lite][-upernet][-w<N>]_<backbone>_<dataset>[-gzsl]_<crop>_<iters>``: the
-    decoder is Semantic FPN unless the name says ``upernet``; ``-w<N>``: a decoder N channels
-    wide (``model.decoder_kwargs.channels``); ``-gzsl``: names are held out
+    """``<method>[-lite][-upernet][-w<N>|-realtime]_<backbone>_<dataset>[-gzsl]_<crop>_<iters>``:
+    the decoder is Semantic FPN unless the name says ``upernet``; ``-w<N>``: a decoder N
+    channels wide (``model.decoder_kwargs.channels``); ``-realtime``: the real-time Semantic
+    FPN (128 channels, depthwise-separable, three levels); ``-gzsl``: names are held out
     (``data.dataset_kwargs.unseen``)."""
     assert len(CONFIGS) >= 30
     for path in CONFIGS:
@@ -33,9 +34,14 @@ def test_configs_are_named_method_backbone_dataset_crop_iters():
         config = load_config(path)
         assert config["model"]["method"] == method
         widths = [option for option in options if option.startswith("w")]
-        assert set(options) - set(widths) <= {"lite", "upernet"}
-        channels = config["model"].get("decoder_kwargs", {}).get("channels")
-        assert widths == ([f"w{channels}"] if channels else [])
+        assert set(options) - set(widths) <= {"lite", "upernet", "realtime"}
+        decoder_kwargs = config["model"].get("decoder_kwargs", {})
+        if "realtime" in options:
+            assert not widths
+            assert decoder_kwargs == {"channels": 128, "separable": True, "levels": 3}
+        else:
+            channels = decoder_kwargs.get("channels")
+            assert widths == ([f"w{channels}"] if channels else [])
         assert config["model"]["decoder"] == ("upernet" if "upernet" in options else "fpn")
         dataset, *protocol = dataset.split("-")
         assert config["data"]["dataset"] == dataset
