@@ -12,10 +12,9 @@ models, each in the four settings (fp32 / bf16 autocast x contiguous / channels-
   attention), a Semantic FPN lateral 3x3 convolution at stride 4 with bilinear upsampling,
   and logits resized to the input;
 * for training, forward, cross-entropy and backward at batch 2 (what a step runs); for
-  inference, the forward under ``torch.inference_mode`` at batch 1. Timing single layers on
-  separate tensors misranked the settings: on an AMD EPYC with AVX512-BF16 it put bf16
-  contiguous within 2% of bf16 channels-last for training, where a real step is 1.3-1.4x
-  faster channels-last.
+  inference, the forward under ``torch.inference_mode`` at batch 1. Single layers timed on
+  separate tensors misranked the settings (docs/research/speed.md: channels-last's gain lies
+  between the layers).
 
 The settings are timed in interleaved rounds (the fastest call of each counts: other work only
 ever slows a call). The first call of each setting builds oneDNN's kernels and is not timed
@@ -42,6 +41,7 @@ from pydantic import BaseModel, ValidationError
 from torch import nn
 from torch.nn import functional as F
 
+from clipfuse.decoders.common import ConvBNReLU
 from clipfuse.errors import ClipfuseError, announce
 from clipfuse.fileio import atomic_write_text
 from clipfuse.paths import cache_dir
@@ -84,7 +84,7 @@ class Verdict(BaseModel):
 class ProbeEntry(BaseModel):
     """One cache file: the key it was measured for, and a verdict per purpose."""
 
-    format: Literal[3]
+    format: Literal[PROBE_FORMAT]
     key: str
     train: Verdict | None = None
     inference: Verdict | None = None
@@ -95,23 +95,15 @@ class ProbeNet(nn.Module):
 
     def __init__(self, width: int = 128, classes: int = 11) -> None:
         super().__init__()
-
-        def block(inputs: int, outputs: int, kernel: int, stride: int = 1, groups: int = 1):
-            return nn.Sequential(
-                nn.Conv2d(inputs, outputs, kernel, stride, kernel // 2, groups=groups, bias=False),
-                nn.BatchNorm2d(outputs),
-                nn.ReLU6(),
-            )
-
-        self.stem = block(3, 32, 3, stride=2)
+        self.stem = ConvBNReLU(3, 32, 3, stride=2)
         self.inverted_residual = nn.Sequential(
-            block(32, 96, 1),
-            block(96, 96, 3, stride=2, groups=96),
+            ConvBNReLU(32, 96, 1),
+            ConvBNReLU(96, 96, 3, groups=96, stride=2),
             nn.Conv2d(96, width, 1, bias=False),
             nn.BatchNorm2d(width),
         )
         self.tokens = nn.Linear(width, width)
-        self.lateral = block(width, width, 3)
+        self.lateral = ConvBNReLU(width, width, 3)
         self.classifier = nn.Conv2d(width, classes, 1)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -135,7 +127,8 @@ def _runner(purpose: Purpose, precision: str, channels_last: bool) -> Callable[[
     model.to(memory_format=layout)
     shape = PROBE_SHAPES[purpose]
     images = torch.randn(shape, generator=generator).contiguous(memory_format=layout)
-    labels = torch.randint(0, 11, (shape[0], *shape[2:]), generator=generator)
+    classes = model.classifier.out_channels
+    labels = torch.randint(0, classes, (shape[0], *shape[2:]), generator=generator)
     autocast = dict(device_type="cpu", dtype=torch.bfloat16, enabled=precision == BF16)
 
     def call() -> None:

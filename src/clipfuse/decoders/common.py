@@ -7,12 +7,18 @@ class ConvBNReLU(nn.Sequential):
     """Conv (no bias) + BatchNorm + ReLU, mmseg's ``ConvModule`` with BN."""
 
     def __init__(
-        self, in_channels: int, out_channels: int, kernel_size: int = 3, groups: int = 1
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        groups: int = 1,
+        stride: int = 1,
     ) -> None:
         conv = nn.Conv2d(
             in_channels,
             out_channels,
             kernel_size,
+            stride=stride,
             padding=kernel_size // 2,
             groups=groups,
             bias=False,

@@ -210,8 +210,8 @@ class OnnxSegmentor:
         if threads:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
-        # idle threads sleep instead of spinning: a spinning pool took the cores from the
-        # resize and arg-max after each run (predict: 17-23 -> 14 ms a frame on 2 cores)
+        # idle threads sleep instead of spinning: a spinning pool keeps the cores from the
+        # resize and arg-max that follow each run (docs/research/speed.md)
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         meta = self.session.get_modelmeta().custom_metadata_map

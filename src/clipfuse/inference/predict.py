@@ -169,7 +169,7 @@ class BatchRunner:
             while end < len(images) and end - start < batch_size and keys[end] == keys[start]:
                 end += 1
             batch = tensors[start:end]
-            # one image: a view, not a copy (a fresh 1-image stack took ms per video frame)
+            # one image: a view, not a copy into a fresh batch (a video frame at a time)
             inputs = (batch[0][None] if len(batch) == 1 else torch.stack(batch)).to(device)
             if self.channels_last:
                 inputs = inputs.contiguous(memory_format=torch.channels_last)
