@@ -31,12 +31,12 @@ browser:
 		|| echo "note: could not install chromium: the browser test will be skipped outside CI"
 
 test: $(STAMP) browser
-	$(BIN)/ruff check src tests tools
+	$(BIN)/ruff check src tests tools docs/scripts
 	$(BIN)/pytest -q tests
 
 lint: $(STAMP)
-	$(BIN)/ruff check --fix src tests tools
-	$(BIN)/ruff format src tests tools
+	$(BIN)/ruff check --fix src tests tools docs/scripts
+	$(BIN)/ruff format src tests tools docs/scripts
 
 # The documentation site (mkdocs.yml): built strictly into site/, or served with live reload.
 docs: $(STAMP)

@@ -1,11 +1,13 @@
-"""Helpers shared by the tests: ../shared lookup, tiny datasets, tiny configs, file snapshots
-and damaged checkpoints."""
+"""Helpers shared by the tests: ../shared lookup, tiny datasets, tiny configs, file snapshots,
+damaged checkpoints and the repository's scripts as modules."""
 
 import errno
 import hashlib
+import importlib.util
 import io
 import os
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
@@ -13,6 +15,8 @@ import torch
 from PIL import Image
 
 from clipfuse.paths import shared_root
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # A tiny, randomly initialised CLIP (open_clip config); nothing is downloaded.
 TINY_ARCH = "clipfuse-tiny-test"
@@ -29,6 +33,16 @@ TINY_OPEN_CLIP_CONFIG = {
         "layers": 2,
     },
 }
+
+
+def load_script(relative: str) -> ModuleType:
+    """The script at ``relative`` (to the repository root, e.g. ``tools/gpu_check.py``), imported
+    as a module (scripts are not in the package)."""
+    path = ROOT / relative
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def require_shared(relative: str) -> Path:

@@ -1,6 +1,7 @@
 """The documentation site (mkdocs.yml): it builds with --strict (no broken link or anchor, no
 docstring mkdocstrings cannot read), its generated references cover every config key and
-command, and every command the user guide tells a user to type parses."""
+command, every command the user guide tells a user to type parses, and the generated
+frontier table matches its result files."""
 
 import os
 import re
@@ -10,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import load_script
 
 from clipfuse.cli import build_parser
 from clipfuse.config_schema import default_config
@@ -94,3 +96,19 @@ def test_every_make_command_of_the_guide_names_a_makefile_target():
         words = [word for word in shlex.split(line, comments=True)[1:] if "=" not in word]
         unknown = [word for word in words if word not in targets]
         assert not unknown, f"{page}: `{line}` names no Makefile target {unknown}"
+
+
+def test_the_frontier_table_is_the_generated_one():
+    frontier = load_script("docs/scripts/frontier.py")
+    record = frontier.frontier()
+    committed = frontier.OUT.with_suffix(".md").read_text().splitlines()
+    assert committed == frontier.table(record), (
+        "the frontier table is not what docs/scripts/frontier.py generates from the result files: "
+        "run `.venv/bin/python docs/scripts/frontier.py --write`"
+    )
+    baseline = record["points"][0]
+    assert baseline["label"] == frontier.BASELINE and baseline["vs_baseline"] is None
+    for point in record["points"][1:]:
+        assert list(point["vs_baseline"]["seeds"]) == point["seeds"]  # paired on every seed it has
+        for speed in point["speed"]:  # one per bench
+            assert speed["fps"] == max(1000 / ms for ms in speed["ms"].values())

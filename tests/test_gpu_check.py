@@ -1,18 +1,13 @@
 """The GPU device check (tools/gpu_check.py) runs every step on the CPU here, on tiny data, so
 the script a GPU machine runs cannot rot unseen; and its data subset is laid out as CamVid."""
 
-import importlib.util
 import json
-from pathlib import Path
 
-from helpers import require_shared, write_tiny_configs
+from helpers import load_script, require_shared, write_tiny_configs
 
 from clipfuse.data import create_dataset
 
-TOOL = Path(__file__).resolve().parent.parent / "tools" / "gpu_check.py"
-spec = importlib.util.spec_from_file_location("gpu_check", TOOL)
-gpu_check = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(gpu_check)
+gpu_check = load_script("tools/gpu_check.py")
 
 
 def test_every_step_of_the_check_runs_and_is_reported(folder_dataset, tmp_path):

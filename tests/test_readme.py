@@ -2,20 +2,19 @@
 ``docs/scripts/model_table.py`` generates from the committed result files, every relative link
 resolving, and no issue numbers, dates or CPU models (those belong to the research record)."""
 
-import importlib.util
 import json
 import re
 import shutil
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+from helpers import load_script
 
 from clipfuse.errors import ClipfuseError
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
-GENERATOR = ROOT / "docs" / "scripts" / "model_table.py"
+GENERATOR = load_script("docs/scripts/model_table.py")
 MAX_LINES = 150
 MONTHS = (
     "Jan(uary)?|Feb(ruary)?|Mar(ch)?|Apr(il)?|May|June?|July?|Aug(ust)?|Sep(tember)?"
@@ -30,16 +29,8 @@ FORBIDDEN = {
 }
 
 
-def _generator() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("model_table", GENERATOR)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_model_table_is_the_generated_one():
-    generator = _generator()
-    assert generator.readme_table(README.read_text()) == generator.model_table(), (
+    assert GENERATOR.readme_table(README.read_text()) == GENERATOR.model_table(), (
         "README.md's model table is not what docs/scripts/model_table.py generates: "
         "run `.venv/bin/python docs/scripts/model_table.py --write`"
     )
@@ -85,17 +76,16 @@ def test_readme_links_resolve():
 
 
 def test_generator_refuses_a_run_of_other_steps(tmp_path, monkeypatch):
-    generator = _generator()
-    row = generator.ROWS[0]
-    source = generator.RESULTS / row.experiment / "results.json"
+    row = GENERATOR.ROWS[0]
+    source = GENERATOR.RESULTS / row.experiment / "results.json"
     results = json.loads(source.read_text())
     for seed in results["rows"]:
         if seed["run"] == row.run:
             seed["step"] += 1
     (tmp_path / row.experiment).mkdir()
     (tmp_path / row.experiment / "results.json").write_text(json.dumps(results))
-    shutil.copy(generator.BENCH, tmp_path / "bench.json")
-    monkeypatch.setattr(generator, "RESULTS", tmp_path)
-    monkeypatch.setattr(generator, "BENCH", tmp_path / "bench.json")
+    shutil.copy(GENERATOR.BENCH, tmp_path / "bench.json")
+    monkeypatch.setattr(GENERATOR, "RESULTS", tmp_path)
+    monkeypatch.setattr(GENERATOR, "BENCH", tmp_path / "bench.json")
     with pytest.raises(ClipfuseError, match=rf"run '{row.run}' seed \d+ is plain at step \d+"):
-        generator.model_table()
+        GENERATOR.model_table()

@@ -61,7 +61,7 @@ ROWS = (
     ModelRow(
         "plain-realtime_mobilenetv2_camvid_256x320_5200",
         "real time on 2 CPU cores, run as int8 ONNX "
-        "([speed](docs/research/speed.md#the-frontier-of-light-models-started))",
+        "([speed](docs/research/speed.md#the-frontier-of-light-models))",
         "camvid_frontier",
         "sep_l3_trained",
     ),
