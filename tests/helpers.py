@@ -6,6 +6,7 @@ import hashlib
 import importlib.util
 import io
 import os
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -37,8 +38,11 @@ TINY_OPEN_CLIP_CONFIG = {
 
 def load_script(relative: str) -> ModuleType:
     """The script at ``relative`` (to the repository root, e.g. ``tools/gpu_check.py``), imported
-    as a module (scripts are not in the package)."""
+    as a module (scripts are not in the package), its folder on ``sys.path`` as when it is run
+    (so it can import the scripts beside it)."""
     path = ROOT / relative
+    if str(path.parent) not in sys.path:
+        sys.path.insert(0, str(path.parent))
     spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

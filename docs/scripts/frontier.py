@@ -20,12 +20,13 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from model_table import RESULTS, experiment_rows, read_result  # docs/scripts
+
 from clipfuse.errors import ClipfuseError
 from clipfuse.research.experiments.compare import compare
 from clipfuse.research.experiments.tables import format_mean_std, mean_std
 
 ROOT = Path(__file__).resolve().parents[2]
-RESULTS = ROOT / "docs" / "research" / "results"  # the committed result files (one place)
 BENCHES = (  # a column and a panel per CPU
     RESULTS / "speed" / "frontier_288x384.json",
     RESULTS / "speed" / "frontier_288x384_epyc.json",
@@ -60,18 +61,11 @@ POINTS = (
 )
 
 
-def _read_json(path: Path) -> dict:
-    if not path.is_file():
-        raise ClipfuseError(f"{path}: no such result file (expected a committed results file)")
-    return json.loads(path.read_text())
-
-
 def _seeds(point: Point) -> list[dict]:
-    path = RESULTS / point.experiment / "results.json"
-    rows = [row for row in _read_json(path)["rows"] if row["run"] == point.run]
-    if not rows:
-        raise ClipfuseError(f"{path}: no finished seed of run {point.run!r} ({point.label})")
-    return [{**row, "run": point.label} for row in sorted(rows, key=lambda row: row["seed"])]
+    """The point's finished seeds, their run named by its label (so runs of two experiments
+    compare)."""
+    rows = experiment_rows(point.experiment, point.run, point.label)
+    return [{**row, "run": point.label} for row in rows]
 
 
 def _exported(point: Point, kind: str) -> dict[int, float]:
@@ -81,13 +75,16 @@ def _exported(point: Point, kind: str) -> dict[int, float]:
         return {}
     pattern = re.compile(rf"{re.escape(point.exported)}_seed(\d+)_{kind}\.json")
     found = (pattern.fullmatch(path.name) for path in EXPORTED.iterdir())
-    return {int(m[1]): _read_json(EXPORTED / m[0])["mIoU"] for m in found if m}
+    return {int(m[1]): read_result(EXPORTED / m[0])["mIoU"] for m in found if m}
 
 
-def _benches() -> list[tuple[Path, dict]]:
-    """Each bench file with its rows by name; all at one size."""
-    benches = [(path, _read_json(path)) for path in BENCHES]
-    sizes = {tuple(bench["settings"]["size"]) for _, bench in benches}
+def _benches() -> list[tuple[Path, dict, dict[str, dict]]]:
+    """Each bench file, read, with its rows by name; all at one size."""
+    benches = []
+    for path in BENCHES:
+        bench = read_result(path)
+        benches.append((path, bench, {row["name"]: row for row in bench["rows"]}))
+    sizes = {tuple(bench["settings"]["size"]) for _, bench, _ in benches}
     if len(sizes) > 1:
         raise ClipfuseError(
             f"{', '.join(map(str, BENCHES))}: benches at sizes {sizes}; expected one"
@@ -95,9 +92,8 @@ def _benches() -> list[tuple[Path, dict]]:
     return benches
 
 
-def _speed(path: Path, bench: dict, point: Point) -> dict:
+def _speed(path: Path, bench: dict, rows: dict[str, dict], point: Point) -> dict:
     """The point's median ms per inference path (batch 1) on that bench's CPU, and its fastest."""
-    rows = {row["name"]: row for row in bench["rows"]}
     if point.bench not in rows:
         raise ClipfuseError(f"{path}: no bench row {point.bench!r} ({point.label})")
     ms = {name: value["1"]["median"] for name, value in rows[point.bench]["paths"].items()}
@@ -122,7 +118,7 @@ def frontier() -> dict:
         mean, std = mean_std([row["mIoU"] for row in rows[point.label]])
         exported = {kind: _exported(point, kind) for kind in EXPORTS}
         difference = compare(every_row, point.label, BASELINE) if point.label != BASELINE else None
-        speed = [_speed(path, bench, point) for path, bench in benches]
+        speed = [_speed(path, bench, by_name, point) for path, bench, by_name in benches]
         points.append(
             {
                 "label": point.label,
@@ -141,7 +137,7 @@ def frontier() -> dict:
             }
         )
     height, width = benches[0][1]["settings"]["size"]
-    cpus = [bench["machine"]["name"] for _, bench in benches]
+    cpus = [bench["machine"]["name"] for _, bench, _ in benches]
     return {"cpus": cpus, "size": [height, width], "points": points}
 
 

@@ -92,27 +92,36 @@ ROWS = (
 )
 
 
-def _read_json(path: Path) -> dict:
+def read_result(path: Path) -> dict:
+    """A committed JSON result file; its absence is an error naming it."""
     if not path.is_file():
         raise ClipfuseError(f"{path}: no such result file (expected a committed results file)")
     return json.loads(path.read_text())
 
 
+def experiment_rows(experiment: str, run: str, what: str) -> list[dict]:
+    """The finished seeds of ``run`` in ``experiment``'s results.json, by seed; none is an error
+    naming the file, the run and ``what`` needed it."""
+    path = RESULTS / experiment / "results.json"
+    rows = [row for row in read_result(path)["rows"] if row["run"] == run]
+    if not rows:
+        raise ClipfuseError(f"{path}: no run {run!r} (expected the run of {what})")
+    return sorted(rows, key=lambda row: row["seed"])
+
+
 def _runs(row: ModelRow) -> list[dict]:
     """The seeds of ``row``'s experiment run, checked against its config."""
-    path = RESULTS / row.experiment / "results.json"
-    seeds = [r for r in _read_json(path)["rows"] if r["run"] == row.run]
-    if not seeds:
-        raise ClipfuseError(f"{path}: no run {row.run!r} (expected the run of {row.config})")
+    seeds = experiment_rows(row.experiment, row.run, row.config)
     config = load_config(row.config)
     steps, method = config["train"]["max_steps"], config["model"]["method"]
     for seed in seeds:
         if seed["step"] != steps or current_method(seed["method"]) != method:
             raise ClipfuseError(
-                f"{path}: run {row.run!r} seed {seed['seed']} is {seed['method']} at step "
-                f"{seed['step']}; expected {method} at step {steps} as {row.config} trains"
+                f"{RESULTS / row.experiment / 'results.json'}: run {row.run!r} seed "
+                f"{seed['seed']} is {seed['method']} at step {seed['step']}; expected {method} at "
+                f"step {steps} as {row.config} trains"
             )
-    return sorted(seeds, key=lambda seed: seed["seed"])
+    return seeds
 
 
 def _bench_rows(bench: dict) -> dict[str, dict]:
@@ -158,7 +167,7 @@ def bench_command(bench: dict) -> str:
 
 def model_table() -> list[str]:
     """The markdown block between :data:`BEGIN` and :data:`END` (both included)."""
-    bench = _read_json(BENCH)
+    bench = read_result(BENCH)
     speed = _bench_rows(bench)
     height, width = bench["settings"]["size"]
     quiet = _quiet(bench)
