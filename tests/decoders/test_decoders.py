@@ -24,8 +24,17 @@ def features(batch=2, size=64):
         ("fpn", {"channels": 32, "levels": 3}, 8),
         ("fpn", {"channels": 32, "levels": 1, "separable": True}, 32),
         ("lraspp", {"inter_channels": 32}, 8),
+        ("smp_fpn", {"pyramid_channels": 32, "segmentation_channels": 32}, 4),
     ],
-    ids=["fpn", "upernet", "fpn-separable", "fpn-levels3", "fpn-levels1-separable", "lraspp"],
+    ids=[
+        "fpn",
+        "upernet",
+        "fpn-separable",
+        "fpn-levels3",
+        "fpn-levels1-separable",
+        "lraspp",
+        "smp_fpn",
+    ],
 )
 def test_decoders_predict_k_channels_at_their_stride(name, options, stride):
     decoder = create_decoder(name, CHANNELS, num_classes=7, **options)
@@ -49,7 +58,7 @@ def test_semantic_fpn_has_max_1_i_convs_per_level():
 
 
 def test_unknown_decoder_lists_known_ones():
-    with pytest.raises(ClipfuseError, match="expected one of fpn, upernet, lraspp"):
+    with pytest.raises(ClipfuseError, match="expected one of fpn, upernet, lraspp, smp_fpn"):
         create_decoder("deeplab", CHANNELS, 3)
 
 
@@ -123,3 +132,19 @@ def test_separable_fpn_uses_depthwise_convs_only_at_3x3():
     convs = [m for m in decoder.modules() if isinstance(m, torch.nn.Conv2d)]
     assert all(c.groups == c.in_channels for c in convs if c.kernel_size == (3, 3))
     assert sum(c.kernel_size == (3, 3) for c in convs) == 4 + 7
+
+
+def test_smp_fpn_is_smps_decoder_and_says_what_size_it_needs():
+    """The same modules and parameter count as smp's own ``FPN`` decoder and head; a map that
+    is not twice the next (an input not divisible by 32) is a one-line error naming the sizes."""
+    from segmentation_models_pytorch.decoders.fpn.decoder import FPNDecoder
+
+    decoder = create_decoder("smp_fpn", CHANNELS, num_classes=7)
+    reference = FPNDecoder([3, 16, *CHANNELS], encoder_depth=5)
+    assert isinstance(decoder.decoder, FPNDecoder)
+    assert sum(p.numel() for p in decoder.decoder.parameters()) == sum(
+        p.numel() for p in reference.parameters()
+    )
+    odd = [torch.randn(1, c, s, s) for c, s in zip(CHANNELS, (23, 12, 6, 3), strict=True)]
+    with pytest.raises(ClipfuseError, match="23x23, 12x12, 6x6, 3x3"):
+        decoder(odd)

@@ -7,6 +7,7 @@ from torch import nn
 
 from clipfuse.decoders.lraspp import LRASPP
 from clipfuse.decoders.semantic_fpn import SemanticFPN
+from clipfuse.decoders.smp_fpn import SmpFPN
 from clipfuse.decoders.upernet import UperNet
 from clipfuse.errors import ClipfuseError
 
@@ -14,15 +15,16 @@ DECODERS: dict[str, type[nn.Module]] = {
     "fpn": SemanticFPN,
     "upernet": UperNet,
     "lraspp": LRASPP,
+    "smp_fpn": SmpFPN,
 }
 
 
 def create_decoder(name: str, in_channels: Sequence[int], num_classes: int, **kwargs) -> nn.Module:
-    """Build a decoder by name (``fpn``, ``upernet`` or ``lraspp``); kwargs go to its
+    """Build a decoder by name (``fpn``, ``upernet``, ``lraspp`` or ``smp_fpn``); kwargs go to its
     constructor."""
     if name not in DECODERS:
         raise ClipfuseError(f"unknown decoder {name!r}: expected one of {', '.join(DECODERS)}")
     return DECODERS[name](in_channels, num_classes, **kwargs)
 
 
-__all__ = ["DECODERS", "LRASPP", "SemanticFPN", "UperNet", "create_decoder"]
+__all__ = ["DECODERS", "LRASPP", "SemanticFPN", "SmpFPN", "UperNet", "create_decoder"]

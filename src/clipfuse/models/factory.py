@@ -57,7 +57,8 @@ def create_model(
         num_classes: K; for language-guided methods it is the number of rows of
             ``text_embeddings`` and may be left out.
         text_embeddings: K x Ct class-name embeddings (frozen), for language-guided methods.
-        decoder: ``fpn`` (Semantic FPN), ``upernet`` or ``lraspp`` (Lite R-ASPP).
+        decoder: ``fpn`` (Semantic FPN), ``upernet``, ``lraspp`` (Lite R-ASPP) or ``smp_fpn``
+            (segmentation_models_pytorch's FPN decoder).
         backbone_kwargs: ``pretrained``, ``frozen_bn``, ``img_size``, ``mean``, ``std``.
         head_kwargs: options of the language head (e.g. ``num_blocks``, ``bridge``, ``dim``).
         decoder_kwargs: options of the decoder (e.g. ``channels``, ``dropout``).
