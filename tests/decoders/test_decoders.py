@@ -135,8 +135,8 @@ def test_separable_fpn_uses_depthwise_convs_only_at_3x3():
 
 
 def test_smp_fpn_is_smps_decoder_and_says_what_size_it_needs():
-    """The same modules and parameter count as smp's own ``FPN`` decoder and head; a map that
-    is not twice the next (an input not divisible by 32) is a one-line error naming the sizes."""
+    """smp's own ``FPNDecoder``, with the parameter count smp's ``FPN`` gives it; a map that is
+    not twice the next (an input not divisible by 32) is a one-line error naming the sizes."""
     from segmentation_models_pytorch.decoders.fpn.decoder import FPNDecoder
 
     decoder = create_decoder("smp_fpn", CHANNELS, num_classes=7)
@@ -148,3 +148,9 @@ def test_smp_fpn_is_smps_decoder_and_says_what_size_it_needs():
     odd = [torch.randn(1, c, s, s) for c, s in zip(CHANNELS, (23, 12, 6, 3), strict=True)]
     with pytest.raises(ClipfuseError, match="23x23, 12x12, 6x6, 3x3"):
         decoder(odd)
+
+
+@pytest.mark.parametrize(("name", "shown"), [("lraspp", "LRASPP"), ("smp_fpn", "smp_fpn")])
+def test_decoders_of_four_maps_refuse_three(name, shown):
+    with pytest.raises(ClipfuseError, match=rf"^{shown} needs \[c2, c3, c4, c5\], got 3 maps$"):
+        create_decoder(name, CHANNELS[1:], num_classes=3)

@@ -18,6 +18,12 @@ from clipfuse.models.factory import METHODS, method_uses_text
 CLASSES = ["sky", "road", "car"]
 SIZE = 64  # a multiple of 32: the exported graph is the model itself
 DECODERS = ["fpn", "upernet", "lraspp", "smp_fpn"]
+# decoders whose width is not tiny_config's ``channels``: lraspp's is inter_channels, smp's FPN
+# has its own two (GroupNorm: multiples of 32)
+TINY_WIDTHS = {
+    "lraspp": ["model.decoder_kwargs={inter_channels: 16}"],
+    "smp_fpn": ["model.decoder_kwargs={pyramid_channels: 32, segmentation_channels: 32}"],
+}
 CASES = [(method, decoder) for method in METHODS for decoder in DECODERS]
 # A dynamo export takes 55-85 s on a 2-core AVX2 CPU: every head once, the decoders taken in
 # turn (UPerNet's pooling included). plain + fpn is exported by tests/inference/test_export.py.
@@ -41,11 +47,7 @@ def case(request):
     """``(config, model)``: a tiny model of one method and decoder (random weights, text
     ``random:32``, mobilenetv2_100 not pretrained), in eval mode."""
     method, decoder = request.param
-    overrides = [f"model.decoder={decoder}"]
-    if decoder == "lraspp":  # its width is inter_channels
-        overrides.append("model.decoder_kwargs={inter_channels: 16}")
-    if decoder == "smp_fpn":  # its widths are smp's (GroupNorm: multiples of 32)
-        overrides.append("model.decoder_kwargs={pyramid_channels: 32, segmentation_channels: 32}")
+    overrides = [f"model.decoder={decoder}", *TINY_WIDTHS.get(decoder, [])]
     config = apply_overrides(tiny_config("unused", method), overrides)
     torch.manual_seed(0)
     return config, create_model_from_config(config, CLASSES, pretrained=False).eval()

@@ -1,6 +1,10 @@
 """Building blocks shared by the decoders."""
 
+from collections.abc import Sequence
+
 from torch import nn
+
+from clipfuse.errors import ClipfuseError
 
 
 class ConvBNReLU(nn.Sequential):
@@ -39,3 +43,9 @@ def separable_conv(in_channels: int, out_channels: int, linear: bool = False) ->
     if linear:
         return nn.Sequential(depthwise, nn.Conv2d(in_channels, out_channels, 1))
     return nn.Sequential(depthwise, ConvBNReLU(in_channels, out_channels, 1))
+
+
+def require_four_maps(decoder: str, in_channels: Sequence[int]) -> None:
+    """A one-line error unless ``in_channels`` describes the four maps ``[c2, c3, c4, c5]``."""
+    if len(in_channels) != 4:
+        raise ClipfuseError(f"{decoder} needs [c2, c3, c4, c5], got {len(in_channels)} maps")

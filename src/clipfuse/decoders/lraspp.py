@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torchvision.models.segmentation.lraspp import LRASPPHead
 
-from clipfuse.errors import ClipfuseError
+from clipfuse.decoders.common import require_four_maps
 
 
 class LRASPP(nn.Module):
@@ -27,8 +27,7 @@ class LRASPP(nn.Module):
         self, in_channels: Sequence[int], num_classes: int, inter_channels: int = 128
     ) -> None:
         super().__init__()
-        if len(in_channels) != 4:
-            raise ClipfuseError(f"LRASPP needs [c2, c3, c4, c5], got {len(in_channels)} maps")
+        require_four_maps("LRASPP", in_channels)
         self.head = LRASPPHead(in_channels[1], in_channels[3], num_classes, inter_channels)
 
     def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:

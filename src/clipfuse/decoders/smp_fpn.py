@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from clipfuse.decoders.common import require_four_maps
 from clipfuse.errors import ClipfuseError
 from clipfuse.extras import require
 
@@ -40,8 +41,7 @@ class SmpFPN(nn.Module):
         dropout: float = 0.2,
     ) -> None:
         super().__init__()
-        if len(in_channels) != 4:
-            raise ClipfuseError(f"smp_fpn needs [c2, c3, c4, c5], got {len(in_channels)} maps")
+        require_four_maps("smp_fpn", in_channels)
         require("segmentation_models_pytorch", "decoder smp_fpn")
         from segmentation_models_pytorch.base import SegmentationHead, initialization
         from segmentation_models_pytorch.decoders.fpn.decoder import FPNDecoder
