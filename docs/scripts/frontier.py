@@ -9,7 +9,8 @@ per CPU.
     .venv/bin/python docs/scripts/frontier.py --write    # write frontier.{md,png,json}
 
 Every figure is read from a file under :data:`RESULTS`; nothing is typed in. A model missing
-from a bench file, or without a finished seed, is an error naming the file and the value.
+from a bench file is shown as not benched on that CPU; one missing from every bench file, or
+without a finished seed, is an error naming the files and the value.
 """
 
 import argparse
@@ -58,6 +59,13 @@ POINTS = (
     Point("FPN 128 separable", "w128-sep", "camvid_frontier", "sep", "sep"),
     Point("FPN 128 separable, 3 levels", "w128-sep-l3", "camvid_frontier", "sep_l3", "sep_l3"),
     Point("Lite R-ASPP", "lraspp", "camvid_frontier", "lraspp", "lraspp"),
+    Point(
+        "Conv-Former lite + FPN 128 separable",
+        "convformer-lite-sep",
+        "camvid_frontier",
+        "convformer_lite_sep",
+        "convformer_lite_sep",
+    ),
 )
 
 
@@ -92,10 +100,11 @@ def _benches() -> list[tuple[Path, dict, dict[str, dict]]]:
     return benches
 
 
-def _speed(path: Path, bench: dict, rows: dict[str, dict], point: Point) -> dict:
-    """The point's median ms per inference path (batch 1) on that bench's CPU, and its fastest."""
+def _speed(bench: dict, rows: dict[str, dict], point: Point) -> dict | None:
+    """The point's median ms per inference path (batch 1) on that bench's CPU, and its fastest;
+    None where that bench has no row for it."""
     if point.bench not in rows:
-        raise ClipfuseError(f"{path}: no bench row {point.bench!r} ({point.label})")
+        return None
     ms = {name: value["1"]["median"] for name, value in rows[point.bench]["paths"].items()}
     fastest = min(ms, key=ms.get)
     cpu = bench["machine"]["name"]
@@ -118,7 +127,11 @@ def frontier() -> dict:
         mean, std = mean_std([row["mIoU"] for row in rows[point.label]])
         exported = {kind: _exported(point, kind) for kind in EXPORTS}
         difference = compare(every_row, point.label, BASELINE) if point.label != BASELINE else None
-        speed = [_speed(path, bench, by_name, point) for path, bench, by_name in benches]
+        speed = [_speed(bench, by_name, point) for _, bench, by_name in benches]
+        benched = [item for item in speed if item is not None]
+        if not benched:
+            files = ", ".join(map(str, BENCHES))
+            raise ClipfuseError(f"{files}: no bench row {point.bench!r} ({point.label})")
         points.append(
             {
                 "label": point.label,
@@ -132,7 +145,7 @@ def frontier() -> dict:
                     for kind, seeds in exported.items()
                 },
                 "vs_baseline": difference.as_dict() if difference else None,
-                "gmacs": speed[0]["gmacs"],
+                "gmacs": benched[0]["gmacs"],
                 "speed": speed,
             }
         )
@@ -170,6 +183,9 @@ def table(record: dict) -> list[str]:
             mean, seeds = point[f"{kind}_mIoU"], point[f"{kind}_seeds"]
             cells.append("not measured" if mean is None else f"{mean:.2f} ({len(seeds)})")
         for speed in point["speed"]:
+            if speed is None:
+                cells += ["not benched", "–"]
+                continue
             cells.append(" / ".join(f"{speed['ms'][path]:.1f}" for path in PATHS))
             cells.append(f"{speed['fps']:.0f} ({speed['fastest_path']})")
         lines.append("| " + " | ".join(cells) + " |")
@@ -201,17 +217,18 @@ def plot(record: dict, path: Path) -> None:
     figure, panels = plt.subplots(1, count, figsize=(5.6 * count, 4.6), sharey=True, squeeze=False)
     height, width = record["size"]
     for index, (axes, cpu) in enumerate(zip(panels[0], record["cpus"], strict=True)):
-        for point in record["points"]:
-            fps = point["speed"][index]["fps"]
-            drawn = axes.errorbar(
-                fps, point["mIoU"], yerr=point["mIoU_std"] or 0, marker="o", capsize=3
+        for number, point in enumerate(record["points"]):
+            if point["speed"][index] is None:
+                continue
+            fps, color = point["speed"][index]["fps"], f"C{number}"  # a colour per model
+            axes.errorbar(
+                fps, point["mIoU"], yerr=point["mIoU_std"] or 0, marker="o", capsize=3, color=color
             )
             label = f"{point['label']} (n={len(point['seeds'])})"
             axes.annotate(
                 label, (fps, point["mIoU"]), textcoords="offset points", xytext=(5, 4), fontsize=7
             )
             if point["int8_mIoU"] is not None:
-                color = drawn.lines[0].get_color()
                 axes.plot(fps, point["int8_mIoU"], marker="o", mfc="none", color=color)
         axes.axvline(GOAL_FPS, linestyle="--", color="grey", linewidth=0.8)
         axes.axhline(GOAL_MIOU, linestyle="--", color="grey", linewidth=0.8)
