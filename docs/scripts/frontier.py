@@ -56,6 +56,7 @@ POINTS = (
     Point(
         BASELINE, "plain-w128_mobilenetv2_camvid_256x320_5200", "camvid_schedule", "w128_5200", None
     ),
+    Point("FPN 96", "w96", "camvid_frontier", "w96", "w96"),
     Point("FPN 128 separable", "w128-sep", "camvid_frontier", "sep", "sep"),
     Point("FPN 128 separable, 3 levels", "w128-sep-l3", "camvid_frontier", "sep_l3", "sep_l3"),
     Point("Lite R-ASPP", "lraspp", "camvid_frontier", "lraspp", "lraspp"),
